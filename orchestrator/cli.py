@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from orchestrator.errors import CoserveError
 
 
+#: Modules that each add their subcommands with ``register(subparsers)``. They must import cheaply
+#: (no torch, no tritonclient at module level) so that ``coserve --help`` stays fast.
+COMMAND_MODULES = (
+    "orchestrator.cli_triton",  # triton start, repo list|status|load|unload
+    "exporter.cli",  # coe generate, export, expert add
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coserve", description="Collaboration-of-Experts serving on Triton")
-    parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
