@@ -1,0 +1,362 @@
+"""The embedded tritonserver: a private Triton home built from the nvidia-pytriton wheel.
+
+The wheel ships a real ``tritonserver`` (2.51), its shared libraries, the Python backend and stubs
+for several Pythons, but no ONNX Runtime backend. The recipe (BRIEF section 5, measured):
+
+- copy the binary into a private home; put ``libtriton_python.so``, ``triton_python_backend_utils.py``
+  and the stub for the *running* Python together in ``<home>/backends/python/`` (pointing Triton at
+  site-packages fails: stub not found);
+- install the project's Python-based ONNX backend as ``<home>/backends/coserve_ort/model.py``;
+- ``LD_LIBRARY_PATH=<libdir of this python>:<site-packages>/nvidia_pytriton.libs`` (without the
+  latter the server exits 127; without the former the stub silently embeds another Python) and
+  this interpreter's ``bin`` first on ``PATH`` (else the model process cannot import onnxruntime);
+- ``--model-control-mode=explicit --disable-auto-complete-config`` (auto-complete makes a load
+  ~10x slower and silently picks KIND_CPU), all endpoints on loopback.
+
+Every Python-backend stub of this server uses a /dev/shm region prefix unique to this launcher, so
+``stop()`` can remove exactly the regions this server leaves behind (a killed stub never removes its
+own) and nothing of another server's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from orchestrator.errors import ServerStartError
+from orchestrator.triton import processes
+from orchestrator.triton.model_config import PYTHON_ORT_BACKEND
+from orchestrator.triton.processes import ModelProcess, ProcessMemory
+
+#: the project's Python-based ONNX backend, installed into every home as backends/coserve_ort/model.py
+BACKEND_MODEL_PY = Path(__file__).with_name("backend_ort") / "model.py"
+SHM_PREFIX_BASE = "triton_python_backend_shm_region_"
+LOG_NAME = "tritonserver.log"
+
+
+def site_packages() -> Path:
+    """The running interpreter's site-packages (where nvidia-pytriton is installed)."""
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def wheel_root() -> Path:
+    """``<site-packages>/pytriton/tritonserver`` (found via the installed package, not a guess)."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("pytriton")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+    return site_packages() / "pytriton" / "tritonserver"
+
+
+def python_libdir() -> str:
+    """Directory holding libpython of the running interpreter (the stub must embed this one)."""
+    return str(sysconfig.get_config_var("LIBDIR") or Path(sys.base_prefix) / "lib")
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1 (the OS picks; a small race remains until bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedTriton:
+    """A tritonserver process started and owned by this object.
+
+    Usage::
+
+        with EmbeddedTriton("model_repository") as server:
+            adapter = TritonAdapter(server.grpc_url, process_probe=server.model_processes)
+
+    Contract:
+    - ``start()`` returns once the server answers ready on HTTP, or raises ``ServerStartError``
+      (missing binary/backend files, the process exited, or no readiness within
+      ``start_timeout_s``) with the tail of the server log. A failed start leaves nothing running.
+    - ``stop()`` sends SIGTERM (Triton finishes in-flight requests, then exits), kills the server
+      and its stubs after ``stop_timeout_s``, and removes this server's /dev/shm regions.
+      Idempotent. After it returns no process of this server is alive.
+    - ``home`` is a fresh temporary directory (removed by ``stop()``) unless given; the log is
+      ``<home>/tritonserver.log`` (kept when the home was given).
+    """
+
+    def __init__(
+        self,
+        model_repository: str | Path,
+        *,
+        home: str | Path | None = None,
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+        metrics_port: int | None = None,
+        binary: str | Path | None = None,
+        start_timeout_s: float = 60.0,
+        stop_timeout_s: float = 30.0,
+        log_verbose: int = 0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.model_repository = Path(model_repository).resolve()
+        self._given_home = Path(home).resolve() if home is not None else None
+        self.home: Path | None = self._given_home
+        self._requested_ports = (grpc_port, http_port, metrics_port)
+        self.grpc_port = grpc_port or 0
+        self.http_port = http_port or 0
+        self.metrics_port = metrics_port or 0
+        self.binary = Path(binary) if binary is not None else wheel_root() / "bin" / "tritonserver"
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.log_verbose = log_verbose
+        self.extra_args = tuple(extra_args)
+        self.shm_prefix = f"{SHM_PREFIX_BASE}coserve_{uuid.uuid4().hex[:12]}_"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start_seconds: float | None = None
+        self._log_file: object | None = None
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def grpc_url(self) -> str:
+        """``127.0.0.1:<grpc port>`` (what tritonclient's gRPC client takes)."""
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def log_path(self) -> Path:
+        if self.home is None:
+            raise RuntimeError("server home not assembled yet")
+        return self.home / LOG_NAME
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    # -- home ------------------------------------------------------------------------------
+    def assemble_home(self) -> Path:
+        """Create the private Triton home (binary, Python backend + stub, coserve_ort backend)."""
+        root = wheel_root()
+        stub = root / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / processes.STUB_NAME
+        sources = {
+            "tritonserver binary": self.binary,
+            "Python backend library": root / "backends" / "python" / "libtriton_python.so",
+            "Python backend utilities": root / "backends" / "python" / "triton_python_backend_utils.py",
+            f"Python backend stub for Python {sys.version_info.major}.{sys.version_info.minor}": stub,
+            "coserve_ort backend": BACKEND_MODEL_PY,
+        }
+        for what, path in sources.items():
+            if not path.is_file():
+                raise ServerStartError(
+                    f"cannot start the embedded Triton: {what} not found at {path} "
+                    "(is nvidia-pytriton==0.7.0 installed in this environment?)"
+                )
+        home = self._given_home or Path(tempfile.mkdtemp(prefix="coserve-triton-"))
+        (home / "bin").mkdir(parents=True, exist_ok=True)
+        python_dir = home / "backends" / "python"
+        ort_dir = home / "backends" / PYTHON_ORT_BACKEND
+        python_dir.mkdir(parents=True, exist_ok=True)
+        ort_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.binary, home / "bin" / "tritonserver")
+        for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+            shutil.copy2(root / "backends" / "python" / name, python_dir / name)
+        shutil.copy2(stub, python_dir / processes.STUB_NAME)
+        shutil.copy2(BACKEND_MODEL_PY, ort_dir / "model.py")
+        self.home = home
+        return home
+
+    def environment(self) -> dict[str, str]:
+        """The environment the server (and the stubs it spawns) need."""
+        env = dict(os.environ)
+        libs = [python_libdir(), str(site_packages() / "nvidia_pytriton.libs")]
+        if env.get("LD_LIBRARY_PATH"):
+            libs.append(env["LD_LIBRARY_PATH"])
+        env["LD_LIBRARY_PATH"] = ":".join(libs)
+        # The stub embeds the Python found on PATH's libdir; this venv's bin first so that the model
+        # process sees this venv's packages (onnxruntime, numpy<2).
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def command(self) -> list[str]:
+        assert self.home is not None
+        return [
+            str(self.home / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            "--model-control-mode=explicit",
+            "--disable-auto-complete-config",
+            f"--backend-directory={self.home / 'backends'}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={self.grpc_port}",
+            "--http-address=127.0.0.1",
+            f"--http-port={self.http_port}",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            f"--log-verbose={self.log_verbose}",
+            # Finish in-flight requests on SIGTERM but do not wait forever (our own kill follows).
+            f"--exit-timeout-secs={max(1, int(self.stop_timeout_s) - 1)}",
+            *self.extra_args,
+        ]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> EmbeddedTriton:
+        """Assemble the home, start tritonserver and wait until it is ready (see class doc)."""
+        if self.running():
+            return self
+        if not self.model_repository.is_dir():
+            raise ServerStartError(f"cannot start the embedded Triton: model repository {self.model_repository} is not a directory")
+        self.assemble_home()
+        grpc, http, metrics = self._requested_ports
+        self.grpc_port = grpc or free_port()
+        self.http_port = http or free_port()
+        self.metrics_port = metrics or free_port()
+        began = time.perf_counter()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's lifetime
+        self._log_file = log
+        try:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.environment(),
+                cwd=self.home,
+                # Own process group: a Ctrl-C in the terminal reaches us, and we stop the server in order.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log.close()
+            self._cleanup_home()
+            raise ServerStartError(f"cannot execute {self.home}/bin/tritonserver: {exc}") from None
+        try:
+            self._wait_ready(began)
+        except ServerStartError:
+            self.stop()
+            raise
+        self.start_seconds = time.perf_counter() - began
+        return self
+
+    def _wait_ready(self, began: float) -> None:
+        assert self.process is not None
+        url = f"{self.http_url}/v2/health/ready"
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise ServerStartError(
+                    f"tritonserver exited with code {code} during start-up; log tail:\n{self.log_tail()}"
+                )
+            with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == 200:
+                    return
+            if time.perf_counter() - began > self.start_timeout_s:
+                raise ServerStartError(
+                    f"tritonserver not ready after {self.start_timeout_s:.0f} s; log tail:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server and its model processes; remove its /dev/shm regions (see class doc)."""
+        proc = self.process
+        if proc is not None:
+            stubs = [p.pid for p in self.model_processes()] if proc.poll() is None else []
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            # Stubs exit when the server does (they watch the parent), but a stuck one is killed.
+            deadline = time.monotonic() + 5.0
+            for pid in stubs:
+                while processes.is_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if processes.is_alive(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            self.process = None
+        if self._log_file is not None:
+            self._log_file.close()  # type: ignore[attr-defined]
+            self._log_file = None
+        self.remove_shm_regions()
+        self._cleanup_home()
+
+    def _cleanup_home(self) -> None:
+        if self._given_home is None and self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
+            self.home = None
+
+    def shm_regions(self) -> list[str]:
+        """Names of this server's regions currently in /dev/shm."""
+        try:
+            return sorted(n for n in os.listdir("/dev/shm") if n.startswith(self.shm_prefix))
+        except OSError:
+            return []
+
+    def remove_shm_regions(self) -> list[str]:
+        """Remove this server's leftover /dev/shm regions; returns what was removed."""
+        removed = []
+        for name in self.shm_regions():
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join("/dev/shm", name))
+                removed.append(name)
+        return removed
+
+    def __enter__(self) -> EmbeddedTriton:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- inspection --------------------------------------------------------------------------
+    def model_processes(self, model: str | None = None) -> list[ModelProcess]:
+        """Living model (stub) processes of this server, optionally of one model, with RSS/PSS."""
+        if not self.running():
+            return []
+        assert self.process is not None
+        return processes.model_processes(self.process.pid, model)
+
+    def process_probe(self) -> Callable[[str], list[ModelProcess]]:
+        """A callable for ``TritonAdapter(process_probe=...)``: model name -> its living processes."""
+        return lambda name: self.model_processes(name)
+
+    def server_memory(self) -> ProcessMemory:
+        """RSS/PSS of the tritonserver process itself (zeros when not running)."""
+        if self.process is None:
+            return ProcessMemory(0, 0, 0)
+        return processes.memory(self.process.pid)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the server log ('' if there is none yet)."""
+        if self.home is None:
+            return ""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,122 @@
+"""Inspecting a tritonserver's processes through /proc (Linux only).
+
+Each Python-backend model instance runs in its own ``triton_python_backend_stub`` process, a child
+of tritonserver. Its command line (checked on 2.51 by reading /proc/PID/cmdline) is::
+
+    <home>/backends/python/triton_python_backend_stub <repo>/<model>/<version>/model.py
+        <shm region name> <shm default size> <shm growth size> <parent (server) pid>
+        <python backend dir> <ipc handle> <instance name> <runtime model dir> ''
+
+where ``<instance name>`` is ``<model>_<group index>_<instance index>`` for unnamed instance groups
+and ``<runtime model dir>`` is the *backend's* directory for Python-based backends
+(``<home>/backends/coserve_ort``), so it does not name the model. The model name comes from the
+first argument, ``<repo>/<model>/<version>/model.py``, even though that file does not exist for a
+Python-based backend (the instance name alone is ambiguous: ``a_0_0`` could be model ``a`` or
+``a_0``). Memory numbers come from /proc/PID/smaps_rollup: RSS counts every page
+a process maps (shared libraries too), PSS divides shared pages among their sharers, so PSS sums
+over processes without double counting.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+STUB_NAME = "triton_python_backend_stub"
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """Memory of one process in bytes (0 when the process has gone)."""
+
+    pid: int
+    rss_bytes: int
+    pss_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelProcess:
+    """One Python-backend stub process serving one instance of a model."""
+
+    pid: int
+    model: str
+    instance: str
+    rss_bytes: int
+    pss_bytes: int
+    shm_region: str  # name of its /dev/shm region (without the leading slash)
+
+
+def read_cmdline(pid: int) -> list[str]:
+    """The process's argv, or [] if it has gone (or is a zombie)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent pid from /proc/PID/stat, or None if the process has gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return int(fields[1])
+
+
+def is_alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (living ones only)."""
+    result = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and parent_pid(int(entry)) == pid and is_alive(int(entry)):
+            result.append(int(entry))
+    return sorted(result)
+
+
+def memory(pid: int) -> ProcessMemory:
+    """RSS and PSS of a process from /proc/PID/smaps_rollup (zeros if it has gone)."""
+    values = {"Rss:": 0, "Pss:": 0}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                parts = line.split()
+                if parts and parts[0] in values:
+                    values[parts[0]] = int(parts[1]) * 1024  # reported in kB
+    except OSError:
+        pass
+    return ProcessMemory(pid, values["Rss:"], values["Pss:"])
+
+
+def parse_stub_cmdline(argv: list[str]) -> tuple[str, str, str] | None:
+    """(model, instance, shm region) from a stub's argv, or None if it is not a stub."""
+    if not argv or os.path.basename(argv[0]) != STUB_NAME or len(argv) < 9:
+        return None
+    model = os.path.basename(os.path.dirname(os.path.dirname(argv[1])))
+    return model, argv[8], argv[2].lstrip("/")
+
+
+def model_processes(server_pid: int, model: str | None = None) -> list[ModelProcess]:
+    """The server's living stub processes (optionally only those of ``model``), sorted by instance."""
+    found = []
+    for pid in children(server_pid):
+        parsed = parse_stub_cmdline(read_cmdline(pid))
+        if parsed is None:
+            continue
+        name, instance, shm = parsed
+        if model is not None and name != model:
+            continue
+        mem = memory(pid)
+        found.append(ModelProcess(pid, name, instance, mem.rss_bytes, mem.pss_bytes, shm))
+    return sorted(found, key=lambda p: (p.model, p.instance))
