@@ -1,9 +1,204 @@
-"""Subcommands (placeholder until implemented)."""
+"""``coserve triton start`` and ``coserve repo list|status|load|unload``.
+
+Thin: parse, call the launcher/adapter, print. This module is imported on every ``coserve`` call,
+so tritonclient, the adapter and the launcher are imported inside the handlers only.
+Every user mistake (unknown model, server down, bad kind/count, missing repository) surfaces as a
+``CoserveError``, which the root CLI prints as one line without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.errors import CoserveError
+
+if TYPE_CHECKING:
+    from orchestrator.triton.adapter import TritonAdapter
+    from orchestrator.triton.model_config import ModelConfig
+
+DEFAULT_URL = "localhost:8001"
+DEFAULT_REPO = "./model_repository"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands."""
+    """Add ``triton`` and ``repo`` with their subcommands."""
+    triton = subparsers.add_parser("triton", help="run the embedded Triton server")
+    triton_sub = triton.add_subparsers(dest="triton_command", required=True, metavar="SUBCOMMAND")
+    start = triton_sub.add_parser("start", help="start the embedded tritonserver in the foreground (Ctrl-C stops it)")
+    start.add_argument("--repo", required=True, help="model repository directory")
+    start.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default: a free one)")
+    start.add_argument("--http-port", type=int, default=None, help="HTTP port (default: a free one)")
+    start.add_argument("--metrics-port", type=int, default=None, help="metrics port (default: a free one)")
+    start.add_argument("--home", default=None, help="Triton home directory to assemble and keep (default: a temp dir)")
+    start.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for readiness")
+    start.set_defaults(func=_triton_start)
+
+    # --url/--repo on every leaf, so they go after the subcommand as documented.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=DEFAULT_URL, help=f"Triton gRPC HOST:PORT (default {DEFAULT_URL})")
+    common.add_argument("--repo", default=DEFAULT_REPO, help=f"model repository directory (default {DEFAULT_REPO})")
+
+    repo = subparsers.add_parser("repo", help="manage a running Triton server's model repository")
+    repo_sub = repo.add_subparsers(dest="repo_command", required=True, metavar="SUBCOMMAND")
+    repo_sub.add_parser("list", parents=[common], help="list the server's models and their states").set_defaults(
+        func=_repo_list
+    )
+    repo_sub.add_parser(
+        "status", parents=[common], help="state of every model; instances of loaded ones"
+    ).set_defaults(func=_repo_status)
+    load = repo_sub.add_parser("load", parents=[common], help="load (or reload) a model")
+    load.add_argument("name", metavar="NAME")
+    load.add_argument("--kind", choices=["cpu", "gpu"], default=None, help="instance kind (default: as in config.pbtxt)")
+    load.add_argument("--count", type=int, default=None, help="instance count (default: as in config.pbtxt)")
+    load.add_argument("--gpus", default=None, help="device ids for kind gpu, comma separated (e.g. 0,1)")
+    load.set_defaults(func=_repo_load)
+    unload = repo_sub.add_parser("unload", parents=[common], help="unload a model and wait until it is gone")
+    unload.add_argument("name", metavar="NAME")
+    unload.add_argument("--timeout", type=float, default=30.0, help="seconds to wait until it is gone")
+    unload.set_defaults(func=_repo_unload)
+
+
+# -- triton start ------------------------------------------------------------------------------
+def _triton_start(args: argparse.Namespace) -> int:
+    from orchestrator.triton.launcher import EmbeddedTriton
+
+    repo = Path(args.repo)
+    if not repo.is_dir():
+        raise CoserveError(f"model repository {repo} does not exist or is not a directory")
+    server = EmbeddedTriton(
+        repo,
+        home=args.home,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        start_timeout_s=args.start_timeout,
+    )
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # same orderly stop as Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        server.start()
+        print(
+            f"Triton ready in {server.start_seconds:.2f} s: grpc {server.grpc_url}  http {server.http_url}  "
+            f"metrics {server.metrics_url}\nrepository {server.model_repository} (explicit model control; "
+            f"load with: coserve repo load NAME --url {server.grpc_url} --repo {repo})\n"
+            f"log {server.log_path}\nCtrl-C stops the server.",
+            flush=True,
+        )
+        while server.running():
+            time.sleep(0.5)
+        print(f"coserve: error: tritonserver exited unexpectedly; log tail:\n{server.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping Triton ...", flush=True)
+        return 0
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- repo ----------------------------------------------------------------------------------------
+def _with_adapter(args: argparse.Namespace, body: Callable[[TritonAdapter], Awaitable[int]]) -> int:
+    from orchestrator.triton.adapter import TritonAdapter
+
+    async def run() -> int:
+        adapter = TritonAdapter(args.url, request_timeout_s=30.0)
+        try:
+            return await body(adapter)
+        finally:
+            await adapter.close()
+
+    return asyncio.run(run())
+
+
+def _repo_list(args: argparse.Namespace) -> int:
+    async def body(adapter: TritonAdapter) -> int:
+        for entry in await adapter.index():
+            print(f"{entry.name}\t{entry.state or 'NOT LOADED'}")
+        return 0
+
+    return _with_adapter(args, body)
+
+
+def _repo_status(args: argparse.Namespace) -> int:
+    async def body(adapter: TritonAdapter) -> int:
+        entries = await adapter.index()
+        if not entries:
+            print(f"(no models in the repository of {args.url})")
+            return 0
+        rows = [("MODEL", "VERSION", "STATE", "INSTANCES", "REASON")]
+        for entry in entries:
+            instances = ""
+            if entry.state == "READY":
+                config = await adapter.model_config(entry.name)
+                instances = ", ".join(
+                    f"{g.kind.removeprefix('KIND_').lower()} x{g.count}" + (f" gpus {list(g.gpus)}" if g.gpus else "")
+                    for g in config.instance_groups
+                )
+            reason = " ".join(entry.reason.split())  # server reasons can span lines
+            rows.append((entry.name, entry.version or "-", entry.state or "NOT LOADED", instances or "-", reason))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+        return 0
+
+    return _with_adapter(args, body)
+
+
+def _override(args: argparse.Namespace) -> ModelConfig | None:
+    """The whole-config override for ``repo load``, or None to load the server's own config."""
+    if args.kind is None and args.count is None and args.gpus is None:
+        return None
+    from orchestrator.triton.model_config import ModelConfig
+
+    repo = Path(args.repo)
+    if not repo.is_dir():
+        raise CoserveError(f"model repository {repo} does not exist (give --repo DIR; it holds <NAME>/config.pbtxt)")
+    model_dir = repo / args.name
+    if not (model_dir / "config.pbtxt").is_file():
+        raise CoserveError(f"no model {args.name!r} in repository {repo} (missing {model_dir / 'config.pbtxt'})")
+    base = ModelConfig.read(model_dir)
+    current = base.instance_groups[0]
+    try:
+        gpus = [int(g) for g in args.gpus.split(",") if g.strip()] if args.gpus else list(current.gpus)
+    except ValueError:
+        raise CoserveError(f"--gpus must be comma-separated device ids like 0,1, got {args.gpus!r}") from None
+    kind = args.kind or current.kind
+    if args.kind == "cpu" and args.gpus is None:
+        gpus = []  # device ids of a GPU config do not carry over to kind cpu
+    try:
+        return base.with_instances(kind, args.count if args.count is not None else current.count, gpus)
+    except ValueError as exc:
+        raise CoserveError(f"cannot load {args.name!r}: {exc}") from None
+
+
+def _repo_load(args: argparse.Namespace) -> int:
+    override = _override(args)
+
+    async def body(adapter: TritonAdapter) -> int:
+        result = await adapter.load(args.name, override)
+        config = await adapter.model_config(args.name)
+        groups = ", ".join(f"{g.kind.removeprefix('KIND_').lower()} x{g.count}" for g in config.instance_groups)
+        print(f"loaded {args.name} in {result.seconds:.2f} s ({groups})")
+        return 0
+
+    return _with_adapter(args, body)
+
+
+def _repo_unload(args: argparse.Namespace) -> int:
+    async def body(adapter: TritonAdapter) -> int:
+        result = await adapter.unload(args.name, timeout_s=args.timeout)
+        # Over a URL the CLI cannot see the server's processes: the index is the confirmation.
+        print(f"unloaded {args.name}: gone from the index after {result.index_seconds:.2f} s")
+        return 0
+
+    return _with_adapter(args, body)

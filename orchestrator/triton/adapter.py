@@ -1,0 +1,367 @@
+"""The Triton adapter: the one place (with model_config.py) that talks to Triton through tritonclient.
+
+Async gRPC (``tritonclient.grpc.aio``). Every Triton/gRPC error is mapped to the project's own
+exceptions (``orchestrator.errors``) with the server's message kept in ``server_message``:
+
+=================================  =============================================================
+situation                          exception
+=================================  =============================================================
+server not reachable               ServerUnavailableError
+load/config of a name not in repo  ModelNotFoundError
+load failed (bad file, KIND_GPU..) ModelLoadError
+infer on a model not loaded        ModelNotReadyError (ModelNotFoundError if not in the repo)
+any other infer failure            InferenceError
+unload not finished in time        ModelUnloadTimeoutError
+=================================  =============================================================
+
+Unload is *confirmed*: Triton's unload call returns at once and the index turns UNAVAILABLE, but
+the model's process only exits (and frees its memory) ~1 s later (BRIEF section 5). ``unload``
+therefore waits until the index no longer shows the model READY/UNLOADING *and* the process probe
+(a callable: model name -> that model's living processes, e.g. ``EmbeddedTriton.process_probe()``)
+returns nothing. Without a probe (an external server, e.g. in a container, whose processes we
+cannot see) only the index state is awaited, so memory may still be held for a moment after
+``unload`` returns; ``UnloadResult.processes_confirmed`` says which kind of confirmation it was.
+
+Loads and unloads of one model are serialised by a per-model asyncio lock: concurrent
+load/unload of the same model is a known Triton race. Different models proceed concurrently.
+An adapter belongs to one event loop (the gRPC channel is created lazily on first use, inside it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from orchestrator.errors import (
+    InferenceError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    ModelUnloadTimeoutError,
+    ServerUnavailableError,
+    TritonError,
+)
+from orchestrator.triton.model_config import ModelConfig
+
+#: model name -> the living processes serving it (any objects with a ``pid``); [] when gone
+ProcessProbe = Callable[[str], Sequence[Any]]
+
+#: index states in which a model still holds (or is about to hold) resources
+LIVE_STATES = frozenset({"READY", "LOADING", "UNLOADING"})
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row of the server's repository index."""
+
+    name: str
+    version: str
+    state: str  # READY | LOADING | UNLOADING | UNAVAILABLE | "" (never loaded)
+    reason: str
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """A finished load: ``seconds`` is the wall time of the load call (ready on return)."""
+
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class UnloadResult:
+    """A confirmed unload.
+
+    ``call_seconds``: until Triton's unload call returned; ``index_seconds``: until the index
+    stopped showing it READY/UNLOADING; ``gone_seconds``: until it was gone (index *and*, with a
+    probe, its processes exited). ``processes_confirmed`` is False without a probe.
+    """
+
+    name: str
+    call_seconds: float
+    index_seconds: float
+    gone_seconds: float
+    processes_confirmed: bool
+
+
+def _status(exc: InferenceServerException) -> str:
+    return str(exc.status() or "")
+
+
+def _message(exc: InferenceServerException) -> str:
+    # Triton ends many messages with ";\n": trim that, keep the rest verbatim.
+    return str(exc.message() or exc).strip().rstrip(";").rstrip()
+
+
+# gRPC reports a refused/broken connection as UNAVAILABLE; Triton itself uses UNAVAILABLE for
+# "model not ready" too, so the connection case is recognised by the transport's own wording.
+_CONNECTION_WORDS = (
+    "failed to connect",
+    "connection refused",
+    "socket closed",
+    "connect failed",
+    "connection reset",
+    "dns resolution failed",
+    "no connection",
+    "broken pipe",
+    "unavailable: ",
+)
+
+
+def _is_connection_error(exc: InferenceServerException) -> bool:
+    status, message = _status(exc), _message(exc).lower()
+    if "DEADLINE_EXCEEDED" in status and "deadline" in message:
+        return True
+    return "UNAVAILABLE" in status and any(word in message for word in _CONNECTION_WORDS)
+
+
+class TritonAdapter:
+    """Async client of one Triton server (see the module docstring for the contracts)."""
+
+    def __init__(
+        self,
+        url: str = "localhost:8001",
+        *,
+        process_probe: ProcessProbe | None = None,
+        request_timeout_s: float | None = 60.0,
+        poll_interval_s: float = 0.02,
+    ) -> None:
+        self.url = url
+        self.process_probe = process_probe
+        self.request_timeout_s = request_timeout_s
+        self.poll_interval_s = poll_interval_s
+        self._client: grpcclient.InferenceServerClient | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def client(self) -> grpcclient.InferenceServerClient:
+        if self._client is None:
+            self._client = grpcclient.InferenceServerClient(self.url)
+        return self._client
+
+    async def close(self) -> None:
+        """Close the gRPC channel (idempotent)."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    async def __aenter__(self) -> TritonAdapter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def _unavailable(self, exc: InferenceServerException) -> ServerUnavailableError:
+        return ServerUnavailableError(f"Triton server at {self.url} is not reachable", _message(exc))
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        """Await a tritonclient call; map connection failures, leave other errors to the caller."""
+        try:
+            return await coro
+        except InferenceServerException as exc:
+            if _is_connection_error(exc):
+                raise self._unavailable(exc) from None
+            raise
+
+    # -- health --------------------------------------------------------------------------------
+    async def server_live(self) -> bool:
+        """True if the server answers live; False (not an error) if it cannot be reached."""
+        try:
+            return bool(await self.client.is_server_live(client_timeout=self.request_timeout_s))
+        except InferenceServerException:
+            return False
+
+    async def server_ready(self) -> bool:
+        """True if the server answers ready; False if it cannot be reached."""
+        try:
+            return bool(await self.client.is_server_ready(client_timeout=self.request_timeout_s))
+        except InferenceServerException:
+            return False
+
+    async def model_ready(self, name: str) -> bool:
+        """True if ``name`` is loaded and ready. Raises ServerUnavailableError if unreachable."""
+        try:
+            return bool(
+                await self._call("model_ready", self.client.is_model_ready(name, client_timeout=self.request_timeout_s))
+            )
+        except InferenceServerException:
+            return False  # Triton answers an error for names it does not know: not ready
+
+    # -- repository ----------------------------------------------------------------------------
+    async def index(self) -> list[IndexEntry]:
+        """The repository index: every model directory plus its state (sorted by name)."""
+        try:
+            response = await self._call(
+                "index", self.client.get_model_repository_index(client_timeout=self.request_timeout_s)
+            )
+        except InferenceServerException as exc:
+            raise TritonError("cannot read the repository index", _message(exc)) from None
+        entries = [IndexEntry(m.name, m.version, m.state, m.reason) for m in response.models]
+        return sorted(entries, key=lambda e: (e.name, e.version))
+
+    async def _index_states(self, name: str) -> list[str]:
+        return [e.state for e in await self.index() if e.name == name]
+
+    async def load(self, name: str, config: ModelConfig | None = None) -> LoadResult:
+        """Load (or reload) ``name``; ``config`` is the *whole* config (replaces config.pbtxt).
+
+        Returns once the model is ready. Raises ModelNotFoundError for a name the repository does
+        not have, ModelLoadError (server message kept) for any other load failure.
+        """
+        if config is not None and config.name != name:
+            raise ModelLoadError(f"cannot load {name!r}: the override config is named {config.name!r}")
+        async with self._lock(name):
+            began = time.perf_counter()
+            try:
+                await self._call(
+                    "load",
+                    self.client.load_model(
+                        name,
+                        config=config.to_json() if config is not None else None,
+                        client_timeout=self.request_timeout_s,
+                    ),
+                )
+            except InferenceServerException as exc:
+                message = _message(exc)
+                if not await self._in_repository(name):
+                    raise ModelNotFoundError(
+                        f"cannot load {name!r}: no such model in the server's repository", message
+                    ) from None
+                raise ModelLoadError(f"cannot load {name!r}", message) from None
+            return LoadResult(name, time.perf_counter() - began)
+
+    async def _in_repository(self, name: str) -> bool:
+        try:
+            return any(e.name == name for e in await self.index())
+        except TritonError:
+            return False
+
+    async def unload(self, name: str, timeout_s: float = 30.0) -> UnloadResult:
+        """Unload ``name`` and return only once it is gone (see the module docstring).
+
+        Unloading a model that is not loaded is not an error (it returns at once). Raises
+        ModelNotFoundError for a name the repository index does not list (Triton itself accepts
+        any name; models loaded from bytes over gRPC are not in the index, so not supported here) and ModelUnloadTimeoutError
+        (naming the state and the pids still alive) when it is not gone within ``timeout_s``.
+        """
+        async with self._lock(name):
+            began = time.perf_counter()
+            try:
+                await self._call("unload", self.client.unload_model(name, client_timeout=self.request_timeout_s))
+            except InferenceServerException as exc:
+                message = _message(exc)
+                if not await self._in_repository(name):
+                    raise ModelNotFoundError(f"cannot unload {name!r}: no such model", message) from None
+                raise TritonError(f"cannot unload {name!r}", message) from None
+            call_seconds = time.perf_counter() - began
+            # Triton answers an unload of an unknown name with success; the index tells.
+            states = await self._index_states(name)
+            if not states:
+                raise ModelNotFoundError(f"cannot unload {name!r}: no such model in the server's repository")
+            deadline = began + timeout_s
+            index_seconds: float | None = None
+            alive: Sequence[Any] = ()
+            while True:
+                if index_seconds is None:
+                    states = await self._index_states(name)
+                    if not any(s in LIVE_STATES for s in states):
+                        index_seconds = time.perf_counter() - began
+                if index_seconds is not None:
+                    alive = self.process_probe(name) if self.process_probe is not None else ()
+                    if not alive:
+                        return UnloadResult(
+                            name,
+                            call_seconds,
+                            index_seconds,
+                            time.perf_counter() - began,
+                            processes_confirmed=self.process_probe is not None,
+                        )
+                if time.perf_counter() > deadline:
+                    pids = ", ".join(str(getattr(p, "pid", p)) for p in alive) or "none"
+                    raise ModelUnloadTimeoutError(
+                        f"model {name!r} not gone {timeout_s:.1f} s after unload "
+                        f"(index state {'/'.join(states) or 'absent'}, model processes alive: {pids})"
+                    )
+                await asyncio.sleep(self.poll_interval_s)
+
+    async def model_config(self, name: str) -> ModelConfig:
+        """The config the server is using for a loaded model (or its repository config)."""
+        try:
+            response = await self._call(
+                "config", self.client.get_model_config(name, client_timeout=self.request_timeout_s)
+            )
+        except InferenceServerException as exc:
+            raise await self._not_available(name, exc, "cannot read the config of") from None
+        return ModelConfig.from_proto(response.config)
+
+    async def statistics(self, name: str | None = None) -> dict[str, Any]:
+        """Triton's inference statistics (JSON-like dict) for one model or all loaded models."""
+        try:
+            return dict(
+                await self._call(
+                    "statistics",
+                    self.client.get_inference_statistics(
+                        name or "", as_json=True, client_timeout=self.request_timeout_s
+                    ),
+                )
+            )
+        except InferenceServerException as exc:
+            raise await self._not_available(name or "", exc, "cannot read statistics of") from None
+
+    async def _not_available(self, name: str, exc: InferenceServerException, what: str) -> TritonError:
+        """ModelNotReadyError if ``name`` is in the repository (just not loaded), else ModelNotFoundError."""
+        message = _message(exc)
+        if await self._in_repository(name):
+            return ModelNotReadyError(f"{what} {name!r}: model is not loaded", message)
+        return ModelNotFoundError(f"{what} {name!r}: no such model", message)
+
+    # -- inference -----------------------------------------------------------------------------
+    async def infer(
+        self,
+        name: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str] | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run one request; ``inputs`` maps tensor names to arrays (batch axis first).
+
+        Returns every output (or only ``outputs``) as numpy arrays. Raises ModelNotReadyError
+        for a model that is in the repository but not loaded, ModelNotFoundError for an unknown
+        name, InferenceError for any other failure (bad shape/type, unhealthy model process).
+        """
+        infer_inputs = []
+        for tensor_name, array in inputs.items():
+            array = np.ascontiguousarray(array)
+            item = grpcclient.InferInput(tensor_name, list(array.shape), np_to_triton_dtype(array.dtype))
+            item.set_data_from_numpy(array)
+            infer_inputs.append(item)
+        requested = [grpcclient.InferRequestedOutput(o) for o in outputs] if outputs else None
+        try:
+            result = await self._call(
+                "infer",
+                self.client.infer(
+                    name,
+                    infer_inputs,
+                    outputs=requested,
+                    client_timeout=timeout_s if timeout_s is not None else self.request_timeout_s,
+                ),
+            )
+        except InferenceServerException as exc:
+            message = _message(exc)
+            lowered = message.lower()
+            if "unknown model" in lowered or "is not found" in lowered or "no available versions" in lowered:
+                raise await self._not_available(name, exc, "cannot infer on") from None
+            raise InferenceError(f"inference on {name!r} failed", message) from None
+        names = outputs or [o.name for o in result.get_response().outputs]
+        return {o: result.as_numpy(o) for o in names}
