@@ -183,7 +183,11 @@ class TritonAdapter:
             return False
 
     async def server_ready(self) -> bool:
-        """True if the server answers ready; False if it cannot be reached."""
+        """True if the server answers ready; False if it cannot be reached.
+
+        With Triton's default ``--strict-readiness=true`` (an external server) this turns False
+        while any model's last load failed; the embedded server runs with it off.
+        """
         try:
             return bool(await self.client.is_server_ready(client_timeout=self.request_timeout_s))
         except InferenceServerException:

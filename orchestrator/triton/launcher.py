@@ -11,7 +11,8 @@ for several Pythons, but no ONNX Runtime backend. The recipe (BRIEF section 5, m
   latter the server exits 127; without the former the stub silently embeds another Python) and
   this interpreter's ``bin`` first on ``PATH`` (else the model process cannot import onnxruntime);
 - ``--model-control-mode=explicit --disable-auto-complete-config`` (auto-complete makes a load
-  ~10x slower and silently picks KIND_CPU), all endpoints on loopback.
+  ~10x slower and silently picks KIND_CPU), ``--strict-readiness=false`` (see ``command()``), all
+  endpoints on loopback.
 
 Every Python-backend stub of this server uses a /dev/shm region prefix unique to this launcher, so
 ``stop()`` can remove exactly the regions this server leaves behind (a killed stub never removes its
@@ -215,6 +216,10 @@ class EmbeddedTriton:
             "--metrics-address=127.0.0.1",
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
+            # Strict readiness (Triton's default) reports the whole server not ready as long as
+            # one model's last load failed (measured on 2.51): one corrupt expert would make a
+            # health check fail while every other expert serves. Model readiness is per model.
+            "--strict-readiness=false",
             f"--log-verbose={self.log_verbose}",
             # Finish in-flight requests on SIGTERM but do not wait forever (our own kill follows).
             f"--exit-timeout-secs={max(1, int(self.stop_timeout_s) - 1)}",

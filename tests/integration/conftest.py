@@ -1,0 +1,75 @@
+"""One real embedded tritonserver for the whole integration session.
+
+Models live in a session repository (``triton_repo``); tests that need their own models write
+them there (a load reads the repository at load time). Tests that must own a server (start/stop
+behaviour) start their own ``EmbeddedTriton``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from orchestrator.triton.adapter import TritonAdapter
+from orchestrator.triton.launcher import EmbeddedTriton
+from tests.integration import factories
+
+T = TypeVar("T")
+
+#: models every test may use (each test loads what it needs and unloads it again)
+BASE_MODELS = {"cls_a": 0, "cls_b": 1}
+
+
+@pytest.fixture(scope="session")
+def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("model_repository")
+    for name, seed in BASE_MODELS.items():
+        factories.write_model(repo, name, factories.make_classifier_onnx(seed=seed))
+    return repo
+
+
+@pytest.fixture(scope="session")
+def triton(triton_repo: Path) -> Iterator[EmbeddedTriton]:
+    server = EmbeddedTriton(triton_repo, start_timeout_s=60)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def arun(triton: EmbeddedTriton) -> Callable[[Callable[[TritonAdapter], Awaitable[T]]], T]:
+    """Run ``body(adapter)`` in a fresh event loop with an adapter on the session server.
+
+    The adapter has the launcher's process probe, so its unloads wait for the processes to exit.
+    """
+
+    def run(body: Callable[[TritonAdapter], Awaitable[T]]) -> T:
+        async def main() -> T:
+            adapter = TritonAdapter(triton.grpc_url, process_probe=triton.process_probe())
+            try:
+                return await body(adapter)
+            finally:
+                await adapter.close()
+
+        return asyncio.run(main())
+
+    return run
+
+
+@pytest.fixture
+def unload_all(triton: EmbeddedTriton, arun: Any) -> Iterator[None]:
+    """Leave the session server with nothing loaded after the test (tests stay independent)."""
+    yield
+
+    async def body(adapter: TritonAdapter) -> None:
+        for entry in await adapter.index():
+            if entry.state in ("READY", "LOADING", "UNLOADING"):
+                await adapter.unload(entry.name, timeout_s=30)
+
+    arun(body)
