@@ -1,0 +1,154 @@
+"""``coserve simulate``: replay paper tasks, custom boards or a CoE file on simulated hardware."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from orchestrator.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "simulate",
+        help="replay a workload with the CoServe core on simulated hardware",
+        description=(
+            "Replay a paper task (--task), a custom synthetic board (--types ... flags) or a CoE file "
+            "(--coe) with each policy and print throughput, switches, loads by tier, busy shares, "
+            "latency percentiles and the all-resident and compulsory bounds."
+        ),
+    )
+    src = p.add_argument_group("hardware")
+    src.add_argument(
+        "--preset", default=None, help="hardware preset: paper-numa (default) or paper-uma, or a file"
+    )
+    src.add_argument("--profile", default=None, help="cost profile YAML (measured costs) instead of a preset")
+    src.add_argument("--config", default=None, help="serve config YAML (executors, policy switches)")
+    wl = p.add_argument_group("workload")
+    wl.add_argument("--task", choices=["A1", "A2", "B1", "B2"], default=None, help="a paper task")
+    wl.add_argument("--coe", default=None, help="a CoE definition file (requests drawn from its board mix)")
+    wl.add_argument("--types", type=int, default=None, help="component types (experts) on the board")
+    wl.add_argument("--requests", type=int, default=None, help="requests in the task")
+    wl.add_argument("--interval-ms", type=float, default=None, help="time between arrivals (ms)")
+    wl.add_argument(
+        "--zipf", type=float, default=None, help="pure Zipf mix with this exponent (default: calibrated)"
+    )
+    wl.add_argument("--detectors", type=int, default=None, help="shared detector experts")
+    wl.add_argument("--detector-share", type=float, default=None, help="share of types handed to a detector")
+    wl.add_argument("--seed", type=int, default=None, help="workload seed")
+    pol = p.add_argument_group("policies")
+    pol.add_argument(
+        "--policy", action="append", default=None, help="policy to replay (repeat; default: all)"
+    )
+    pol.add_argument(
+        "--starvation-bound-s", type=float, default=None, help="switch: serve a step older than this next"
+    )
+    pol.add_argument("--prefetch", action="store_true", help="switch: prefetch likely subsequent experts")
+    pol.add_argument("--online-probabilities", action="store_true", help="switch: follow the observed mix")
+    pol.add_argument(
+        "--cpu-cache-bytes", type=float, default=None, help="switch: CPU-memory cache tier for GPU loads"
+    )
+    p.add_argument("--json", dest="json_out", default=None, help="write the results as JSON to this file")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from orchestrator.coe import load_coe
+    from orchestrator.core.policies import PAPER_POLICIES, get_policy
+    from orchestrator.core.profile import CostProfile, load_profile_text
+    from orchestrator.core.serve_config import ExecutorConfig, ServeConfig, load_serve_config_text
+    from orchestrator.simulate.presets import load_preset
+    from orchestrator.simulate.report import format_table, run_report
+    from orchestrator.simulate.workload import PAPER_TASKS, build_workload, workload_from_coe
+
+    if args.profile and args.preset:
+        raise ConfigError("--profile", args.profile, "give either --preset or --profile, not both")
+    policies = list(args.policy or PAPER_POLICIES)
+    for name in policies:
+        get_policy(name)
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(path, "", f"cannot read file ({exc.strerror or exc})") from None
+
+    preset = None
+    profile: CostProfile
+    if args.profile:
+        profile = load_profile_text(read(args.profile), args.profile)
+    else:
+        preset = load_preset(args.preset or "paper-numa")
+        profile = preset.profile
+
+    if args.coe:
+        if args.task:
+            raise ConfigError("--coe", args.coe, "give either --task or --coe, not both")
+        coe = load_coe(args.coe)
+        wl = workload_from_coe(
+            coe,
+            profile,
+            requests=args.requests if args.requests is not None else coe.board.total,
+            interval_s=(args.interval_ms if args.interval_ms is not None else 4.0) / 1000.0,
+            seed=args.seed if args.seed is not None else coe.seed,
+            source=args.profile or (args.preset or "paper-numa"),
+        )
+        board = "A"
+    else:
+        spec = PAPER_TASKS[args.task or "A1"]
+        over: dict[str, object] = {}
+        if args.types is not None:
+            over["types"] = args.types
+        if args.requests is not None:
+            over["requests"] = args.requests
+        if args.interval_ms is not None:
+            over["interval_s"] = args.interval_ms / 1000.0
+        if args.zipf is not None:
+            over["zipf"] = args.zipf
+        if args.detectors is not None:
+            over["detectors"] = args.detectors
+        if args.detector_share is not None:
+            over["detector_share"] = args.detector_share
+        if args.seed is not None:
+            over["seed"] = args.seed
+        if over:
+            spec = replace(spec, name=f"{spec.name}-custom", **over)  # type: ignore[arg-type]
+        wl = build_workload(spec, profile, args.profile or (args.preset or "paper-numa"))
+        board = spec.board
+
+    config: ServeConfig
+    if args.config:
+        config = load_serve_config_text(read(args.config), args.config)
+    elif preset is not None:
+        config = preset.config(board)
+    else:
+        # one executor per processor kind in the profile, each with a quarter of the CoE's expert bytes
+        kinds = sorted({k for per in profile.architectures.values() for k in per})
+        graph = wl.graph()
+        execs = []
+        for i, kind in enumerate(kinds):
+            total = sum(graph.bytes(e, kind) or 0 for e in graph.experts)
+            execs.append(ExecutorConfig(f"{kind}{i}", kind, max(1, total // 4)))
+        config = ServeConfig(executors=tuple(execs))
+    sw = {}
+    if args.starvation_bound_s is not None:
+        sw["starvation_bound_s"] = args.starvation_bound_s
+    if args.prefetch:
+        sw["prefetch"] = True
+    if args.online_probabilities:
+        sw["online_probabilities"] = True
+    if args.cpu_cache_bytes is not None:
+        sw["cpu_cache"] = True
+        config = replace(config, cpu_cache_bytes=int(args.cpu_cache_bytes))
+    if sw:
+        config = config.with_switches(**sw)
+
+    report = run_report(wl, config, profile, policies)
+    print(format_table(report))
+    if args.json_out:
+        try:
+            Path(args.json_out).write_text(report.to_json())
+        except OSError as exc:
+            raise ConfigError(args.json_out, "", f"cannot write JSON ({exc.strerror or exc})") from None
+    return 0

@@ -1,0 +1,269 @@
+"""Expert residency: an explicit state machine per expert, pools with byte budgets, pins, and
+pluggable eviction policies.
+
+States and the only legal transitions::
+
+    UNLOADED -> LOADING -> READY -> UNLOADING -> UNLOADED
+                LOADING -> FAILED -> UNLOADED | LOADING (retry)
+
+LOADING and UNLOADING experts count against the budget until the driver confirms them; an expert
+with a running batch is pinned and never chosen for eviction.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.core.graph import DependencyGraph
+
+
+class ExpertState(enum.Enum):
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    READY = "ready"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+
+
+ALLOWED: dict[ExpertState, frozenset[ExpertState]] = {
+    ExpertState.UNLOADED: frozenset({ExpertState.LOADING}),
+    ExpertState.LOADING: frozenset({ExpertState.READY, ExpertState.FAILED}),
+    ExpertState.READY: frozenset({ExpertState.UNLOADING}),
+    ExpertState.UNLOADING: frozenset({ExpertState.UNLOADED}),
+    ExpertState.FAILED: frozenset({ExpertState.UNLOADED, ExpertState.LOADING}),
+}
+
+_HOLDS_MEMORY = (ExpertState.LOADING, ExpertState.READY, ExpertState.UNLOADING)
+
+
+class IllegalTransitionError(RuntimeError):
+    """A state change the machine does not allow (a bug in a driver or the core)."""
+
+
+class BudgetExceededError(RuntimeError):
+    """Memory would exceed the pool's budget (a bug: the core must check before loading)."""
+
+
+@dataclass
+class _Entry:
+    state: ExpertState
+    bytes: int
+    loaded_seq: int = 0
+    last_used_s: float = float("-inf")
+
+
+class ExpertPool:
+    """One executor's (or the CPU cache tier's) model pool."""
+
+    def __init__(self, name: str, budget_bytes: int) -> None:
+        self.name = name
+        self.budget_bytes = int(budget_bytes)
+        self._entries: dict[str, _Entry] = {}
+        self._pins: dict[str, int] = {}
+        self.weight_bytes = 0
+        self.activation_bytes = 0
+        self._seq = 0
+        self.peak_bytes = 0
+
+    # ---- queries ---------------------------------------------------------------------
+    def state(self, expert: str) -> ExpertState:
+        e = self._entries.get(expert)
+        return ExpertState.UNLOADED if e is None else e.state
+
+    def is_ready(self, expert: str) -> bool:
+        e = self._entries.get(expert)
+        return e is not None and e.state is ExpertState.READY
+
+    def holds(self, expert: str) -> bool:
+        """Ready or loading (a switch to it is already paid for)."""
+        e = self._entries.get(expert)
+        return e is not None and e.state in (ExpertState.READY, ExpertState.LOADING)
+
+    @property
+    def used_bytes(self) -> int:
+        return self.weight_bytes + self.activation_bytes
+
+    @property
+    def free_bytes(self) -> int:
+        return self.budget_bytes - self.used_bytes
+
+    def experts_in(self, *states: ExpertState) -> list[str]:
+        return sorted(n for n, e in self._entries.items() if e.state in states)
+
+    def resident(self) -> list[str]:
+        return self.experts_in(ExpertState.READY, ExpertState.LOADING)
+
+    def entry_bytes(self, expert: str) -> int:
+        return self._entries[expert].bytes
+
+    def last_used_s(self, expert: str) -> float:
+        return self._entries[expert].last_used_s
+
+    def loaded_seq(self, expert: str) -> int:
+        return self._entries[expert].loaded_seq
+
+    def pinned(self, expert: str) -> bool:
+        return self._pins.get(expert, 0) > 0
+
+    # ---- transitions -----------------------------------------------------------------
+    def transition(self, expert: str, new: ExpertState, nbytes: int | None = None) -> None:
+        e = self._entries.get(expert)
+        old = ExpertState.UNLOADED if e is None else e.state
+        if new not in ALLOWED[old]:
+            raise IllegalTransitionError(
+                f"{self.name}: expert {expert!r} cannot go {old.value} -> {new.value}"
+            )
+        if new is ExpertState.UNLOADING and self.pinned(expert):
+            raise IllegalTransitionError(
+                f"{self.name}: expert {expert!r} is pinned (in use) and cannot be unloaded"
+            )
+        if new is ExpertState.LOADING:
+            size = nbytes if nbytes is not None else (e.bytes if e is not None else None)
+            if size is None:
+                raise ValueError("loading needs the expert's bytes")
+            if self.used_bytes + size > self.budget_bytes:
+                raise BudgetExceededError(
+                    f"{self.name}: loading {expert!r} ({size} B) exceeds budget {self.budget_bytes} B "
+                    f"(used {self.used_bytes} B)"
+                )
+            self._seq += 1
+            self._entries[expert] = _Entry(ExpertState.LOADING, size, loaded_seq=self._seq)
+            self.weight_bytes += size
+        else:
+            assert e is not None
+            held_before = old in _HOLDS_MEMORY
+            held_after = new in _HOLDS_MEMORY
+            e.state = new
+            if held_before and not held_after:
+                self.weight_bytes -= e.bytes
+            if new is ExpertState.UNLOADED:
+                del self._entries[expert]
+        self.peak_bytes = max(self.peak_bytes, self.used_bytes)
+
+    def place(self, expert: str, nbytes: int) -> None:
+        """Loading and confirmed in one step (initial placement confirmed before serving)."""
+        self.transition(expert, ExpertState.LOADING, nbytes)
+        self.transition(expert, ExpertState.READY)
+
+    # ---- pins and activation memory --------------------------------------------------
+    def pin(self, expert: str, now: float, activation_bytes: int = 0) -> None:
+        if not self.is_ready(expert):
+            raise IllegalTransitionError(
+                f"{self.name}: cannot run {expert!r} in state {self.state(expert).value}"
+            )
+        if self.used_bytes + activation_bytes > self.budget_bytes:
+            raise BudgetExceededError(f"{self.name}: batch activations ({activation_bytes} B) exceed budget")
+        self._pins[expert] = self._pins.get(expert, 0) + 1
+        self.activation_bytes += activation_bytes
+        self._entries[expert].last_used_s = now
+        self.peak_bytes = max(self.peak_bytes, self.used_bytes)
+
+    def unpin(self, expert: str, now: float, activation_bytes: int = 0) -> None:
+        n = self._pins.get(expert, 0)
+        if n <= 0:
+            raise IllegalTransitionError(f"{self.name}: expert {expert!r} is not pinned")
+        if n == 1:
+            del self._pins[expert]
+        else:
+            self._pins[expert] = n - 1
+        self.activation_bytes -= activation_bytes
+        if expert in self._entries:
+            self._entries[expert].last_used_s = now
+
+    def touch(self, expert: str, now: float) -> None:
+        if expert in self._entries:
+            self._entries[expert].last_used_s = now
+
+    def evictable(self, exclude: Iterable[str] = ()) -> list[str]:
+        ex = set(exclude)
+        return sorted(
+            n
+            for n, e in self._entries.items()
+            if e.state is ExpertState.READY and n not in ex and not self.pinned(n)
+        )
+
+
+# ---- eviction policies ----------------------------------------------------------------
+
+RankKey = tuple[float, ...]
+
+
+class EvictionPolicy:
+    """Ranks an unpinned, ready expert of a pool: lower keys are evicted first."""
+
+    name = "base"
+
+    def rank(self, expert: str, pool: ExpertPool, graph: DependencyGraph) -> RankKey:
+        raise NotImplementedError
+
+    def victims(
+        self, pool: ExpertPool, graph: DependencyGraph, need_bytes: int, exclude: Iterable[str] = ()
+    ) -> list[str] | None:
+        """Experts to unload so that ``need_bytes`` more fit, or None if impossible right now."""
+        shortfall = need_bytes - pool.free_bytes
+        if shortfall <= 0:
+            return []
+        cands = pool.evictable(exclude)
+        cands.sort(key=lambda n: (*self.rank(n, pool, graph), n))
+        out: list[str] = []
+        freed = 0
+        for n in cands:
+            if freed >= shortfall:
+                break
+            out.append(n)
+            freed += pool.entry_bytes(n)
+        return out if freed >= shortfall else None
+
+
+class LRUEviction(EvictionPolicy):
+    name = "lru"
+
+    def rank(self, expert: str, pool: ExpertPool, graph: DependencyGraph) -> RankKey:
+        return (pool.last_used_s(expert),)
+
+
+class FIFOEviction(EvictionPolicy):
+    name = "fifo"
+
+    def rank(self, expert: str, pool: ExpertPool, graph: DependencyGraph) -> RankKey:
+        return (float(pool.loaded_seq(expert)),)
+
+
+class UsageEviction(EvictionPolicy):
+    """Ascending usage probability (the paper's stage 2 alone)."""
+
+    name = "usage"
+
+    def rank(self, expert: str, pool: ExpertPool, graph: DependencyGraph) -> RankKey:
+        return (graph.usage_prob(expert),)
+
+
+class TwoStageEviction(EvictionPolicy):
+    """The paper's dependency-aware eviction.
+
+    Stage 1: subsequent experts none of whose preliminary experts is resident in this pool, largest
+    first. Stage 2: everything else by ascending usage probability.
+    """
+
+    name = "two-stage"
+
+    def rank(self, expert: str, pool: ExpertPool, graph: DependencyGraph) -> RankKey:
+        preds = graph.predecessors(expert)
+        if preds and not any(pool.holds(p) for p in preds):
+            return (0.0, -float(pool.entry_bytes(expert)))
+        return (1.0, graph.usage_prob(expert))
+
+
+EVICTION_POLICIES: dict[str, Callable[[], EvictionPolicy]] = {}
+
+
+def register_eviction(name: str, factory: Callable[[], EvictionPolicy]) -> None:
+    EVICTION_POLICIES[name] = factory
+
+
+for _cls in (LRUEviction, FIFOEviction, UsageEviction, TwoStageEviction):
+    register_eviction(_cls.name, _cls)

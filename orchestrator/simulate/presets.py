@@ -1,0 +1,58 @@
+"""Hardware presets: a cost profile plus CoServe's executors per board, as package YAML files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.core._yaml import Reader
+from orchestrator.core.profile import CostProfile, parse_profile
+from orchestrator.core.serve_config import ExecutorConfig, ServeConfig, parse_executors
+from orchestrator.errors import ConfigError
+
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    profile: CostProfile
+    executors: Mapping[str, tuple[ExecutorConfig, ...]]
+
+    def config(self, board: str, policy: str = "coserve") -> ServeConfig:
+        execs = self.executors.get(board) or next(iter(self.executors.values()))
+        return ServeConfig(executors=execs, policy=policy)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def parse_preset(data: Any, source: str) -> Preset:
+    r = Reader(source)
+    top = r.mapping(data, "(top level)")
+    r.unknown(top, {"name", "description", "profile", "executors"}, "")
+    profile = parse_profile(r.required(top, "profile", ""), source)
+    ex = r.mapping(r.required(top, "executors", ""), "executors")
+    boards = {str(b): parse_executors(v, r, f"executors.{b}") for b, v in ex.items()}
+    if not boards:
+        raise r.fail("executors", "must define executors for at least one board")
+    return Preset(str(top.get("name", Path(source).stem)), profile, boards)
+
+
+def load_preset(name: str) -> Preset:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError("--preset", name, f"unknown preset (known: {', '.join(preset_names())})")
+    source = str(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(source, "", f"cannot read preset ({exc})") from None
+    return parse_preset(data, source)

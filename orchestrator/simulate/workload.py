@@ -1,0 +1,228 @@
+"""Workloads: the paper's tasks (boards A/B), custom synthetic boards, and CoE files.
+
+A workload is a dependency graph (experts, routing x mix) plus a request stream: one component
+image every ``interval_s``, its type drawn from the board's mix, and the classifier's verdict
+(whether the detector step is needed) drawn from the type's ``no_defect_prob``. Everything comes
+from one ``random.Random(seed)``, so the same inputs always give the same workload.
+
+The calibrated mix (see docs/simulator.md): p(rank i) proportional to ``i**-s * exp(-i/c)``, a
+Zipf head with an exponential cut-off that makes the tail thin. ``s`` and ``c`` are fitted so that
+the top 35 experts carry ~60% of requests and a 2,500-request task touches ~190-200 distinct
+classifiers, which is what the published switch counts require (BRIEF section 3).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from orchestrator.coe import CoEDefinition
+from orchestrator.core.graph import DependencyGraph, ExpertNode, TypeRoute
+from orchestrator.core.profile import PROCESSOR_KINDS, CostProfile
+from orchestrator.core.scheduler import Request
+from orchestrator.errors import ConfigError
+
+# Fitted mix (docs/simulator.md, "Calibration"): cdf(35) ~0.61, ~195 distinct types in 2,500.
+CALIBRATED_S = 0.30
+CALIBRATED_CUTOFF = 52.0
+
+CLASSIFIER_ARCH = "resnet101"
+DETECTOR_ARCHS = ("yolov5m", "yolov5l")
+# A CoE file names roles (classifier/detector); a profile without those keys (the paper presets)
+# costs them as the paper's networks.
+COE_ARCH_ALIASES = {"classifier": CLASSIFIER_ARCH, "detector": DETECTOR_ARCHS[0]}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    board: str
+    types: int
+    requests: int
+    interval_s: float = 0.004
+    seed: int = 1
+    detectors: int = 4
+    detector_share: float = 0.3
+    zipf: float | None = None  # None: the calibrated mix
+    mix_s: float = CALIBRATED_S
+    mix_cutoff: float = CALIBRATED_CUTOFF
+    no_defect_low: float = 0.85
+    no_defect_high: float = 0.98
+    # optional mid-task mix change: from request index `change_at`, ranks are permuted with `change_seed`
+    change_at: int | None = None
+    change_seed: int = 99
+
+
+PAPER_TASKS: dict[str, TaskSpec] = {
+    "A1": TaskSpec("A1", "A", 352, 2500, seed=11),
+    "A2": TaskSpec("A2", "A", 352, 3500, seed=12),
+    "B1": TaskSpec("B1", "B", 342, 2500, seed=21),
+    "B2": TaskSpec("B2", "B", 342, 3500, seed=22),
+}
+
+
+def mix_weights(n: int, s: float, cutoff: float | None) -> list[float]:
+    """Normalised p(rank i) ~ i^-s * exp(-i/cutoff) for i = 1..n (cutoff None: pure Zipf)."""
+    w = [i ** (-s) * (math.exp(-i / cutoff) if cutoff else 1.0) for i in range(1, n + 1)]
+    t = sum(w)
+    return [x / t for x in w]
+
+
+@dataclass
+class Workload:
+    name: str
+    board: str
+    graph_nodes: list[ExpertNode]
+    routes: dict[str, TypeRoute]  # component type -> route (share = probability)
+    requests: list[Request]
+    verdicts: dict[int, bool]
+    request_types: list[str]
+    phases: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (first index, expert probs)
+
+    def graph(self) -> DependencyGraph:
+        return DependencyGraph(self.graph_nodes, self.routes.values())
+
+    def expert_probs(self, type_probs: Mapping[str, float]) -> dict[str, float]:
+        g = DependencyGraph(
+            self.graph_nodes, [replace(r, share=type_probs.get(t, 0.0)) for t, r in self.routes.items()]
+        )
+        return {n: g.prior(n) for n in g.experts}
+
+    def distinct_experts(self) -> set[str]:
+        used: set[str] = set()
+        for r in self.requests:
+            used.add(r.preliminary)
+            if r.subsequent is not None and self.verdicts.get(r.id, False):
+                used.add(r.subsequent)
+        return used
+
+
+def _bytes_by_kind(profile: CostProfile, arch: str, fallback: int | None, source: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for kind in PROCESSOR_KINDS:
+        c = profile.cost(arch, kind)
+        if c is None:
+            continue
+        b = c.weight_bytes if c.weight_bytes is not None else fallback
+        if b is None:
+            raise ConfigError(
+                source, f"architectures.{arch}.{kind}.weight_bytes", "is required for synthetic workloads"
+            )
+        out[kind] = int(b)
+    if not out:
+        raise ConfigError(source, f"architectures.{arch}", "is missing: the workload uses this architecture")
+    return out
+
+
+def _draw(
+    rng: random.Random,
+    n: int,
+    interval_s: float,
+    phases: Sequence[tuple[int, Sequence[str], Sequence[float]]],
+    routes: Mapping[str, TypeRoute],
+) -> tuple[list[Request], dict[int, bool], list[str]]:
+    requests: list[Request] = []
+    verdicts: dict[int, bool] = {}
+    types: list[str] = []
+    pi = 0
+    cum: list[float] = []
+    names: Sequence[str] = ()
+    for i in range(n):
+        while pi < len(phases) and phases[pi][0] <= i:
+            _, names, probs = phases[pi]
+            cum, acc = [], 0.0
+            for p in probs:
+                acc += p
+                cum.append(acc)
+            pi += 1
+        x = rng.random() * cum[-1]
+        t = names[min(bisect.bisect_right(cum, x), len(names) - 1)]
+        r = routes[t]
+        v = rng.random() < r.no_defect_prob
+        requests.append(Request(i, round(i * interval_s, 9), r.classifier, r.detector))
+        verdicts[i] = bool(v and r.detector is not None)
+        types.append(t)
+    return requests, verdicts, types
+
+
+def build_workload(spec: TaskSpec, profile: CostProfile, source: str = "<profile>") -> Workload:
+    if spec.types < 1 or spec.requests < 1:
+        raise ConfigError("workload", "types/requests", "must be >= 1")
+    if not 0.0 <= spec.detector_share <= 1.0:
+        raise ConfigError("workload", "detector_share", f"must be in [0, 1], got {spec.detector_share}")
+    if spec.interval_s < 0:
+        raise ConfigError("workload", "interval_ms", f"must be >= 0, got {spec.interval_s}")
+    rng = random.Random(spec.seed)
+    tnames = [f"t{i:03d}" for i in range(spec.types)]
+    nodes = [
+        ExpertNode(
+            f"cls_{t}", CLASSIFIER_ARCH, _bytes_by_kind(profile, CLASSIFIER_ARCH, None, source), "preliminary"
+        )
+        for t in tnames
+    ]
+    dets = [f"det_{j}" for j in range(spec.detectors)]
+    for j, d in enumerate(dets):
+        arch = DETECTOR_ARCHS[j % len(DETECTOR_ARCHS)]
+        nodes.append(ExpertNode(d, arch, _bytes_by_kind(profile, arch, None, source), "subsequent"))
+    if spec.zipf is not None:
+        weights = mix_weights(spec.types, spec.zipf, None)
+    else:
+        weights = mix_weights(spec.types, spec.mix_s, spec.mix_cutoff)
+    order = list(tnames)
+    rng.shuffle(order)  # which type gets which popularity rank
+    share = dict(zip(order, weights, strict=True))
+    n_det = round(spec.detector_share * spec.types) if dets else 0
+    det_types = set(rng.sample(tnames, n_det)) if n_det else set()
+    routes: dict[str, TypeRoute] = {}
+    for i, t in enumerate(tnames):
+        nd = rng.uniform(spec.no_defect_low, spec.no_defect_high)
+        det = dets[i % len(dets)] if t in det_types else None
+        routes[t] = TypeRoute(share[t], f"cls_{t}", det, nd if det else 1.0)
+    phases: list[tuple[int, Sequence[str], Sequence[float]]] = [(0, tnames, [share[t] for t in tnames])]
+    if spec.change_at is not None:
+        r2 = random.Random(spec.change_seed)
+        order2 = list(tnames)
+        r2.shuffle(order2)
+        share2 = dict(zip(order2, weights, strict=True))
+        phases.append((spec.change_at, tnames, [share2[t] for t in tnames]))
+    requests, verdicts, types = _draw(rng, spec.requests, spec.interval_s, phases, routes)
+    wl = Workload(spec.name, spec.board, nodes, routes, requests, verdicts, types)
+    wl.phases = [
+        (start, wl.expert_probs(dict(zip(names, probs, strict=True)))) for start, names, probs in phases
+    ]
+    return wl
+
+
+def workload_from_coe(
+    coe: CoEDefinition, profile: CostProfile, requests: int, interval_s: float, seed: int, source: str
+) -> Workload:
+    """Requests drawn from the CoE's board mix; expert bytes from the profile, else size_mb * 1e6."""
+    rng = random.Random(seed)
+    nodes: list[ExpertNode] = []
+    subsequent = {r.detector for r in coe.routing.values() if r.detector}
+    for e in coe.experts.values():
+        arch = e.arch
+        if arch not in profile.architectures and COE_ARCH_ALIASES.get(arch) in profile.architectures:
+            arch = COE_ARCH_ALIASES[arch]
+        nodes.append(
+            ExpertNode(
+                e.name,
+                arch,
+                _bytes_by_kind(profile, arch, int(e.size_mb * 1e6), source),
+                "subsequent" if e.name in subsequent else "preliminary",
+            )
+        )
+    probs = coe.type_probabilities()
+    routes = {
+        t: TypeRoute(probs.get(t, 0.0), r.classifier, r.detector, r.no_defect_prob if r.detector else 1.0)
+        for t, r in coe.routing.items()
+    }
+    tnames = sorted(t for t in routes if probs.get(t, 0.0) > 0)
+    phases: list[tuple[int, Sequence[str], Sequence[float]]] = [(0, tnames, [probs[t] for t in tnames])]
+    reqs, verdicts, types = _draw(rng, requests, interval_s, phases, routes)
+    wl = Workload(coe.name, "A", nodes, routes, reqs, verdicts, types)
+    wl.phases = [(0, wl.expert_probs(probs))]
+    return wl
