@@ -233,6 +233,18 @@ class EmbeddedTriton:
             return self
         if not self.model_repository.is_dir():
             raise ServerStartError(f"cannot start the embedded Triton: model repository {self.model_repository} is not a directory")
+        # A port picked free can be taken before tritonserver binds it: retry with fresh picks.
+        attempts = 3 if None in self._requested_ports else 1
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except ServerStartError as exc:
+                if attempt + 1 < attempts and "already in use" in str(exc):
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> EmbeddedTriton:
         self.assemble_home()
         grpc, http, metrics = self._requested_ports
         self.grpc_port = grpc or free_port()

@@ -1,0 +1,112 @@
+"""The embedded tritonserver launcher: start, process inspection, clean stop, start errors."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import ServerStartError
+from orchestrator.triton import processes
+from orchestrator.triton.adapter import TritonAdapter
+from orchestrator.triton.launcher import EmbeddedTriton
+from orchestrator.triton.model_config import ModelConfig
+from tests.integration import factories
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def small_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    factories.write_model(repo, "solo", factories.make_classifier_onnx(seed=7))
+    return repo
+
+
+def test_stop_leaves_no_processes_shm_regions_or_home(small_repo):
+    server = EmbeddedTriton(small_repo)
+    with server:
+        assert server.start_seconds is not None and server.start_seconds < 30
+        home = server.home
+        assert home is not None and (home / "backends" / "coserve_ort" / "model.py").is_file()
+        assert (home / "backends" / "python" / processes.STUB_NAME).is_file()
+
+        async def load() -> None:
+            adapter = TritonAdapter(server.grpc_url, process_probe=server.process_probe())
+            try:
+                config = ModelConfig.read(small_repo / "solo").with_instances("cpu", 2)
+                await adapter.load("solo", config)
+                await adapter.infer("solo", {factories.INPUT: factories.images(1)})
+            finally:
+                await adapter.close()
+
+        asyncio.run(load())
+        server_pid = server.pid
+        stubs = server.model_processes()
+        assert [p.model for p in stubs] == ["solo", "solo"]
+        assert sorted(p.instance for p in stubs) == ["solo_0_0", "solo_0_1"]
+        # The stubs are tritonserver's children; each has its own /dev/shm region with our prefix.
+        assert all(processes.parent_pid(p.pid) == server_pid for p in stubs)
+        assert sorted(p.shm_region for p in stubs) == server.shm_regions()
+        # Memory is read from smaps_rollup: PSS never exceeds RSS, and a loaded stub is tens of MB.
+        for p in stubs:
+            assert p.rss_bytes > 10 * 2**20 and 0 < p.pss_bytes <= p.rss_bytes
+        mem = server.server_memory()
+        assert mem.pid == server_pid and 0 < mem.pss_bytes <= mem.rss_bytes
+    assert not server.running() and server.pid is None
+    assert not processes.is_alive(server_pid)
+    assert all(not processes.is_alive(p.pid) for p in stubs)
+    assert server.shm_regions() == []
+    assert all(not Path("/dev/shm", p.shm_region).exists() for p in stubs)
+    assert not home.exists()  # a temporary home is removed
+    server.stop()  # idempotent
+
+
+def test_stop_removes_shm_regions_of_killed_model_processes(small_repo, tmp_path):
+    """A stub killed with SIGKILL cannot remove its region; stop() does (only this server's)."""
+    import os
+    import signal
+
+    home = tmp_path / "home"
+    with EmbeddedTriton(small_repo, home=home) as server:
+
+        async def load() -> None:
+            adapter = TritonAdapter(server.grpc_url)
+            try:
+                await adapter.load("solo")
+            finally:
+                await adapter.close()
+
+        asyncio.run(load())
+        [stub] = server.model_processes("solo")
+        os.kill(stub.pid, signal.SIGKILL)
+        assert server.shm_regions() == [stub.shm_region]
+    assert server.shm_regions() == []
+    assert (home / "tritonserver.log").is_file()  # a given home (and its log) is kept
+
+
+def test_missing_binary_is_a_clear_start_error(small_repo, tmp_path):
+    server = EmbeddedTriton(small_repo, binary=tmp_path / "nowhere" / "tritonserver")
+    with pytest.raises(ServerStartError, match="tritonserver binary not found at .*nowhere"):
+        server.start()
+    assert not server.running()
+
+
+def test_missing_repository_is_a_clear_start_error(tmp_path):
+    with pytest.raises(ServerStartError, match="not a directory"):
+        EmbeddedTriton(tmp_path / "no_repo").start()
+
+
+def test_failed_start_reports_the_log_tail_and_leaves_nothing_running(small_repo):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = EmbeddedTriton(small_repo, grpc_port=port)
+        with pytest.raises(ServerStartError) as info:
+            server.start()
+    assert "exited with code" in str(info.value)
+    assert "already in use" in str(info.value)  # the server's own words, from the log tail
+    assert not server.running() and server.home is None
