@@ -1,9 +1,159 @@
-"""Subcommands (placeholder until implemented)."""
+"""Exporter subcommands: ``coe generate``, ``export``, ``expert add``.
+
+Imports stay cheap (no torch, onnx or numpy at module level) so ``coserve --help`` is fast;
+handlers import what they need. Every user-caused problem raises a ``CoserveError`` subclass,
+which ``orchestrator.cli.main`` prints without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from orchestrator.errors import ConfigError
+from orchestrator.triton.model_config import TARGET_BACKENDS
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be C,H,W (three integers), got {text!r}") from None
+    if len(parts) != 3 or any(p < 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"must be C,H,W (three positive integers), got {text!r}")
+    return parts  # type: ignore[return-value]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands."""
+    """Add ``coe generate``, ``export`` and ``expert add``."""
+    coe = subparsers.add_parser("coe", help="CoE definition files")
+    coe_sub = coe.add_subparsers(dest="coe_command", required=True, metavar="SUBCOMMAND")
+    gen = coe_sub.add_parser("generate", help="write a synthetic board's CoE definition")
+    gen.add_argument("--preset", default="demo", help="demo | pcb-a | pcb-b (default: demo)")
+    gen.add_argument("--types", type=int, help="number of component types (one classifier each)")
+    gen.add_argument("--detectors", type=int, help="number of shared detectors")
+    gen.add_argument("--detector-share", type=float, help="fraction of types routed to a detector")
+    gen.add_argument("--zipf", type=float, help="Zipf exponent of the component counts (default: preset)")
+    gen.add_argument("--seed", type=int, help="seed of the board and the expert weights")
+    gen.add_argument("--classifier-mb", type=float, help="classifier weight size in MB")
+    gen.add_argument("--detector-mb", type=float, help="detector weight size in MB")
+    gen.add_argument("--components", type=int, help="components per board")
+    gen.add_argument("--image-size", type=int, help="square image side in pixels")
+    gen.add_argument("--out", required=True, help="output YAML file")
+    gen.set_defaults(func=_cmd_generate)
+
+    exp = subparsers.add_parser("export", help="export a CoE's experts into a Triton model repository")
+    exp.add_argument("--coe", required=True, help="CoE definition file (YAML)")
+    exp.add_argument("--out", required=True, help="model repository directory")
+    exp.add_argument("--target", default="python-ort", help=f"{' | '.join(TARGET_BACKENDS)} (default: python-ort)")
+    exp.add_argument("--no-calibrate", action="store_true", help="keep the seeded biases (no routing calibration)")
+    exp.add_argument("--only", help="comma-separated expert names to export")
+    exp.add_argument("--jobs", type=int, help="worker processes (default: CPU count, at most 4)")
+    exp.add_argument("--force", action="store_true", help="re-export experts even when unchanged")
+    exp.set_defaults(func=_cmd_export)
+
+    ex = subparsers.add_parser("expert", help="add a user's expert to a model repository")
+    ex_sub = ex.add_subparsers(dest="expert_command", required=True, metavar="SUBCOMMAND")
+    add = ex_sub.add_parser("add", help="add a torch module factory or an existing .onnx file")
+    add.add_argument("--repo", required=True, help="model repository directory")
+    add.add_argument("--name", required=True, help="expert (Triton model) name")
+    src = add.add_mutually_exclusive_group(required=True)
+    src.add_argument("--module", help="package.module:factory returning a torch.nn.Module")
+    src.add_argument("--onnx", help="an existing single-file .onnx model")
+    add.add_argument("--input-shape", type=_shape, help="C,H,W of one image (required with --module)")
+    add.add_argument("--outputs", help="comma-separated output names (default: by the tensor contract)")
+    add.add_argument("--target", default="python-ort", help=f"{' | '.join(TARGET_BACKENDS)} (default: python-ort)")
+    add.set_defaults(func=_cmd_expert_add)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from exporter.generate import generate, preset_options, top_share, write_coe
+
+    opts = preset_options(
+        args.preset,
+        types=args.types,
+        detectors=args.detectors,
+        detector_share=args.detector_share,
+        zipf=args.zipf,
+        seed=args.seed,
+        classifier_mb=args.classifier_mb,
+        detector_mb=args.detector_mb,
+        components=args.components,
+        image_size=args.image_size,
+    )
+    coe = generate(opts, source=f"coe generate --preset {args.preset}")
+    path = write_coe(coe, args.out)
+    routed = sum(1 for r in coe.routing.values() if r.detector)
+    print(
+        f"wrote {path}: {len(coe.routing)} component types, {len(coe.classifiers())} classifiers, "
+        f"{len(coe.detectors())} detectors ({routed} types routed to detectors), "
+        f"{coe.board.total} components per board, top-35 share {top_share(dict(coe.board.mix)):.1%}"
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from exporter import repository
+    from orchestrator.coe import load_coe
+
+    repository.check_target(args.target)
+    coe = load_coe(args.coe)
+    from exporter.build import export_coe, select_experts
+
+    only = args.only.split(",") if args.only else None
+    names = select_experts(coe, only)
+    from tqdm import tqdm
+
+    with tqdm(total=len(names), unit="expert", desc="export", file=sys.stderr, disable=None) as bar:
+
+        def progress(rep) -> None:  # type: ignore[no-untyped-def]
+            bar.set_postfix_str(rep.name)
+            bar.update(1)
+
+        summary = export_coe(
+            coe,
+            args.out,
+            args.target,
+            calibrate=not args.no_calibrate,
+            only=only,
+            jobs=args.jobs,
+            force=args.force,
+            progress=progress,
+        )
+    errs = [e.max_abs_error for e in summary.experts if e.max_abs_error is not None]
+    worst = max(summary.experts, key=lambda e: e.max_abs_error or 0.0, default=None)
+    cal = [e for e in summary.experts if e.calibration_target is not None]
+    print(f"exported {summary.exported} expert(s), reused {len(summary.experts) - summary.exported} unchanged, into {summary.repo} "
+          f"(target {summary.target}) in {summary.seconds:.1f} s")
+    print(f"  total model bytes: {summary.total_bytes / 2**20:.1f} MiB over {len(summary.experts)} experts")
+    if errs and worst is not None:
+        print(f"  parity (ONNX Runtime vs torch): max abs error {max(errs):.3g} ({worst.name})")
+    if cal:
+        dev = max(abs((e.calibration_achieved or 0) - (e.calibration_target or 0)) for e in cal)
+        print(f"  calibration: {len(cal)} experts, largest sample deviation from target {dev:.3f}")
+    return 0
+
+
+def _cmd_expert_add(args: argparse.Namespace) -> int:
+    from exporter import repository
+    from exporter.build import add_expert
+
+    repository.check_target(args.target)
+    if args.onnx is not None and not Path(args.onnx).is_file():
+        raise ConfigError(args.onnx, "", "ONNX file not found")
+    if args.module is not None and args.input_shape is None:
+        raise ConfigError("--input-shape", "", "is required with --module (C,H,W)")
+    outputs = [o.strip() for o in args.outputs.split(",")] if args.outputs else None
+    rep = add_expert(
+        args.repo,
+        args.name,
+        module=args.module,
+        onnx_file=args.onnx,
+        input_shape=args.input_shape,
+        output_names=outputs,
+        target=args.target,
+    )
+    err = "n/a" if rep.max_abs_error is None else f"{rep.max_abs_error:.3g}"
+    print(f"added {rep.name} to {args.repo}: {rep.bytes / 2**20:.2f} MiB, parity max abs error {err}")
+    return 0

@@ -1,0 +1,358 @@
+"""CoE definition -> Triton model repository (zoo -> calibration -> ONNX + parity -> repository).
+
+``export_coe`` is what ``coserve export`` runs. Per expert: build the zoo model with its seeded
+weights, calibrate its bias on the board source (unless ``calibrate=False``), export to ONNX with
+the parity check, install it with a config for the target. Experts whose *fingerprint* (spec,
+CoE seed, the routing rules and board counts that drive its calibration, image shape, exporter
+version, opset) matches the manifest and whose ``model.onnx`` is present are not re-exported --
+only their config is rewritten (so switching ``--target`` is instant).
+
+Speed: experts are independent, so with ``jobs > 1`` they run in a process pool (spawned, one
+torch thread per worker: a forked torch process can deadlock in its thread pool). Small jobs run
+inline because starting a worker costs ~2-3 s (importing torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.coe import CoEDefinition, ExpertSpec
+from orchestrator.errors import ConfigError, ExportError
+from orchestrator.triton.model_config import ModelConfig
+
+from . import repository as repo_mod
+
+#: bump when the zoo, the board source's images or the calibration change what gets exported
+EXPORTER_VERSION = "1"
+#: below this many experts to export, a process pool costs more than it saves
+POOL_MIN_EXPERTS = 8
+
+
+@dataclass(frozen=True)
+class ExpertReport:
+    """What happened to one expert."""
+
+    name: str
+    arch: str
+    bytes: int
+    weight_bytes: int
+    max_abs_error: float | None
+    seconds: float
+    calibration_target: float | None = None
+    calibration_achieved: float | None = None
+    calibration_shift: float = 0.0
+    reused: bool = False  # fingerprint matched: the existing model.onnx was kept
+    params: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    repo: Path
+    target: str
+    experts: list[ExpertReport]
+    seconds: float
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.bytes for e in self.experts)
+
+    @property
+    def max_abs_error(self) -> float | None:
+        errs = [e.max_abs_error for e in self.experts if e.max_abs_error is not None]
+        return max(errs) if errs else None
+
+    @property
+    def exported(self) -> int:
+        return sum(1 for e in self.experts if not e.reused)
+
+
+def fingerprint(coe: CoEDefinition, spec: ExpertSpec, calibrate: bool) -> str:
+    """Everything the exported file depends on, hashed."""
+    rules = sorted(
+        (r.component_type, r.no_defect_prob, r.detector or "", coe.board.mix.get(r.component_type, 0))
+        for r in coe.routing.values()
+        if spec.name in (r.classifier, r.detector)
+    )
+    from exporter.export import OPSET  # cheap module-level import chain (no torch at import)
+
+    doc = {
+        "v": EXPORTER_VERSION,
+        "opset": OPSET,
+        "seed": coe.seed,
+        "spec": [spec.name, spec.arch, spec.size_mb, spec.num_classes, list(spec.input_shape), sorted(spec.params.items())],
+        "calibrate": calibrate,
+        "rules": rules if calibrate else [],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def export_expert(
+    coe: CoEDefinition,
+    name: str,
+    onnx_path: str | Path,
+    calibrate: bool = True,
+    parity: bool = True,
+    threads: int | None = None,
+) -> ExpertReport:
+    """Build, calibrate and export one expert of the CoE to ``onnx_path`` (no config written)."""
+    import torch
+
+    from exporter import calibrate as cal
+    from exporter import zoo
+    from exporter.export import export_module
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    spec = coe.experts[name]
+    params = zoo.resolve_params(spec)
+    model = zoo.build_expert(spec, coe.seed, params)
+    c = cal.calibrate_expert(model, spec, coe) if calibrate else None
+    result = export_module(
+        model, onnx_path, spec.input_shape, zoo.output_names(spec.arch), name=name, parity=parity, seed=zoo.expert_seed(coe.seed, name)
+    )
+    return ExpertReport(
+        name=name,
+        arch=spec.arch,
+        bytes=result.bytes,
+        weight_bytes=zoo.weight_bytes(spec),
+        max_abs_error=result.max_abs_error,
+        seconds=time.perf_counter() - t0,
+        calibration_target=c.target if c else None,
+        calibration_achieved=c.achieved if c else None,
+        calibration_shift=c.shift if c else 0.0,
+        params=params.as_dict(),
+    )
+
+
+def _worker(args: tuple[CoEDefinition, str, str, bool, bool]) -> ExpertReport:
+    coe, name, path, calibrate, parity = args
+    return export_expert(coe, name, path, calibrate, parity, threads=1)
+
+
+def select_experts(coe: CoEDefinition, only: Iterable[str] | None) -> list[str]:
+    if only is None:
+        return list(coe.experts)
+    names = [n.strip() for n in only if n.strip()]
+    unknown = [n for n in names if n not in coe.experts]
+    if unknown:
+        raise ConfigError("--only", "", f"unknown expert(s) {', '.join(unknown)} (not in the CoE definition)")
+    return names
+
+
+def export_coe(
+    coe: CoEDefinition,
+    repo: str | Path,
+    target: str = repo_mod.DEFAULT_TARGET,
+    *,
+    calibrate: bool = True,
+    parity: bool = True,
+    only: Sequence[str] | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+    progress: Callable[[ExpertReport], None] | None = None,
+) -> ExportSummary:
+    """Export the CoE's experts into the model repository ``repo`` for ``target``.
+
+    ``jobs``: worker processes (default: the CPU count, capped at 4); ``force`` re-exports even
+    when fingerprints match; ``progress`` is called once per expert as it finishes.
+    Raises ``ExportError`` (naming the expert) on the first expert that fails.
+    """
+    t0 = time.perf_counter()
+    repo_mod.check_target(target)
+    root = repo_mod.check_repo_dir(repo)
+    names = select_experts(coe, only)
+    manifest = repo_mod.read_manifest(root)
+    entries: dict[str, Any] = dict(manifest["experts"])
+    repo_mod.write_coe_copy(root, coe)
+
+    reports: list[ExpertReport] = []
+    todo: list[str] = []
+    fps = {n: fingerprint(coe, coe.experts[n], calibrate) for n in names}
+    for n in names:
+        old = entries.get(n)
+        mp = repo_mod.model_path(root, n)
+        if not force and old and old.get("fingerprint") == fps[n] and mp.is_file() and mp.stat().st_size == old.get("bytes"):
+            rep = ExpertReport(**{**_report_fields(old), "name": n, "reused": True, "seconds": 0.0})
+            _install(root, n, mp, target)
+            reports.append(rep)
+            if progress:
+                progress(rep)
+        else:
+            todo.append(n)
+
+    tmpdir = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
+    try:
+        def finish(rep: ExpertReport) -> None:
+            rep = _with_fp(rep, fps[rep.name])
+            _install(root, rep.name, tmpdir / f"{rep.name}.onnx", target, move=True)
+            entries[rep.name] = _manifest_entry(rep)
+            repo_mod.write_manifest(root, entries, {"coe": coe.name, "exporter_version": EXPORTER_VERSION})
+            reports.append(rep)
+            if progress:
+                progress(rep)
+
+        n_jobs = jobs if jobs is not None else min(4, os.cpu_count() or 1)
+        if n_jobs <= 1 or len(todo) < POOL_MIN_EXPERTS:
+            for n in todo:
+                finish(export_expert(coe, n, tmpdir / f"{n}.onnx", calibrate, parity))
+        else:
+            import multiprocessing as mp_
+
+            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp_.get_context("spawn")) as pool:
+                futures = {pool.submit(_worker, (coe, n, str(tmpdir / f"{n}.onnx"), calibrate, parity)): n for n in todo}
+                try:
+                    for fut in as_completed(futures):
+                        finish(fut.result())
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+    finally:
+        for leftover in tmpdir.glob("*"):
+            leftover.unlink(missing_ok=True)
+        tmpdir.rmdir()
+    repo_mod.write_manifest(root, entries, {"coe": coe.name, "exporter_version": EXPORTER_VERSION})
+    order = {n: i for i, n in enumerate(names)}
+    reports.sort(key=lambda r: order[r.name])
+    return ExportSummary(root, target, reports, time.perf_counter() - t0)
+
+
+def _install(root: Path, name: str, onnx_file: Path, target: str, move: bool = False) -> None:
+    from exporter.export import inspect_onnx
+
+    info = inspect_onnx(onnx_file, name=name)
+    config = repo_mod.expert_config(name, info.inputs, info.outputs, target, batched=info.batched)
+    repo_mod.install_model(root, name, onnx_file, config, move=move)
+
+
+def _with_fp(rep: ExpertReport, fp: str) -> ExpertReport:
+    from dataclasses import replace
+
+    return replace(rep, fingerprint=fp)
+
+
+_REPORT_KEYS = {f for f in ExpertReport.__dataclass_fields__}
+
+
+def _report_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k in _REPORT_KEYS}
+
+
+def _manifest_entry(rep: ExpertReport) -> dict[str, Any]:
+    d = asdict(rep)
+    d.pop("reused", None)
+    d.pop("seconds", None)
+    d["export_seconds"] = round(rep.seconds, 3)
+    return d
+
+
+def add_expert(
+    repo: str | Path,
+    name: str,
+    *,
+    module: str | None = None,
+    onnx_file: str | Path | None = None,
+    input_shape: Sequence[int] | None = None,
+    output_names: Sequence[str] | None = None,
+    target: str = repo_mod.DEFAULT_TARGET,
+    parity: bool = True,
+) -> ExpertReport:
+    """Add a user's expert to a repository: a ``pkg.mod:factory`` module or an existing ``.onnx``.
+
+    Module: ``input_shape`` (C, H, W) is required; output names default to the tensor contract
+    by count (1 -> ``logits``, 3 -> ``boxes, objectness, class_logits``, else ``output_<i>``).
+    ONNX file: checked, its names/types/dims go into the config, and it is run once on zeros
+    with ONNX Runtime when its input dims are static.
+    """
+    from exporter.export import build_from_factory, export_module, inspect_onnx, ort_session
+    from orchestrator.coe import _NAME_RE
+
+    t0 = time.perf_counter()
+    repo_mod.check_target(target)
+    if not _NAME_RE.match(name):
+        raise ConfigError("--name", "", f"must be a name of letters, digits and '_', got {name!r}")
+    if (module is None) == (onnx_file is None):
+        raise ExportError("give exactly one of a module factory or an ONNX file")
+    root = repo_mod.check_repo_dir(repo)
+    dest = repo_mod.model_path(root, name)
+    if module is not None:
+        import torch
+
+        if not input_shape or len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):
+            raise ConfigError("--input-shape", "", f"a module needs the input shape as C,H,W, got {input_shape!r}")
+        shape = tuple(int(d) for d in input_shape)
+        model = build_from_factory(module).eval()
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros((1, *shape)))
+        except Exception as exc:
+            raise ExportError(f"{name}: the module fails on an input of shape (1, {', '.join(map(str, shape))}): {exc}") from None
+        n_out = 1 if isinstance(out, torch.Tensor) else len(out)
+        names = list(output_names) if output_names else _default_outputs(n_out)
+        if len(names) != n_out:
+            raise ExportError(f"{name}: the module returns {n_out} outputs but {len(names)} names were given")
+        tmp = Path(tempfile.mkdtemp(prefix=".add-", dir=root)) / "model.onnx"
+        try:
+            res = export_module(model, tmp, shape, names, name=name, parity=parity)
+            config = repo_mod.expert_config(name, res.info.inputs, res.info.outputs, target, batched=res.info.batched)
+            repo_mod.install_model(root, name, tmp, config)
+        finally:
+            tmp.unlink(missing_ok=True)
+            tmp.parent.rmdir()
+        err, size = res.max_abs_error, res.bytes
+        arch = "module"
+    else:
+        assert onnx_file is not None
+        info = inspect_onnx(onnx_file, name=name)
+        if all(d > 0 for t in info.inputs for d in t.dims):
+            import numpy as np
+
+            try:
+                sess = ort_session(onnx_file)
+                feeds: dict[str, Any] = {}
+                for t, inp in zip(info.inputs, sess.get_inputs(), strict=True):
+                    dtype = np.float32 if t.data_type == "TYPE_FP32" else np.int64 if t.data_type == "TYPE_INT64" else None
+                    if dtype is None:
+                        feeds = {}
+                        break
+                    feeds[inp.name] = np.zeros(((1,) if info.batched else ()) + t.dims, dtype=dtype)
+                if feeds:
+                    sess.run(None, feeds)
+            except Exception as exc:
+                raise ExportError(f"{name}: ONNX Runtime cannot run {onnx_file}: {exc}") from None
+        config = repo_mod.expert_config(name, info.inputs, info.outputs, target, batched=info.batched)
+        repo_mod.install_model(root, name, onnx_file, config)
+        err, size = None, dest.stat().st_size
+        arch = "onnx"
+    rep = ExpertReport(name=name, arch=arch, bytes=size, weight_bytes=size, max_abs_error=err, seconds=time.perf_counter() - t0)
+    manifest = repo_mod.read_manifest(root)
+    entries = dict(manifest["experts"])
+    entries[name] = _manifest_entry(rep)
+    repo_mod.write_manifest(root, entries, {k: v for k, v in manifest.items() if k != "experts"})
+    return rep
+
+
+def _default_outputs(n: int) -> list[str]:
+    from orchestrator.experts_io import CLASSIFIER_OUTPUT, DETECTOR_OUTPUTS
+
+    if n == 1:
+        return [CLASSIFIER_OUTPUT]
+    if n == len(DETECTOR_OUTPUTS):
+        return list(DETECTOR_OUTPUTS)
+    return [f"output_{i}" for i in range(n)]
+
+
+def read_config(repo: str | Path, name: str) -> ModelConfig:
+    """The config.pbtxt of one expert in the repository."""
+    return ModelConfig.read(Path(repo) / name)
