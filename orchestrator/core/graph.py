@@ -69,7 +69,7 @@ class DependencyGraph:
         }
         # online observation state (exponentially decayed counts via a growing weight)
         self.online = False
-        self.prior_weight = 200.0
+        self.prior_weight = 50.0
         self._growth = 1.0
         self._w = 1.0
         self._counts: dict[str, float] = {}
@@ -105,7 +105,7 @@ class DependencyGraph:
         return self._prior[name]
 
     # ---- usage probabilities --------------------------------------------------------------
-    def enable_online(self, half_life: float, prior_weight: float = 200.0) -> None:
+    def enable_online(self, half_life: float, prior_weight: float = 50.0) -> None:
         self.online = True
         self._growth = math.pow(2.0, 1.0 / half_life)
         self.prior_weight = prior_weight

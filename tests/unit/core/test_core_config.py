@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.core.policies import POLICIES, executors_for, get_policy
+from orchestrator.core.profile import load_profile_text
+from orchestrator.core.serve_config import load_serve_config_text
+from orchestrator.errors import ConfigError
+from orchestrator.simulate.presets import load_preset, preset_names
+
+from .factories import make_config
+
+GOOD_PROFILE = """
+processors: {gpu: {concurrent_loads: 2}}
+architectures:
+  classifier:
+    gpu: {k_s: 0.0064, b_s: 0.0086, max_batch: 16, load_time_s: {disk: 1.35, cpu: 0.07}}
+"""
+
+
+def test_profile_parses_with_units() -> None:
+    p = load_profile_text(GOOD_PROFILE, "p.yaml")
+    c = p.cost("classifier", "gpu")
+    assert c is not None and c.batch_time_s(2) == pytest.approx(0.0214)
+    assert p.processor("gpu").concurrent_loads == 2
+    assert p.cost("classifier", "cpu") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (GOOD_PROFILE.replace("k_s: 0.0064", "k_s: -1"), "architectures.classifier.gpu.k_s"),
+        (GOOD_PROFILE.replace("max_batch: 16", "max_batch: 0"), "architectures.classifier.gpu.max_batch"),
+        (GOOD_PROFILE.replace("disk: 1.35, ", ""), "architectures.classifier.gpu.load_time_s.disk"),
+        (GOOD_PROFILE.replace("gpu: {k_s", "tpu: {k_s"), "architectures.classifier.tpu"),
+        (GOOD_PROFILE.replace("k_s: 0.0064", "k_s: 0.0064, speed: 3"), "architectures.classifier.gpu.speed"),
+        ("architectures: [1]", "architectures"),
+        ("a: [", ""),
+    ],
+)
+def test_profile_errors_name_file_and_field(text: str, field: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_profile_text(text, "prof.yaml")
+    assert ei.value.source == "prof.yaml"
+    assert ei.value.field == field
+
+
+def test_serve_config_parse_and_errors() -> None:
+    cfg = load_serve_config_text(
+        "executors: [{name: g, kind: gpu, budget_bytes: 4e9}]\npolicy: em-ra\nswitches: {prefetch: true}\n",
+        "s.yaml",
+    )
+    assert cfg.executors[0].budget_bytes == 4_000_000_000 and cfg.policy == "em-ra" and cfg.switches.prefetch
+    bad = {
+        "executors: []": "executors",
+        "executors: [{name: g, kind: tpu, budget_bytes: 1}]": "executors[0].kind",
+        "executors: [{name: g, kind: gpu, budget_bytes: -1}]": "executors[0].budget_bytes",
+        "executors: [{name: g, kind: gpu, budget_bytes: 1}]\npolicy: magic": "policy",
+        "executors: [{name: g, kind: gpu, budget_bytes: 1}]\nswitches: {cpu_cache: true}": "cpu_cache_bytes",
+        "executors: [{name: g, kind: gpu, budget_bytes: 1}]\nswitches: {starvation_bound_s: 0}": "switches.starvation_bound_s",
+    }
+    for text, field in bad.items():
+        with pytest.raises(ConfigError) as ei:
+            load_serve_config_text(text, "s.yaml")
+        assert ei.value.field == field, text
+
+
+def test_registry_has_paper_policies_and_derives_samba_executors() -> None:
+    assert {"coserve", "samba-lru", "samba-fifo", "samba-parallel", "none", "em", "em-ra"} <= set(POLICIES)
+    with pytest.raises(ConfigError):
+        get_policy("nope")
+    cfg = make_config(100, 100, 100, cpu_mb=300)
+    single, cache = executors_for(get_policy("samba-lru"), cfg)
+    assert [(e.kind, e.budget_bytes) for e in single] == [("gpu", 300 * 10**6)] and cache == 300 * 10**6
+    par, cache = executors_for(get_policy("samba-parallel"), cfg)
+    assert len(par) == 4 and all(e.kind == "gpu" for e in par) and cache == 300 * 10**6
+    same, cache = executors_for(get_policy("em"), cfg)
+    assert same == cfg.executors and cache == 0
+
+
+def test_presets_load() -> None:
+    assert {"paper-numa", "paper-uma"} <= set(preset_names())
+    for name in ("paper-numa", "paper-uma"):
+        p = load_preset(name)
+        assert len(p.executors["A"]) == 4 and len(p.executors["B"]) == 5
+        assert p.profile.cost("resnet101", "gpu") is not None
+    with pytest.raises(ConfigError):
+        load_preset("paper-tpu")

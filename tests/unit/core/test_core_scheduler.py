@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from orchestrator.core.decisions import Dispatch
+from orchestrator.core.scheduler import CoreScheduler, Request
+
+from .factories import MB, InstantDriver, make_config, make_graph, make_profile
+
+
+def _core(policy: str, *budgets: float, **kw: object) -> CoreScheduler:
+    return CoreScheduler(make_graph(), make_config(*budgets), make_profile(**kw), policy)  # type: ignore[arg-type]
+
+
+def test_fcfs_batches_only_back_to_back_requests() -> None:
+    core = _core("samba-lru", 200)
+    d = InstantDriver(core)
+    for i, e in enumerate(["cls_1", "cls_1", "cls_3", "cls_1"]):
+        d.arrive(Request(i, 0.0, e))
+    d.finish_all()
+    assert [(x.expert, x.request_ids) for x in d.dispatches] == [
+        ("cls_1", (0,)),  # dispatched on arrival, the executor was idle
+        ("cls_1", (1,)),
+        ("cls_3", (2,)),
+        ("cls_1", (3,)),
+    ]
+
+
+def test_arranging_inserts_behind_queued_requests_of_the_same_expert() -> None:
+    core = _core("em-ra", 200)
+    d = InstantDriver(core)
+    for i, e in enumerate(["cls_5", "cls_1", "cls_3", "cls_1", "cls_3", "cls_1"]):
+        d.arrive(Request(i, 0.0, e))
+    d.finish_all()
+    assert [(x.expert, x.request_ids) for x in d.dispatches] == [
+        ("cls_5", (0,)),
+        ("cls_1", (1, 3, 5)),
+        ("cls_3", (2, 4)),
+    ]
+
+
+def test_split_respects_max_batch_and_free_memory() -> None:
+    # 25 MB budget: one 10 MB expert + 1 MB activations per item -> at most 15 items fit, max batch 4
+    core = _core("em-ra", 25, max_batch=4)
+    d = InstantDriver(core)
+    d.arrive(Request(0, 0.0, "cls_5"))
+    for i in range(1, 10):
+        d.arrive(Request(i, 0.0, "cls_1"))
+    d.finish_all()
+    sizes = [len(x.request_ids) for x in d.dispatches if x.expert == "cls_1"]
+    assert sizes == [4, 4, 1]
+    core = _core("em-ra", 12.5, max_batch=4)  # only 2 items of activations fit next to the expert
+    d = InstantDriver(core)
+    d.arrive(Request(0, 0.0, "cls_5"))
+    for i in range(1, 6):
+        d.arrive(Request(i, 0.0, "cls_1"))
+    d.finish_all()
+    assert [len(x.request_ids) for x in d.dispatches if x.expert == "cls_1"] == [2, 2, 1]
+
+
+def test_makespan_assignment_prefers_the_executor_holding_the_expert() -> None:
+    core = _core("coserve", 35, 35)  # two executors; 4 MB kept for a max batch's activations
+    d = InstantDriver(core)
+    d.place()
+    placed = {x.expert: x.executor for x in d.loads}
+    # by descending usage: det_0 -> gpu0, cls_0 -> gpu1, cls_1 -> gpu0, cls_2 -> gpu1, cls_3 -> gpu1 (gpu0 full)
+    assert placed == {"det_0": "gpu0", "cls_0": "gpu1", "cls_1": "gpu0", "cls_2": "gpu1", "cls_3": "gpu1"}
+    n_initial = len(d.loads)
+    for i, e in enumerate(["cls_1", "cls_1", "cls_0", "cls_3"]):
+        d.arrive(Request(i, 0.0, e))
+    d.finish_all()
+    runs = {x.expert: x.executor for x in d.dispatches}
+    assert runs == {"cls_1": "gpu0", "cls_0": "gpu1", "cls_3": "gpu1"}
+    assert len(d.loads) == n_initial, "no switch needed"
+
+
+def test_subsequent_step_only_when_the_verdict_calls_for_it() -> None:
+    core = _core("coserve", 100)
+    d = InstantDriver(core)
+    d.place()
+    d.arrive(Request(0, 0.0, "cls_0", "det_0"))
+    d.arrive(Request(1, 0.0, "cls_2", "det_0"))
+    first = d.dispatches[0]
+    assert first.stage == 0
+    d.finish(first, {0: True})  # request 0: "no defect" -> the detector must check it
+    d.finish_all({1: False})
+    assert any(
+        isinstance(x, Dispatch) and x.expert == "det_0" and x.request_ids == (0,) for x in d.dispatches
+    )
+    assert not any(x.expert == "det_0" and 1 in x.request_ids for x in d.dispatches)
+    assert sorted(d.completed) == [0, 1] and not d.rejected
+
+
+def test_too_large_expert_is_rejected_with_a_reason() -> None:
+    core = _core("coserve", 5)
+    d = InstantDriver(core)
+    d.arrive(Request(7, 0.0, "cls_0"))
+    assert 7 in d.rejected and "fits no executor" in d.rejected[7]
+
+
+def test_eviction_unloads_before_loading_and_never_exceeds_budget() -> None:
+    core = _core("samba-lru", 25)  # one executor, room for two 10 MB experts with activations
+    core.cache = None
+    d = InstantDriver(core)
+    for i, e in enumerate(["cls_1", "cls_2", "cls_3", "cls_1"]):
+        d.arrive(Request(i, 0.0, e))
+        d.finish_all()
+        pool = core.pool("gpu0")
+        assert pool.used_bytes <= pool.budget_bytes
+    assert [u.expert for u in d.unloads] == ["cls_1", "cls_2"]
+    assert sorted(d.completed) == [0, 1, 2, 3]
+    assert core.pool("gpu0").peak_bytes <= 25 * MB
+
+
+def test_core_is_pure() -> None:
+    code = (
+        "import sys, orchestrator.core, orchestrator.core.scheduler\n"
+        "bad = [m for m in ('asyncio', 'grpc', 'tritonclient') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == ""
+    src = Path(__file__).resolve().parents[3] / "orchestrator" / "core"
+    pattern = re.compile(r"^\s*(import|from)\s+(time|datetime|asyncio|grpc|tritonclient|socket|os)\b", re.M)
+    for f in src.glob("*.py"):
+        text = f.read_text()
+        assert not pattern.search(text), f"{f.name} imports a clock, I/O or networking module"
+        assert "open(" not in text and "perf_counter" not in text, f.name
