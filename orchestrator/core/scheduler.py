@@ -370,6 +370,8 @@ class CoreScheduler:
     _now: float = 0.0
 
     def _pick(self, q: _Exec, now: float) -> int:
+        """The starvation guard: the group holding the oldest step is served next once that step
+        (its request's arrival) is older than the bound; otherwise the head of the queue."""
         bound = self.switches.starvation_bound_s
         if bound is None or len(q.queue) < 2:
             return 0

@@ -131,3 +131,27 @@ def test_core_is_pure() -> None:
         text = f.read_text()
         assert not pattern.search(text), f"{f.name} imports a clock, I/O or networking module"
         assert "open(" not in text and "perf_counter" not in text, f.name
+
+
+def _guard_run(bound: float | None) -> list[str]:
+    from orchestrator.core.serve_config import Switches
+
+    cfg = make_config(200)
+    if bound is not None:
+        cfg = cfg.with_switches(starvation_bound_s=bound)
+    assert isinstance(cfg.switches, Switches)
+    core = CoreScheduler(make_graph(), cfg, make_profile(), "em-ra")
+    d = InstantDriver(core)
+    d.arrive(Request(0, 0.0, "cls_0", "det_0"))  # runs at once
+    d.now = 0.5
+    for i, e in enumerate(["cls_1", "cls_3", "cls_5"], start=1):
+        d.arrive(Request(i, 0.5, e))
+    d.now = 2.0
+    d.finish(d.dispatches[0], {0: True})  # request 0 needs its detector step, 2 s after arrival
+    return [x.expert for x in d.dispatches[1:2]]
+
+
+def test_starvation_guard_serves_an_over_age_step_next() -> None:
+    assert _guard_run(None) == ["cls_1"]  # arranged order: the detector step queues at the tail
+    assert _guard_run(1.0) == ["det_0"]  # older than the bound: served next
+    assert _guard_run(5.0) == ["cls_1"]

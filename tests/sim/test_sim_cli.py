@@ -1,0 +1,154 @@
+"""The ``coserve simulate`` command: JSON format, determinism across processes, user errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli_simulate import register
+from orchestrator.errors import ConfigError, CoserveError
+
+pytestmark = pytest.mark.sim
+
+KEYS = {"throughput_img_s", "switches", "p50_latency_s", "p99_latency_s", "initial_loads", "loads_by_tier"}
+SMALL = ["--types", "40", "--requests", "200", "--seed", "5"]
+
+
+def _run(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="coserve")
+    sub = p.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = p.parse_args(argv)
+    return int(args.func(args))
+
+
+def test_json_has_exactly_the_specified_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.json"
+    assert (
+        _run(
+            [
+                "simulate",
+                "--preset",
+                "paper-numa",
+                *SMALL,
+                "--policy",
+                "coserve",
+                "--policy",
+                "samba-lru",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    data = json.loads(out.read_text())
+    assert set(data) == {"coserve", "samba-lru", "all-resident", "compulsory"}
+    for v in data.values():
+        assert set(v) == KEYS
+        assert isinstance(v["loads_by_tier"], dict)
+    table = capsys.readouterr().out
+    assert "coserve" in table and "compulsory" in table and "switches" in table
+
+
+def test_json_identical_across_processes_and_hash_seeds(tmp_path: Path) -> None:
+    code = (
+        "import argparse, sys\n"
+        "from orchestrator.cli_simulate import register\n"
+        "p = argparse.ArgumentParser(); s = p.add_subparsers(dest='c', required=True); register(s)\n"
+        "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
+    )
+    outs = []
+    for seed in ("0", "12345"):
+        out = tmp_path / f"r{seed}.json"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "simulate",
+                "--preset",
+                "paper-uma",
+                *SMALL,
+                "--detectors",
+                "3",
+                "--policy",
+                "coserve",
+                "--policy",
+                "samba-parallel",
+                "--policy",
+                "em",
+                "--json",
+                str(out),
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_profile_and_coe_replay(tmp_path: Path) -> None:
+    from orchestrator.coe import dump_coe
+    from tests.unit.core.factories import make_coe
+
+    coe = tmp_path / "coe.yaml"
+    dump_coe(make_coe(types=8), coe)
+    prof = tmp_path / "p.yaml"
+    prof.write_text(
+        "architectures:\n"
+        "  classifier: {gpu: {k_s: 0.01, b_s: 0.01, max_batch: 4, load_time_s: {disk: 0.5}}}\n"
+        "  detector: {gpu: {k_s: 0.02, b_s: 0.01, max_batch: 4, load_time_s: {disk: 0.5}}}\n"
+    )
+    out = tmp_path / "r.json"
+    assert (
+        _run(
+            [
+                "simulate",
+                "--profile",
+                str(prof),
+                "--coe",
+                str(coe),
+                "--requests",
+                "50",
+                "--policy",
+                "coserve",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    data = json.loads(out.read_text())
+    assert data["coserve"]["throughput_img_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--policy", "magic", *SMALL],
+        ["simulate", "--preset", "paper-tpu", *SMALL],
+        ["simulate", "--profile", "/nonexistent/p.yaml"],
+        ["simulate", "--coe", "/nonexistent/coe.yaml"],
+        ["simulate", "--preset", "paper-numa", "--profile", "x.yaml"],
+        ["simulate", "--detector-share", "1.5", *SMALL],
+    ],
+)
+def test_user_errors_are_coserve_errors(argv: list[str]) -> None:
+    with pytest.raises(CoserveError):
+        _run(argv)
+
+
+def test_bad_serve_config_names_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("executors: [{name: g, kind: gpu, budget_bytes: lots}]\n")
+    with pytest.raises(ConfigError) as ei:
+        _run(["simulate", "--config", str(cfg), *SMALL])
+    assert ei.value.field == "executors[0].budget_bytes" and str(cfg) in str(ei.value)
