@@ -10,7 +10,10 @@ A ``PolicySpec`` names the parts the core combines:
 - ``executors``: ``serve`` (the serve config's executors), ``single`` (Samba-CoE: one GPU executor
   with all GPU memory; CPU memory caches experts for it) or ``gpu-split`` (Samba-CoE Parallel: as
   many executors as the serve config, all on the GPU, sharing its memory and the CPU cache),
-- ``cpu_cache``: GPU executors load through a CPU-memory cache tier.
+- ``cpu_cache``: GPU executors load through a CPU-memory cache tier (Samba-CoE's design; for the
+  serve layout it is the beyond-paper switch ``switches.cpu_cache`` with ``cpu_cache_bytes``),
+- ``host_copy``: a GPU executor copies an expert from host memory (the "cpu" tier) when a CPU
+  executor of the box already holds it, instead of reading it from disk again.
 
 Baselines (``samba-*``) and ablations (``none``, ``em``, ``em-ra``) are entries of the registry.
 """
@@ -38,6 +41,7 @@ class PolicySpec:
     executors: str = "serve"
     cpu_cache: bool = False
     description: str = ""
+    host_copy: bool = True
 
 
 POLICIES: dict[str, PolicySpec] = {}

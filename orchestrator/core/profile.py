@@ -3,9 +3,11 @@
 YAML format (units are in the field names)::
 
     name: my-box
+    storage:
+      concurrent_loads: 2           # loads from disk the box runs at once (one SSD; more wait)
     processors:                     # one entry per processor kind (gpu, cpu)
       gpu:
-        concurrent_loads: 2         # loads the device runs at once (more wait in line)
+        concurrent_loads: 2         # copies from CPU memory the device runs at once
         unload_time_s: 0.005        # from an unload request until its memory is free
       cpu: {concurrent_loads: 2, unload_time_s: 0.005}
     architectures:                  # keyed by the architecture name experts use
@@ -64,6 +66,7 @@ class CostProfile:
     name: str
     processors: Mapping[str, ProcessorSpec]
     architectures: Mapping[str, Mapping[str, ArchCost]] = field(default_factory=dict)
+    storage_concurrent_loads: int = 2
 
     def cost(self, arch: str, processor: str) -> ArchCost | None:
         return self.architectures.get(arch, {}).get(processor)
@@ -75,7 +78,10 @@ class CostProfile:
 def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
     r = Reader(source)
     top = r.mapping(data, "(top level)")
-    r.unknown(top, {"name", "processors", "architectures", "description"}, "")
+    r.unknown(top, {"name", "storage", "processors", "architectures", "description"}, "")
+    storage = r.mapping(top.get("storage", {}) or {}, "storage")
+    r.unknown(storage, {"concurrent_loads"}, "storage")
+    storage_loads = r.integer(storage.get("concurrent_loads", 2), "storage.concurrent_loads", 1)
     name = str(top.get("name", "profile"))
     procs: dict[str, ProcessorSpec] = {}
     for kind, raw in r.mapping(top.get("processors", {}) or {}, "processors").items():
@@ -124,7 +130,9 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
                 ),
             )
             procs.setdefault(kind, ProcessorSpec())
-    return CostProfile(name=name, processors=procs, architectures=archs)
+    return CostProfile(
+        name=name, processors=procs, architectures=archs, storage_concurrent_loads=storage_loads
+    )
 
 
 def load_profile_text(text: str, source: str) -> CostProfile:

@@ -134,6 +134,9 @@ class CoreScheduler:
         self.assign = ASSIGN_POLICIES[self.spec.assign]()
         if self.switches.online_probabilities:
             graph.enable_online(self.switches.online_half_life)
+        # GPU executors copy an expert from host memory when a CPU executor already holds it
+        self._host_copy = self.spec.host_copy
+        self._cpu_execs = [e for e in self.execs if e.cfg.kind == "cpu"]
         self._cost: list[dict[str, _Cost | None]] = [self._costs_for(e.cfg) for e in self.execs]
         self._batches: dict[int, _Batch] = {}
         self._next_batch = 0
@@ -329,7 +332,11 @@ class CoreScheduler:
         self._repred(q, g)
 
     def _tier(self, q: _Exec, expert: str) -> str:
-        if q.cfg.kind == "gpu" and self.cache is not None and self.cache.is_ready(expert):
+        if q.cfg.kind != "gpu":
+            return "disk"
+        if self.cache is not None and self.cache.is_ready(expert):
+            return "cpu"
+        if self._host_copy and any(x.pool.is_ready(expert) for x in self._cpu_execs):
             return "cpu"
         return "disk"
 
@@ -447,6 +454,8 @@ class CoreScheduler:
         for v in victims:
             pool.transition(v, ExpertState.UNLOADING)
             self.stats.unloads += 1
+            if self.cache is not None and q.cfg.kind == "gpu":
+                self._cache_insert(v, pool.entry_bytes(v))  # an evicted expert stays in host memory
             self._prefetched.discard((q.idx, v))
             out.append(Unload(q.cfg.name, v, "evicted"))
         return True

@@ -1,7 +1,8 @@
 """The discrete-event loop: the core on a simulated clock, costs from a cost profile.
 
-Hardware model: each executor runs one batch at a time (``K*n + B`` seconds); loads go through a
-channel per (processor kind, tier) that runs ``concurrent_loads`` at once (more wait in line, FIFO);
+Hardware model: each executor runs one batch at a time (``K*n + B`` seconds); loads from disk go
+through the box's storage, which runs ``storage.concurrent_loads`` at once, and copies from CPU
+memory through the processor's link (``processors.<kind>.concurrent_loads``); more wait in line, FIFO;
 an unload frees its memory ``unload_time_s`` after it is issued. Events at the same instant run in
 the order they were scheduled, so a run is a pure function of its inputs.
 """
@@ -103,14 +104,26 @@ class Simulation:
         assert c is not None
         return c.load_time_s.get(d.tier, c.load_time_s["disk"])
 
+    def _channel(self, d: Load) -> tuple[str, str]:
+        """Disk loads of every executor share the box's storage; copies from CPU memory go
+        through the processor's own link."""
+        if d.tier == "disk":
+            return ("storage", "disk")
+        return (self.core.executor_kind(d.executor), d.tier)
+
+    def _limit(self, d: Load) -> int:
+        if d.tier == "disk":
+            return self.profile.storage_concurrent_loads
+        return self.profile.processor(self.core.executor_kind(d.executor)).concurrent_loads
+
     def _start_load(self, d: Load) -> None:
         self._push(self.now + self._load_time(d), _LOAD, d)
 
     def _execute(self, decisions: list[Decision]) -> None:
         for d in decisions:
             if isinstance(d, Load):
-                ch = (self.core.executor_kind(d.executor), d.tier)
-                limit = self.profile.processor(ch[0]).concurrent_loads
+                ch = self._channel(d)
+                limit = self._limit(d)
                 if self._channels.get(ch, 0) < limit:
                     self._channels[ch] = self._channels.get(ch, 0) + 1
                     self._start_load(d)
@@ -169,7 +182,7 @@ class Simulation:
                 self._execute(core.on_arrival(data, t))  # type: ignore[arg-type]
             elif kind == _LOAD:
                 assert isinstance(data, Load)
-                ch = (core.executor_kind(data.executor), data.tier)
+                ch = self._channel(data)
                 q = self._waiting.get(ch)
                 if q:
                     self._start_load(q.popleft())

@@ -46,7 +46,7 @@ def compulsory_bound(
     missing = sorted((t, e) for e, t in first_use.items() if e not in placed)
     kinds = [e.cfg.kind for e in core.execs]
     kind = "gpu" if "gpu" in kinds else kinds[0]
-    slots = [0.0] * profile.processor(kind).concurrent_loads
+    slots = [0.0] * profile.storage_concurrent_loads
     heapq.heapify(slots)
     end = 0.0
     for t, e in missing:
