@@ -14,6 +14,8 @@ from orchestrator.errors import CoserveError
 COMMAND_MODULES = (
     "orchestrator.cli_triton",  # triton start, repo list|status|load|unload
     "exporter.cli",  # coe generate, export, expert add
+    "orchestrator.cli_simulate",  # simulate
+    "orchestrator.cli_demo",  # demo
 )
 
 

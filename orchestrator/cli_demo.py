@@ -1,0 +1,46 @@
+"""``coserve demo``: generate the demo CoE, export it, and inspect one board on the embedded Triton.
+
+This is shell code: it composes the exporter (which imports torch) with the orchestrator, importing
+both lazily inside the handler so that ``coserve --help`` stays fast and the orchestrator's library
+modules never depend on the exporter.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser("demo", help="export the demo CoE and inspect one board through a real tritonserver")
+    demo.add_argument("--repo", default="model_repository", help="model repository to export into (default: ./model_repository)")
+    demo.add_argument("--coe", help="CoE definition to use (default: generate the 'demo' preset into REPO/../demo-coe.yaml)")
+    demo.add_argument("--max-resident", type=int, default=2, help="experts allowed to hold memory at once (default: 2)")
+    demo.add_argument("--board-seed", type=int, default=0, help="seed of the synthetic board (default: 0)")
+    demo.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from exporter.build import export_coe
+    from exporter.generate import generate, preset_options, write_coe
+    from orchestrator.coe import load_coe
+    from orchestrator.demo import run_demo
+    from orchestrator.errors import ConfigError
+
+    repo = Path(args.repo)
+    repo.mkdir(parents=True, exist_ok=True)
+    if args.coe:
+        coe = load_coe(args.coe)
+    else:
+        coe = generate(preset_options("demo"), source="coe generate --preset demo")
+        print(f"wrote {write_coe(coe, repo / 'demo-coe.yaml')}: {len(coe.experts)} experts "
+              f"({len(coe.classifiers())} classifiers, {len(coe.detectors())} shared detectors)")
+    print(f"exporting {len(coe.experts)} experts to ONNX in {repo} (unchanged experts are reused) ...")
+    summary = export_coe(coe, repo)
+    worst = max((e.max_abs_error or 0.0 for e in summary.experts), default=0.0)
+    print(f"  {summary.exported} exported, {len(summary.experts) - summary.exported} reused, "
+          f"{summary.total_bytes / 2**20:.1f} MiB, parity max abs error {worst:.2g}, {summary.seconds:.1f} s")
+    if args.max_resident < 1:
+        raise ConfigError("--max-resident", "", f"must be >= 1, got {args.max_resident}")
+    run_demo(coe, repo, board_seed=args.board_seed, max_resident=args.max_resident)
+    return 0
