@@ -44,13 +44,27 @@ def test_distinct_experts_and_usage_cdf_of_the_calibrated_mix() -> None:
     assert sum(1 - (1 - p) ** 2500 for p in zipf) > 250  # why a plain Zipf law does not fit
 
 
-def test_starvation_guard_keeps_the_run_whole_and_serves_old_detector_steps_early() -> None:
+def test_starvation_guard_bounds_the_worst_wait() -> None:
+    # one GPU executor, every expert resident; one type carries ~90% of a stream slightly above what
+    # its max batches sustain, so its arranged group never empties and the rare types starve
+    wl = make_workload(types=10, requests=1500, interval_s=0.007, zipf=4.0, detectors=0)
+    cfg = make_config((30,), None)
+    bound = 0.5
+    free = simulate(wl, cfg, PROFILE, "em-ra")
+    guarded = simulate(wl, cfg.with_switches(starvation_bound_s=bound), PROFILE, "em-ra")
+    one_batch = 16 * 0.0064 + 0.0086  # the max batch in flight when a step crosses the bound
+    assert free.max_wait_s > 2 * (bound + one_batch)
+    assert guarded.max_wait_s <= bound + one_batch + 1e-9
+    assert guarded.throughput_img_s >= 0.98 * free.throughput_img_s
+    assert guarded.completed == free.completed == 1500
+
+
+def test_starvation_guard_keeps_the_run_whole_with_detectors() -> None:
     wl = make_workload(types=30, requests=400, detectors=2, detector_share=0.8)
     base = make_config((4, 4), 8)
     free = simulate(wl, base, PROFILE, "coserve")
     guarded = simulate(wl, base.with_switches(starvation_bound_s=2.0), PROFILE, "coserve")
     assert guarded.completed == free.completed == 400
-    assert guarded.p99_latency_s != free.p99_latency_s  # the switch changes the order
 
 
 def test_prefetch_loads_are_counted_and_hit() -> None:
