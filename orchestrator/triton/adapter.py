@@ -111,14 +111,15 @@ _CONNECTION_WORDS = (
     "dns resolution failed",
     "no connection",
     "broken pipe",
-    "unavailable: ",
 )
 
 
-def _is_connection_error(exc: InferenceServerException) -> bool:
+def _is_connection_error(exc: InferenceServerException, deadline_is_unavailable: bool = True) -> bool:
     status, message = _status(exc), _message(exc).lower()
-    if "DEADLINE_EXCEEDED" in status and "deadline" in message:
-        return True
+    if "DEADLINE_EXCEEDED" in status:
+        # A control call that times out means the server did not answer (e.g. a black-holed
+        # address); an inference that times out is a slow inference, not a dead server.
+        return deadline_is_unavailable
     return "UNAVAILABLE" in status and any(word in message for word in _CONNECTION_WORDS)
 
 
@@ -165,12 +166,12 @@ class TritonAdapter:
     def _unavailable(self, exc: InferenceServerException) -> ServerUnavailableError:
         return ServerUnavailableError(f"Triton server at {self.url} is not reachable", _message(exc))
 
-    async def _call(self, what: str, coro: Any) -> Any:
+    async def _call(self, what: str, coro: Any, deadline_is_unavailable: bool = True) -> Any:
         """Await a tritonclient call; map connection failures, leave other errors to the caller."""
         try:
             return await coro
         except InferenceServerException as exc:
-            if _is_connection_error(exc):
+            if _is_connection_error(exc, deadline_is_unavailable):
                 raise self._unavailable(exc) from None
             raise
 
@@ -220,7 +221,9 @@ class TritonAdapter:
     async def load(self, name: str, config: ModelConfig | None = None) -> LoadResult:
         """Load (or reload) ``name``; ``config`` is the *whole* config (replaces config.pbtxt).
 
-        Returns once the model is ready. Raises ModelNotFoundError for a name the repository does
+        Returns once the model is ready. On a *reload* (e.g. another instance count) the old
+        instances' processes exit shortly (~1 s) after this returns; callers that account memory
+        should wait on the process probe. Raises ModelNotFoundError for a name the repository does
         not have, ModelLoadError (server message kept) for any other load failure.
         """
         if config is not None and config.name != name:
@@ -360,6 +363,7 @@ class TritonAdapter:
                     outputs=requested,
                     client_timeout=timeout_s if timeout_s is not None else self.request_timeout_s,
                 ),
+                deadline_is_unavailable=False,
             )
         except InferenceServerException as exc:
             message = _message(exc)

@@ -91,8 +91,9 @@ class EmbeddedTriton:
     - ``start()`` returns once the server answers ready on HTTP, or raises ``ServerStartError``
       (missing binary/backend files, the process exited, or no readiness within
       ``start_timeout_s``) with the tail of the server log. A failed start leaves nothing running.
-    - ``stop()`` sends SIGTERM (Triton finishes in-flight requests, then exits), kills the server
-      and its stubs after ``stop_timeout_s``, and removes this server's /dev/shm regions.
+    - ``stop()`` sends SIGTERM (Triton finishes in-flight requests and unloads models for up to
+      ``drain_timeout_s``, then exits), kills the server and its stubs if it is still alive after
+      ``stop_timeout_s``, and removes this server's /dev/shm regions.
       Idempotent. After it returns no process of this server is alive.
     - ``home`` is a fresh temporary directory (removed by ``stop()``) unless given; the log is
       ``<home>/tritonserver.log`` (kept when the home was given).
@@ -108,6 +109,7 @@ class EmbeddedTriton:
         metrics_port: int | None = None,
         binary: str | Path | None = None,
         start_timeout_s: float = 60.0,
+        drain_timeout_s: float = 5.0,
         stop_timeout_s: float = 30.0,
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
@@ -121,6 +123,7 @@ class EmbeddedTriton:
         self.metrics_port = metrics_port or 0
         self.binary = Path(binary) if binary is not None else wheel_root() / "bin" / "tritonserver"
         self.start_timeout_s = start_timeout_s
+        self.drain_timeout_s = drain_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.log_verbose = log_verbose
         self.extra_args = tuple(extra_args)
@@ -221,8 +224,10 @@ class EmbeddedTriton:
             # health check fail while every other expert serves. Model readiness is per model.
             "--strict-readiness=false",
             f"--log-verbose={self.log_verbose}",
-            # Finish in-flight requests on SIGTERM but do not wait forever (our own kill follows).
-            f"--exit-timeout-secs={max(1, int(self.stop_timeout_s) - 1)}",
+            # On SIGTERM Triton finishes in-flight requests and waits for models to unload, up to
+            # this many seconds. A model whose process crashed stays UNLOADING forever, so without
+            # a bound stop() would always run into its kill timeout.
+            f"--exit-timeout-secs={max(1, round(self.drain_timeout_s))}",
             *self.extra_args,
         ]
 

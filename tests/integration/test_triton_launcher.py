@@ -110,3 +110,36 @@ def test_failed_start_reports_the_log_tail_and_leaves_nothing_running(small_repo
     assert "exited with code" in str(info.value)
     assert "already in use" in str(info.value)  # the server's own words, from the log tail
     assert not server.running() and server.home is None
+
+
+def test_crashed_model_process_is_reported_and_a_fresh_load_recovers(small_repo):
+    """Triton keeps a model whose process died READY; requests fail and its unload never finishes."""
+    import os
+    import signal
+
+    from orchestrator.errors import InferenceError, ModelUnloadTimeoutError
+
+    with EmbeddedTriton(small_repo, drain_timeout_s=1) as server:
+
+        async def body() -> None:
+            adapter = TritonAdapter(server.grpc_url, process_probe=server.process_probe())
+            try:
+                await adapter.load("solo")
+                [stub] = server.model_processes("solo")
+                os.kill(stub.pid, signal.SIGKILL)
+                with pytest.raises(InferenceError) as failed:
+                    for _ in range(100):  # the server notices on the next request
+                        await adapter.infer("solo", {factories.INPUT: factories.images(1)})
+                        await asyncio.sleep(0.05)
+                assert "is not healthy" in (failed.value.server_message or "")
+                with pytest.raises(ModelUnloadTimeoutError, match="index state UNLOADING"):
+                    await adapter.unload("solo", timeout_s=2)
+                await adapter.load("solo")  # a fresh load replaces the stuck one
+                out = await adapter.infer("solo", {factories.INPUT: factories.images(1)})
+                assert out[factories.OUTPUT].shape == (1, factories.CLASSES)
+                assert len(server.model_processes("solo")) == 1
+            finally:
+                await adapter.close()
+
+        asyncio.run(body())
+    assert server.shm_regions() == []
