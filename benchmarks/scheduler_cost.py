@@ -1,0 +1,90 @@
+"""The scheduler's decision cost: median CPU time the core spends per request.
+
+    .venv/bin/python benchmarks/scheduler_cost.py [--out benchmarks/sim_results/scheduler_cost.json]
+
+Replays a 352-expert board (task A1's mix, 3,500 requests) on paper-numa's 5-executor layout
+(4 GPU + 1 CPU) with the coserve policy, timing every call into the core: ``on_arrival`` (assign,
+arrange, and any load/dispatch decision it triggers) and the other events. Per request we report
+the arrival decision alone and the total core time (all events) divided by the requests. The
+paper spends 2.3-9 ms per request; the target here is below 0.2 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from orchestrator.simulate.engine import Simulation
+from orchestrator.simulate.presets import load_preset
+from orchestrator.simulate.workload import PAPER_TASKS, build_workload
+
+
+def timed(fn: Callable[..., Any], sink: list[float]) -> Callable[..., Any]:
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            sink.append(time.perf_counter() - t)
+
+    return wrapper
+
+
+def measure(policy: str, repeats: int) -> dict[str, float]:
+    preset = load_preset("paper-numa")
+    spec = replace(PAPER_TASKS["A2"], board="B")  # 352 types, 3,500 requests, 4 GPU + 1 CPU executors
+    wl = build_workload(spec, preset.profile)
+    arrivals: list[float] = []
+    others: list[float] = []
+    for _ in range(repeats):
+        sim = Simulation(wl, preset.config("B"), preset.profile, policy)
+        core = sim.core
+        assert len(core.graph.experts) >= 352
+        assert core.n_executors == (1 if policy == "samba-lru" else 5)
+        core.on_arrival = timed(core.on_arrival, arrivals)  # type: ignore[method-assign]
+        for name in ("on_batch_done", "on_load_done", "on_unload_done"):
+            setattr(core, name, timed(getattr(core, name), others))
+        sim.run()
+    n = len(wl.requests) * repeats
+    return {
+        "requests": float(n),
+        "experts": float(len(wl.graph().experts)),
+        "executors": float(1 if policy == "samba-lru" else 5),
+        "median_arrival_decision_ms": statistics.median(arrivals) * 1e3,
+        "p99_arrival_decision_ms": sorted(arrivals)[int(0.99 * len(arrivals))] * 1e3,
+        "mean_total_core_ms_per_request": (sum(arrivals) + sum(others)) / n * 1e3,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(Path(__file__).with_name("sim_results") / "scheduler_cost.json"))
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    res = {p: measure(p, args.repeats) for p in ("coserve", "em-ra", "samba-lru")}
+    res_all: dict[str, Any] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "policies": res,
+    }
+    for p, r in res.items():
+        print(
+            f"{p:10s} median decision per arrival {r['median_arrival_decision_ms']:.4f} ms, "
+            f"p99 {r['p99_arrival_decision_ms']:.4f} ms, all core work per request {r['mean_total_core_ms_per_request']:.4f} ms"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res_all, sort_keys=True, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
