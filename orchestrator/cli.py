@@ -8,7 +8,6 @@ import sys
 
 from orchestrator.errors import CoserveError
 
-
 #: Modules that each add their subcommands with ``register(subparsers)``. They must import cheaply
 #: (no torch, no tritonclient at module level) so that ``coserve --help`` stays fast.
 COMMAND_MODULES = (
