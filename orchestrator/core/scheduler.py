@@ -498,15 +498,17 @@ class CoreScheduler:
             self._prefetch(q, g.expert, now, out)
 
     def _prefetch(self, q: _Exec, expert: str, now: float, out: list[Decision]) -> None:
+        """Load the likely subsequent expert of ``expert`` into free memory of ``q`` while the
+        preliminary batch runs, so its step finds it resident (no eviction is ever done for it)."""
         for d, p in self.graph.successors(expert):
             if p < PREFETCH_MIN_PROB:
                 break
-            if any(x.pool.holds(d) for x in self.execs):
+            if q.pool.state(d) is not ExpertState.UNLOADED:
                 continue
             c = self._cost[q.idx].get(d)
             if c is None:
                 continue
-            if q.pool.free_bytes - c.bytes >= c.act * c.maxb:
+            if q.pool.free_bytes - c.bytes >= c.act:
                 out.append(self._issue_load(q, d, c, self._tier(q, d), prefetch=True))
 
     # ---- introspection for tests and reports ---------------------------------------------
