@@ -63,7 +63,7 @@ def online_scenarios() -> list[dict[str, Any]]:
                 "oracle_switches": oracle.switches,
                 "online_over_oracle": round(online.throughput_img_s / oracle.throughput_img_s, R),
                 "gain_recovered": round((online.throughput_img_s - fixed.throughput_img_s) / gain, R)
-                if gain > 0.05
+                if gain > 0.02 * fixed.throughput_img_s
                 else None,
             }
         )
