@@ -16,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--repo", default="model_repository", help="model repository to export into (default: ./model_repository)")
     demo.add_argument("--coe", help="CoE definition to use (default: generate the 'demo' preset into REPO/../demo-coe.yaml)")
     demo.add_argument("--max-resident", type=int, default=2, help="experts allowed to hold memory at once (default: 2)")
+    demo.add_argument("--triton-url", help="use a running Triton at HOST:PORT (gRPC) instead of the embedded one")
     demo.add_argument("--board-seed", type=int, default=0, help="seed of the synthetic board (default: 0)")
     demo.set_defaults(func=_cmd_demo)
 
@@ -42,5 +43,5 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"{summary.total_bytes / 2**20:.1f} MiB, parity max abs error {worst:.2g}, {summary.seconds:.1f} s")
     if args.max_resident < 1:
         raise ConfigError("--max-resident", "", f"must be >= 1, got {args.max_resident}")
-    run_demo(coe, repo, board_seed=args.board_seed, max_resident=args.max_resident)
+    run_demo(coe, repo, board_seed=args.board_seed, max_resident=args.max_resident, triton_url=args.triton_url)
     return 0

@@ -85,7 +85,7 @@ class _Item:
 
 async def _run_expert(
     adapter: TritonAdapter,
-    server: EmbeddedTriton,
+    server: EmbeddedTriton | None,
     repo: Path,
     name: str,
     arch: str,
@@ -108,13 +108,14 @@ async def _run_expert(
     loaded = await adapter.load(name, config)
     run.load_s = loaded.seconds
     holding = {e.name for e in await adapter.index() if e.state in ("READY", "UNLOADING")}
-    holding |= {p.model for p in server.model_processes()}
+    if server is not None:  # an external server's processes cannot be seen from here
+        holding |= {p.model for p in server.model_processes()}
+        run.peak_model_pss_bytes = sum(p.pss_bytes for p in server.model_processes(name))
+        report.peak_server_pss_bytes = max(
+            report.peak_server_pss_bytes,
+            server.server_memory().pss_bytes + sum(p.pss_bytes for p in server.model_processes()),
+        )
     report.peak_resident = max(report.peak_resident, len(holding))
-    run.peak_model_pss_bytes = sum(p.pss_bytes for p in server.model_processes(name))
-    report.peak_server_pss_bytes = max(
-        report.peak_server_pss_bytes,
-        server.server_memory().pss_bytes + sum(p.pss_bytes for p in server.model_processes()),
-    )
     outputs: list[dict[str, np.ndarray]] = []
     step = max(1, config.max_batch_size)
     t0 = time.perf_counter()
@@ -144,14 +145,19 @@ async def _run_expert(
 async def inspect_board(
     coe: CoEDefinition,
     repo: str | Path,
-    server: EmbeddedTriton,
+    server: EmbeddedTriton | None,
     *,
+    triton_url: str | None = None,
     board_seed: int = 0,
     defect_share: float = 0.05,
     max_resident: int = 2,
     say: Callable[[str], None] = print,
 ) -> DemoReport:
-    """Inspect one whole board of ``coe`` on a started ``server`` serving ``repo``."""
+    """Inspect one whole board of ``coe`` on ``server`` (embedded) or at ``triton_url`` (external).
+
+    With an external server, unloads are confirmed by the repository index only (its model
+    processes cannot be seen from here) and memory figures stay 0.
+    """
     repo = Path(repo)
     t_start = time.perf_counter()
     source = BoardSource(coe, seed=board_seed, defect_share=defect_share)
@@ -166,7 +172,12 @@ async def inspect_board(
         shape = coe.experts[rule.classifier].input_shape
         by_classifier[rule.classifier].append(_Item(req.request_id, req.component_type, decode_image(req.image, shape)))
 
-    adapter = TritonAdapter(server.grpc_url, process_probe=server.model_processes)
+    if server is not None:
+        adapter = TritonAdapter(server.grpc_url, process_probe=server.process_probe())
+    elif triton_url is not None:
+        adapter = TritonAdapter(triton_url)
+    else:
+        raise ValueError("inspect_board needs an embedded server or a triton_url")
     unloads: list[asyncio.Task[None]] = []
     try:
         say("preliminary step: classifiers, most-used first (load -> infer -> confirmed unload)")
@@ -214,9 +225,22 @@ def run_demo(
     *,
     board_seed: int = 0,
     max_resident: int = 2,
+    triton_url: str | None = None,
     say: Callable[[str], None] = print,
 ) -> DemoReport:
-    """Start the embedded server on ``repo``, inspect one board, print a summary, stop the server."""
+    """Inspect one board and print a summary.
+
+    Without ``triton_url``: start the embedded server on ``repo`` and stop it afterwards. With it:
+    use that running server (e.g. NVIDIA's container, which must serve the same repository in
+    explicit model-control mode); ``repo`` still supplies the model configs.
+    """
+    if triton_url is not None:
+        say(f"using the Triton server at {triton_url}")
+        report = asyncio.run(
+            inspect_board(coe, repo, None, triton_url=triton_url, board_seed=board_seed, max_resident=max_resident, say=say)
+        )
+        _summary(report, max_resident, say)
+        return report
     say(f"starting embedded tritonserver on {repo} (explicit model control)")
     with EmbeddedTriton(repo) as server:
         say(f"  ready at grpc://{server.grpc_url} in {server.start_seconds or 0:.2f} s, "
@@ -225,6 +249,12 @@ def run_demo(
             inspect_board(coe, repo, server, board_seed=board_seed, max_resident=max_resident, say=say)
         )
         leftover = server.model_processes()
+    _summary(report, max_resident, say)
+    say(f"model processes left after the last unload: {len(leftover)}; server stopped")
+    return report
+
+
+def _summary(report: DemoReport, max_resident: int, say: Callable[[str], None]) -> None:
     counts = report.counts()
     say("")
     say(f"board inspected in {report.wall_s:.2f} s: {report.components} components, "
@@ -233,5 +263,3 @@ def run_demo(
     say(f"experts loaded: {loads} (each exactly once), at most {report.peak_resident} holding memory at a time "
         f"(bound {max_resident}), "
         f"peak server+models PSS {report.peak_server_pss_bytes / 2**20:.1f} MiB")
-    say(f"model processes left after the last unload: {len(leftover)}; server stopped")
-    return report
