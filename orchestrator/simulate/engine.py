@@ -91,6 +91,7 @@ class Simulation:
         self.done_at: dict[int, float] = {}
         self.rejected: dict[int, str] = {}
         self._req_stage_done: dict[int, int] = {}
+        self._running: dict[tuple[str, str], int] = {}
         self.violations: list[str] = []
 
     # ---- event plumbing ------------------------------------------------------------------
@@ -130,6 +131,8 @@ class Simulation:
                 else:
                     self._waiting.setdefault(ch, deque()).append(d)
             elif isinstance(d, Unload):
+                if self.check and self._running.get((d.executor, d.expert), 0) > 0:
+                    self.violations.append(f"{d.expert} evicted from {d.executor} while a batch runs on it")
                 kind = self.core.executor_kind(d.executor)
                 self._push(self.now + self.profile.processor(kind).unload_time_s, _UNLOAD, d)
             elif isinstance(d, Dispatch):
@@ -138,6 +141,8 @@ class Simulation:
                 assert c is not None
                 dur = c.batch_time_s(len(d.request_ids))
                 self.busy[d.executor] += dur
+                key = (d.executor, d.expert)
+                self._running[key] = self._running.get(key, 0) + 1
                 if self.check:
                     for rid in d.request_ids:
                         if d.stage == 1 and self._req_stage_done.get(rid, -1) < 0:
@@ -195,6 +200,7 @@ class Simulation:
             elif kind == _BATCH:
                 assert isinstance(data, Dispatch)
                 verdicts = {rid: wl.verdicts.get(rid, False) for rid in data.request_ids}
+                self._running[(data.executor, data.expert)] -= 1
                 if self.check:
                     if core.pool(data.executor).state(data.expert).value != "ready":
                         self.violations.append(f"{data.expert} not ready while running on {data.executor}")

@@ -149,8 +149,14 @@ def _draw(
 
 
 def build_workload(spec: TaskSpec, profile: CostProfile, source: str = "<profile>") -> Workload:
-    if spec.types < 1 or spec.requests < 1:
-        raise ConfigError("workload", "types/requests", "must be >= 1")
+    if spec.types < 1:
+        raise ConfigError("workload", "types", f"must be >= 1, got {spec.types}")
+    if spec.requests < 1:
+        raise ConfigError("workload", "requests", f"must be >= 1, got {spec.requests}")
+    if spec.detectors < 0:
+        raise ConfigError("workload", "detectors", f"must be >= 0, got {spec.detectors}")
+    if spec.zipf is not None and spec.zipf < 0:
+        raise ConfigError("workload", "zipf", f"must be >= 0, got {spec.zipf}")
     if not 0.0 <= spec.detector_share <= 1.0:
         raise ConfigError("workload", "detector_share", f"must be in [0, 1], got {spec.detector_share}")
     if spec.interval_s < 0:

@@ -139,6 +139,9 @@ def test_profile_and_coe_replay(tmp_path: Path) -> None:
         ["simulate", "--coe", "/nonexistent/coe.yaml"],
         ["simulate", "--preset", "paper-numa", "--profile", "x.yaml"],
         ["simulate", "--detector-share", "1.5", *SMALL],
+        ["simulate", "--zipf", "-1", *SMALL],
+        ["simulate", "--types", "0"],
+        ["simulate", "--detectors", "-2", *SMALL],
     ],
 )
 def test_user_errors_are_coserve_errors(argv: list[str]) -> None:
