@@ -111,9 +111,12 @@ class DependencyGraph:
         self.prior_weight = prior_weight
 
     def set_probabilities(self, probs: Mapping[str, float]) -> None:
-        """Replace the prior (an oracle that knows the mix, or a fresh offline estimate)."""
+        """Replace the prior (an oracle that knows the mix, or a fresh offline estimate); past
+        observations are forgotten."""
         for n in self._names:
             self._prior[n] = float(probs.get(n, 0.0))
+        self._counts.clear()
+        self._requests_w = 0.0
 
     def observe_request(self) -> None:
         """One request arrived (the denominator of usage per request)."""

@@ -33,6 +33,8 @@ from orchestrator.core.profile import CostProfile
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 
 PREFETCH_MIN_PROB = 0.5
+REPLACE_RATIO = 2.0  # online re-placement: a resident expert this many times less likely is swapped
+REPLACE_MIN_PROB = 1e-3  # ... for an expert used by at least this share of requests
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class CoreStats:
     batches: int = 0
     prefetch_loads: int = 0
     prefetch_hits: int = 0
+    replacement_loads: int = 0
     rejected: int = 0
     max_wait_s: float = 0.0
 
@@ -396,6 +399,8 @@ class CoreScheduler:
         self._now = now
         while q.running is None:
             if not q.queue:
+                if self.switches.online_probabilities and self.started:
+                    self._replace_when_idle(q, now, out)
                 return
             gi = self._pick(q, now)
             if gi:
@@ -442,6 +447,43 @@ class CoreScheduler:
                 g.switch_pred_s = 0.0
                 self._repred(q, g)
             return
+
+    def _replace_when_idle(self, q: _Exec, now: float, out: list[Decision]) -> None:
+        """Placement follows the (online) mix: when the whole box is idle (no queued step, no load
+        in flight), an executor loads the likeliest expert no executor holds, evicting its least
+        likely ones when they are at least REPLACE_RATIO times less likely. One change at a time."""
+        pool = q.pool
+        # only while the box is not switching: a proactive load must not delay a demand load
+        if any(x.pool.experts_in(ExpertState.LOADING, ExpertState.UNLOADING) for x in self.execs):
+            return
+        if any(x.queue for x in self.execs):
+            return
+        best: str | None = None
+        for name in self.graph.ranked():
+            c = self._cost[q.idx][name]
+            if c is None or any(x.pool.holds(name) for x in self.execs):
+                continue
+            best = name
+            break
+        if best is None:
+            return
+        c = self._cost[q.idx][best]
+        assert c is not None
+        p_best = self.graph.usage_prob(best)
+        if p_best <= REPLACE_MIN_PROB:
+            return
+        reserve = c.act * c.maxb
+        if pool.free_bytes - c.bytes >= reserve:
+            out.append(self._issue_load(q, best, c, self._tier(q, best)))
+            self.stats.replacement_loads += 1
+            return
+        victims = self.evict.victims(pool, self.graph, c.bytes + reserve, {best})
+        if not victims or any(self.graph.usage_prob(v) * REPLACE_RATIO > p_best for v in victims):
+            return
+        for v in victims:
+            pool.transition(v, ExpertState.UNLOADING)
+            self.stats.unloads += 1
+            out.append(Unload(q.cfg.name, v, "replaced by a likelier expert"))
 
     def _make_room(self, q: _Exec, need: int, exclude: set[str], now: float, out: list[Decision]) -> bool:
         """Issue unloads so ``need`` bytes become free; False if that can never happen."""

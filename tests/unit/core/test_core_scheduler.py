@@ -155,3 +155,29 @@ def test_starvation_guard_serves_an_over_age_step_next() -> None:
     assert _guard_run(None) == ["cls_1"]  # arranged order: the detector step queues at the tail
     assert _guard_run(1.0) == ["det_0"]  # older than the bound: served next
     assert _guard_run(5.0) == ["cls_1"]
+
+
+def test_online_replacement_follows_the_mix_when_the_box_is_idle() -> None:
+    cfg = make_config(35).with_switches(online_probabilities=True)
+    core = CoreScheduler(make_graph(), cfg, make_profile(), "coserve")
+    d = InstantDriver(core)
+    d.place()
+    assert set(core.pool("gpu0").resident()) == {"det_0", "cls_0"}
+    # the mix changes: type 5 now dominates
+    core.graph.set_probabilities({"cls_5": 0.9, "cls_0": 0.01, "det_0": 0.01})
+    d.arrive(Request(0, 0.0, "cls_0"))
+    assert not [u for u in d.unloads], "no re-placement while a batch runs"
+    d.finish_all()
+    assert "cls_5" in core.pool("gpu0").resident()
+    assert core.stats.replacement_loads == 1
+    assert [u.reason for u in d.unloads] == ["replaced by a likelier expert"]
+
+
+def test_no_replacement_without_online_probabilities() -> None:
+    core = CoreScheduler(make_graph(), make_config(35), make_profile(), "coserve")
+    d = InstantDriver(core)
+    d.place()
+    core.graph.set_probabilities({"cls_5": 0.9, "cls_0": 0.01, "det_0": 0.01})
+    d.arrive(Request(0, 0.0, "cls_0"))
+    d.finish_all()
+    assert "cls_5" not in core.pool("gpu0").resident() and core.stats.replacement_loads == 0
