@@ -10,6 +10,7 @@ the order they were scheduled, so a run is a pure function of its inputs.
 from __future__ import annotations
 
 import heapq
+import random
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -75,8 +76,14 @@ class Simulation:
         unlimited_memory: bool = False,
         oracle_probabilities: bool = False,
         check_invariants: bool = False,
+        load_failure_rate: float = 0.0,
+        failure_seed: int = 0,
     ) -> None:
+        """``load_failure_rate``: share of loads after the first arrival that fail (fault
+        injection, drawn from ``random.Random(failure_seed)`` in event order: deterministic)."""
         self.workload = workload
+        self._fail_rate = load_failure_rate
+        self._fail_rng = random.Random(failure_seed)
         self.profile = profile
         self.graph = workload.graph()
         self.core = CoreScheduler(self.graph, config, profile, policy, unlimited_memory=unlimited_memory)
@@ -193,7 +200,8 @@ class Simulation:
                     self._start_load(q.popleft())
                 else:
                     self._channels[ch] -= 1
-                self._execute(core.on_load_done(data.executor, data.expert, t))
+                ok = not (self._fail_rate and self._fail_rng.random() < self._fail_rate)
+                self._execute(core.on_load_done(data.executor, data.expert, t, ok=ok))
             elif kind == _UNLOAD:
                 assert isinstance(data, Unload)
                 self._execute(core.on_unload_done(data.executor, data.expert, t))

@@ -22,7 +22,7 @@ PROFILE = make_profile()
 def scenarios(draw: st.DrawFn) -> tuple:
     spec = make_spec(
         types=draw(st.integers(3, 40)),
-        requests=draw(st.integers(5, 120)),
+        requests=draw(st.integers(5, 250)),
         interval_s=draw(st.sampled_from([0.0, 0.001, 0.004, 0.02])),
         detectors=draw(st.integers(0, 3)),
         detector_share=draw(st.floats(0.0, 1.0)),
@@ -43,15 +43,17 @@ def scenarios(draw: st.DrawFn) -> tuple:
     )
     config = ServeConfig(executors=tuple(execs), cpu_cache_bytes=cache, switches=switches)
     policy = draw(st.sampled_from(sorted(POLICIES)))
-    return spec, config, policy
+    failure_rate = draw(st.sampled_from([0.0, 0.0, 0.1, 0.5]))
+    return spec, config, policy, failure_rate
 
 
 @given(scenarios())
 def test_invariants_hold_on_random_workloads(case: tuple) -> None:
-    spec, config, policy = case
+    spec, config, policy, failure_rate = case
     wl = build_workload(spec, PROFILE)
-    # a pinned expert is never evicted: the pool raises IllegalTransitionError if the core tries
-    sim = Simulation(wl, config, PROFILE, policy, check_invariants=True)
+    # a pinned expert is never evicted: the pool raises IllegalTransitionError if the core tries,
+    # and the simulator records any unload of an expert with a running batch as a violation
+    sim = Simulation(wl, config, PROFILE, policy, check_invariants=True, load_failure_rate=failure_rate)
     res = sim.run()
     # no budget exceeded, no subsequent step before its preliminary step, nothing run while not ready
     assert res.violations == []
@@ -66,12 +68,18 @@ def test_invariants_hold_on_random_workloads(case: tuple) -> None:
     assert sim.core.queued_steps() == 0 and sim.core.running_batches() == 0
     # a subsequent step ran exactly for the requests whose verdict called for it
     assert res.switches == res.loads_by_tier.get("disk", 0)
+    if failure_rate == 0.0:
+        assert all("failed" not in reason for reason in res.rejected.values())
 
 
 @given(scenarios())
 def test_simulation_is_deterministic(case: tuple) -> None:
-    spec, config, policy = case
-    a = Simulation(build_workload(spec, PROFILE), config, PROFILE, policy).run()
-    b = Simulation(build_workload(spec, PROFILE), config, PROFILE, policy).run()
+    spec, config, policy, failure_rate = case
+    a = Simulation(
+        build_workload(spec, PROFILE), config, PROFILE, policy, load_failure_rate=failure_rate
+    ).run()
+    b = Simulation(
+        build_workload(spec, PROFILE), config, PROFILE, policy, load_failure_rate=failure_rate
+    ).run()
     assert a.summary() == b.summary()
     assert a.latencies == b.latencies

@@ -181,3 +181,23 @@ def test_no_replacement_without_online_probabilities() -> None:
     d.arrive(Request(0, 0.0, "cls_0"))
     d.finish_all()
     assert "cls_5" not in core.pool("gpu0").resident() and core.stats.replacement_loads == 0
+
+
+def test_failed_load_rejects_the_waiting_requests_and_frees_memory() -> None:
+    from orchestrator.core.decisions import Load, Reject
+    from orchestrator.core.memory import ExpertState
+
+    core = CoreScheduler(make_graph(), make_config(100), make_profile(), "em-ra")
+    first = core.on_arrival(Request(0, 0.0, "cls_3"), 0.0)
+    load = first[0]
+    assert isinstance(load, Load) and load.expert == "cls_3"
+    assert core.on_arrival(Request(1, 0.1, "cls_3"), 0.1) == []  # joins the group waiting for the load
+    assert core.pool("gpu0").used_bytes == 10 * MB
+    out = core.on_load_done("gpu0", "cls_3", 1.0, ok=False)
+    rejected = [d for d in out if isinstance(d, Reject)]
+    assert sorted(r.request_id for r in rejected) == [0, 1]
+    assert all("failed" in r.reason for r in rejected)
+    assert core.pool("gpu0").state("cls_3") is ExpertState.UNLOADED and core.pool("gpu0").used_bytes == 0
+    # the expert can be loaded again for a later request
+    again = core.on_arrival(Request(2, 2.0, "cls_3"), 2.0)
+    assert isinstance(again[0], Load)
