@@ -32,7 +32,7 @@ from orchestrator.triton.model_config import ModelConfig
 from . import repository as repo_mod
 
 #: bump when the zoo, the board source's images or the calibration change what gets exported
-EXPORTER_VERSION = "1"
+EXPORTER_VERSION = "3"
 #: below this many experts to export, a process pool costs more than it saves
 POOL_MIN_EXPERTS = 8
 
@@ -160,12 +160,16 @@ def export_coe(
     only: Sequence[str] | None = None,
     jobs: int | None = None,
     force: bool = False,
+    threads: int = 1,
     progress: Callable[[ExpertReport], None] | None = None,
 ) -> ExportSummary:
     """Export the CoE's experts into the model repository ``repo`` for ``target``.
 
     ``jobs``: worker processes (default: the CPU count, capped at 4); ``force`` re-exports even
-    when fingerprints match; ``progress`` is called once per expert as it finishes.
+    when fingerprints match; ``threads`` is torch's intra-op thread count for inline exports
+    (1 by default: on a small shared CPU, 2 torch threads competing with other work ran 5-10x
+    *slower* than 1 in our measurements; parallelism comes from the worker processes);
+    ``progress`` is called once per expert as it finishes.
     Raises ``ExportError`` (naming the expert) on the first expert that fails.
     """
     t0 = time.perf_counter()
@@ -205,7 +209,7 @@ def export_coe(
         n_jobs = jobs if jobs is not None else min(4, os.cpu_count() or 1)
         if n_jobs <= 1 or len(todo) < POOL_MIN_EXPERTS:
             for n in todo:
-                finish(export_expert(coe, n, tmpdir / f"{n}.onnx", calibrate, parity))
+                finish(export_expert(coe, n, tmpdir / f"{n}.onnx", calibrate, parity, threads=threads))
         else:
             import multiprocessing as mp_
 

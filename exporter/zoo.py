@@ -220,7 +220,11 @@ class Detector(nn.Module):
         return p.reshape(n, self.num_anchors, 5 + self.num_classes, gh, gw)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        p = self.raw(image).permute(0, 1, 3, 4, 2)  # [N, A, gh, gw, 5 + C]
+        return self.decode(self.raw(image))
+
+    def decode(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``raw`` [N, A, 5 + C, gh, gw] -> (boxes, objectness, class_logits) per the contract."""
+        p = raw.permute(0, 1, 3, 4, 2)  # [N, A, gh, gw, 5 + C]
         n = p.shape[0]
         grid_xy: torch.Tensor = self.grid_xy  # type: ignore[assignment]
         anchor_wh: torch.Tensor = self.anchor_wh  # type: ignore[assignment]
@@ -389,7 +393,8 @@ def build_expert(spec: ExpertSpec, coe_seed: int, params: ZooParams | None = Non
         raise ConfigError("<coe>", f"experts[{spec.name}].arch", f"unknown architecture {spec.arch!r}")
     gen = torch.Generator().manual_seed(expert_seed(coe_seed, spec.name))
     _init_weights(model, gen)
-    return model.eval()
+    # inference only: no autograd bookkeeping (the calibration edits biases under no_grad)
+    return model.requires_grad_(False).eval()
 
 
 def output_names(arch: str) -> tuple[str, ...]:
