@@ -381,7 +381,8 @@ class CoreScheduler:
 
     def _pick(self, q: _Exec, now: float) -> int:
         """The starvation guard: the group holding the oldest step is served next once that step
-        (its request's arrival) is older than the bound; otherwise the head of the queue."""
+        (its request's arrival) is older than the bound, or would be by the time the head's next
+        batch ends; otherwise the head of the queue."""
         bound = self.switches.starvation_bound_s
         if bound is None or len(q.queue) < 2:
             return 0
@@ -391,7 +392,14 @@ class CoreScheduler:
             a = q.queue[i].oldest_arrival()
             if a < oldest:
                 oldest, best = a, i
-        if best and now - oldest > bound:
+        if not best:
+            return 0
+        # look one batch ahead: serving the head first would push the oldest step past the bound
+        head = q.queue[0]
+        c = self._cost[q.idx][head.expert]
+        assert c is not None
+        head_s = c.k * min(c.maxb, len(head.steps)) + c.b
+        if now - oldest > bound - head_s:
             return best
         return 0
 
