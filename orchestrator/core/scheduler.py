@@ -146,6 +146,7 @@ class CoreScheduler:
         self._requests: dict[int, Request] = {}
         self._prefetched: set[tuple[int, str]] = set()
         self.started = False
+        self._now = 0.0  # the latest ``now`` a driver passed in (for cache recency)
         self.stats = CoreStats()
 
     # ---- setup ---------------------------------------------------------------------------
@@ -241,6 +242,7 @@ class CoreScheduler:
     def on_arrival(self, request: Request, now: float) -> list[Decision]:
         out: list[Decision] = []
         self.started = True
+        self._now = now
         self._requests[request.id] = request
         self.graph.observe_request()
         touched: set[int] = set()
@@ -251,6 +253,7 @@ class CoreScheduler:
 
     def on_load_done(self, executor: str, expert: str, now: float, ok: bool = True) -> list[Decision]:
         q = self._by_name[executor]
+        self._now = now
         out: list[Decision] = []
         if ok:
             q.pool.transition(expert, ExpertState.READY)
@@ -278,6 +281,7 @@ class CoreScheduler:
 
     def on_batch_done(self, batch_id: int, now: float, verdicts: Mapping[int, bool]) -> list[Decision]:
         b = self._batches.pop(batch_id)
+        self._now = now
         q = self.execs[b.executor]
         q.pool.unpin(b.expert, now, b.act_bytes)
         q.running = None
@@ -376,8 +380,6 @@ class CoreScheduler:
             cache.transition(v, ExpertState.UNLOADED)
         cache.place(expert, nbytes)
         cache.touch(expert, self._now)
-
-    _now: float = 0.0
 
     def _pick(self, q: _Exec, now: float) -> int:
         """The starvation guard: the group holding the oldest step is served next once that step
