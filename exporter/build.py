@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.coe import CoEDefinition, ExpertSpec
-from orchestrator.errors import ConfigError, ExportError
+from orchestrator.errors import ConfigError, CoserveError, ExportError
 from orchestrator.triton.model_config import ModelConfig
 
 from . import repository as repo_mod
@@ -137,7 +137,25 @@ def export_expert(
 
 def _worker(args: tuple[CoEDefinition, str, str, bool, bool]) -> ExpertReport:
     coe, name, path, calibrate, parity = args
-    return export_expert(coe, name, path, calibrate, parity, threads=1)
+    try:
+        return export_expert(coe, name, path, calibrate, parity, threads=1)
+    except CoserveError as exc:
+        # ConfigError's 3-argument constructor does not survive unpickling in the parent;
+        # the message (which names the expert) is what matters
+        raise ExportError(str(exc)) from None
+
+
+def check_params(coe: CoEDefinition, names: Iterable[str], source: str = "<coe>") -> None:
+    """Every selected expert's zoo ``params`` resolve (``ConfigError`` naming file and field)."""
+    from exporter import zoo
+
+    index = {n: i for i, n in enumerate(coe.experts)}
+    for n in names:
+        spec = coe.experts[n]
+        try:
+            zoo.size_params(spec.arch, spec.size_mb, spec.input_shape[0], spec.num_classes, spec.params)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(source, f"experts[{index[n]}].params", str(exc)) from None
 
 
 def select_experts(coe: CoEDefinition, only: Iterable[str] | None) -> list[str]:
@@ -162,6 +180,7 @@ def export_coe(
     force: bool = False,
     threads: int = 1,
     progress: Callable[[ExpertReport], None] | None = None,
+    source: str = "<coe>",
 ) -> ExportSummary:
     """Export the CoE's experts into the model repository ``repo`` for ``target``.
 
@@ -169,13 +188,15 @@ def export_coe(
     when fingerprints match; ``threads`` is torch's intra-op thread count for inline exports
     (1 by default: on a small shared CPU, 2 torch threads competing with other work ran 5-10x
     *slower* than 1 in our measurements; parallelism comes from the worker processes);
-    ``progress`` is called once per expert as it finishes.
+    ``progress`` is called once per expert as it finishes; ``source`` (the CoE file) is named in
+    configuration errors.
     Raises ``ExportError`` (naming the expert) on the first expert that fails.
     """
     t0 = time.perf_counter()
     repo_mod.check_target(target)
     root = repo_mod.check_repo_dir(repo)
     names = select_experts(coe, only)
+    check_params(coe, names, source)
     manifest = repo_mod.read_manifest(root)
     entries: dict[str, Any] = dict(manifest["experts"])
     repo_mod.write_coe_copy(root, coe)

@@ -120,6 +120,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             force=args.force,
             progress=progress,
+            source=args.coe,
         )
     errs = [e.max_abs_error for e in summary.experts if e.max_abs_error is not None]
     worst = max(summary.experts, key=lambda e: e.max_abs_error or 0.0, default=None)

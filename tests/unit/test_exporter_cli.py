@@ -71,6 +71,7 @@ def test_generate_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         (["export", "--coe", "{tmp}/broken.yaml", "--out", "{tmp}/r"], "broken.yaml: experts[0].arch: must be one of"),
         (["export", "--coe", "{tmp}/ok.yaml", "--out", "{tmp}/r", "--target", "tensorrt"], "unknown target 'tensorrt'"),
         (["export", "--coe", "{tmp}/ok.yaml", "--out", "{tmp}/r", "--only", "cls_t000,ghost"], "unknown expert(s) ghost"),
+        (["export", "--coe", "{tmp}/badparams.yaml", "--out", "{tmp}/r"], "badparams.yaml: experts[0].params: unknown zoo parameter"),
         (["expert", "add", "--repo", "{tmp}/r", "--name", "x", "--onnx", "{tmp}/none.onnx"], "none.onnx: ONNX file not found"),
         (["expert", "add", "--repo", "{tmp}/r", "--name", "x", "--onnx", "{tmp}/junk.onnx"], "not a readable ONNX model"),
         (["expert", "add", "--repo", "{tmp}/r", "--name", "x", "--module", "nowhere_pkg.mod:f", "--input-shape", "3,8,8"],
@@ -81,6 +82,8 @@ def test_generate_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     doc = yaml.safe_load(OK_COE)
     (tmp_path / "ok.yaml").write_text(yaml.safe_dump(doc))
+    doc["experts"][0]["params"] = {"heads": 8}
+    (tmp_path / "badparams.yaml").write_text(yaml.safe_dump(doc))
     doc["experts"][0]["arch"] = "transformer"
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump(doc))
     (tmp_path / "junk.onnx").write_bytes(b"definitely not protobuf" * 3)

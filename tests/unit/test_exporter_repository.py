@@ -138,3 +138,16 @@ def test_add_existing_onnx_and_module(tmp_path: Path, monkeypatch: pytest.Monkey
         add_expert(repo, "mydet2", module="addpkg_repo:det", input_shape=(3, 8, 8), output_names=["a", "b"])
     with pytest.raises(ConfigError, match="letters, digits"):
         add_expert(repo, "bad-name", onnx_file=src)
+
+
+def test_process_pool_gives_identical_files(exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Workers are separate processes: seeded weights and calibration must not depend on that."""
+    import exporter.build as build
+
+    repo, coe, _ = exported
+    monkeypatch.setattr(build, "POOL_MIN_EXPERTS", 2)
+    pooled = tmp_path / "pooled"
+    summary = export_coe(coe, pooled, "python-ort", jobs=2)
+    assert summary.exported == len(coe.experts)
+    for name in coe.experts:
+        assert (pooled / name / "1" / "model.onnx").read_bytes() == (repo / name / "1" / "model.onnx").read_bytes()
