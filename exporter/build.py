@@ -301,12 +301,11 @@ def add_expert(
     with ONNX Runtime when its input dims are static.
     """
     from exporter.export import build_from_factory, export_module, inspect_onnx, ort_session
-    from orchestrator.coe import _NAME_RE
+    from orchestrator.config_reader import Reader
 
     t0 = time.perf_counter()
     repo_mod.check_target(target)
-    if not _NAME_RE.match(name):
-        raise ConfigError("--name", "", f"must be a name of letters, digits and '_', got {name!r}")
+    Reader("--name").name(name, "")
     if (module is None) == (onnx_file is None):
         raise ExportError("give exactly one of a module factory or an ONNX file")
     root = repo_mod.check_repo_dir(repo)

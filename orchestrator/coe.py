@@ -29,7 +29,6 @@ problem (``ConfigError``). The expert dependency graph is built from it in ``orc
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +36,10 @@ from typing import Any
 
 import yaml
 
+from orchestrator.config_reader import Reader
 from orchestrator.errors import ConfigError
 
 ARCHITECTURES = ("classifier", "detector")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -167,63 +166,9 @@ def dump_coe(coe: CoEDefinition, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(coe.to_dict(), sort_keys=False))
 
 
-class _Reader:
-    """Typed field access that raises ``ConfigError`` with a dotted field path."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, path: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, path, problem)
-
-    def mapping(self, value: Any, path: str) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.fail(path, f"must be a mapping, got {type(value).__name__}")
-        return value
-
-    def seq(self, value: Any, path: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.fail(path, f"must be a list, got {type(value).__name__}")
-        return value
-
-    def required(self, m: Mapping[str, Any], key: str, path: str) -> Any:
-        if key not in m or m[key] is None:
-            raise self.fail(f"{path}.{key}" if path else key, "is required")
-        return m[key]
-
-    def name(self, value: Any, path: str) -> str:
-        if not isinstance(value, str) or not _NAME_RE.match(value):
-            raise self.fail(path, f"must be a name of letters, digits and '_', got {value!r}")
-        return value
-
-    def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(path, f"must be an integer, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise self.fail(path, f"must be >= {minimum}, got {value}")
-        return value
-
-    def number(self, value: Any, path: str, low: float, high: float | None = None, low_open: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(path, f"must be a number, got {value!r}")
-        v = float(value)
-        if (low_open and v <= low) or (not low_open and v < low) or (high is not None and v > high):
-            bound = f"in ({low}, {high}]" if low_open else f"in [{low}, {high}]"
-            if high is None:
-                bound = f"> {low}" if low_open else f">= {low}"
-            raise self.fail(path, f"must be {bound}, got {value!r}")
-        return v
-
-    def unknown(self, m: Mapping[str, Any], allowed: set[str], path: str) -> None:
-        extra = sorted(set(m) - allowed)
-        if extra:
-            where = f"{path}.{extra[0]}" if path else extra[0]
-            raise self.fail(where, f"unknown field (allowed: {', '.join(sorted(allowed))})")
-
-
 def parse_coe(data: Any, source: str = "<coe>") -> CoEDefinition:
     """Validate a parsed YAML document into a ``CoEDefinition``."""
-    r = _Reader(source)
+    r = Reader(source)
     top = r.mapping(data, "(top level)")
     r.unknown(top, {"name", "seed", "image", "experts", "routing", "board"}, "")
     name = r.name(r.required(top, "name", ""), "name")
@@ -251,7 +196,7 @@ def parse_coe(data: Any, source: str = "<coe>") -> CoEDefinition:
         arch = r.required(m, "arch", path)
         if arch not in ARCHITECTURES:
             raise r.fail(f"{path}.arch", f"must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
-        size_mb = r.number(r.required(m, "size_mb", path), f"{path}.size_mb", 0.0, 2000.0, low_open=True)
+        size_mb = r.number(r.required(m, "size_mb", path), f"{path}.size_mb", 0.0, positive=True, maximum=2000.0)
         num_classes = r.integer(m.get("num_classes", 4 if arch == "classifier" else 3), f"{path}.num_classes", 1)
         if arch == "classifier" and num_classes < 2:
             raise r.fail(f"{path}.num_classes", "a classifier needs at least 2 classes (0 = no defect)")
@@ -278,7 +223,7 @@ def parse_coe(data: Any, source: str = "<coe>") -> CoEDefinition:
             raise r.fail(f"{path}.classifier", f"unknown expert {cls!r}")
         if experts[cls].arch != "classifier":
             raise r.fail(f"{path}.classifier", f"expert {cls!r} is a {experts[cls].arch}, not a classifier")
-        p = r.number(m.get("no_defect_prob", 0.9), f"{path}.no_defect_prob", 0.0, 1.0)
+        p = r.number(m.get("no_defect_prob", 0.9), f"{path}.no_defect_prob", 0.0, maximum=1.0)
         det = m.get("detector")
         if det is not None:
             if det not in experts:

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.core._yaml import Reader
+from orchestrator.config_reader import Reader
 from orchestrator.errors import ConfigError
 
 PROCESSOR_KINDS = ("gpu", "cpu")

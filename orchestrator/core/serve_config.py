@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.core._yaml import Reader
+from orchestrator.config_reader import Reader
 from orchestrator.core.profile import PROCESSOR_KINDS
 from orchestrator.errors import ConfigError
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.core._yaml import Reader
+from orchestrator.config_reader import Reader
 from orchestrator.core.profile import CostProfile, parse_profile
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig, parse_executors
 from orchestrator.errors import ConfigError

@@ -1,14 +1,23 @@
-"""Small typed readers for YAML config trees; every error names file, field and problem."""
+"""Typed field access for YAML config trees (CoE files, cost profiles, serve configs, presets).
+
+Every error is a ``ConfigError`` that names the file, the field (a dotted path such as
+``experts[3].size_mb``) and the problem. Pure: it reads parsed values, never files.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.errors import ConfigError
 
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
 
 class Reader:
+    """Reads fields of one source (a file name or a description such as ``--preset``)."""
+
     def __init__(self, source: str) -> None:
         self.source = source
 
@@ -46,7 +55,10 @@ class Reader:
             raise self.fail(field, f"must be >= {minimum}, got {value}")
         return value
 
-    def number(self, value: Any, field: str, minimum: float = 0.0, positive: bool = False) -> float:
+    def number(
+        self, value: Any, field: str, minimum: float = 0.0, positive: bool = False, maximum: float | None = None
+    ) -> float:
+        """A finite number >= ``minimum`` (> with ``positive``) and <= ``maximum`` when given."""
         if isinstance(value, str):
             try:
                 value = float(value)
@@ -57,10 +69,12 @@ class Reader:
         v = float(value)
         if v != v or v in (float("inf"), float("-inf")):
             raise self.fail(field, f"must be finite, got {value!r}")
-        if positive and v <= minimum:
-            raise self.fail(field, f"must be > {minimum}, got {value!r}")
-        if v < minimum:
-            raise self.fail(field, f"must be >= {minimum}, got {value!r}")
+        low_ok = v > minimum if positive else v >= minimum
+        if maximum is not None and (not low_ok or v > maximum):
+            bracket = "(" if positive else "["
+            raise self.fail(field, f"must be in {bracket}{minimum}, {maximum}], got {value!r}")
+        if not low_ok:
+            raise self.fail(field, f"must be {'>' if positive else '>='} {minimum}, got {value!r}")
         return v
 
     def string(self, value: Any, field: str, choices: tuple[str, ...] | None = None) -> str:
@@ -73,4 +87,10 @@ class Reader:
     def boolean(self, value: Any, field: str) -> bool:
         if not isinstance(value, bool):
             raise self.fail(field, f"must be true or false, got {value!r}")
+        return value
+
+    def name(self, value: Any, field: str) -> str:
+        """A name usable as a Triton model / component type: letters, digits and '_'."""
+        if not isinstance(value, str) or not _NAME_RE.match(value):
+            raise self.fail(field, f"must be a name of letters, digits and '_', got {value!r}")
         return value
