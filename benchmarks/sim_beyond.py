@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
-from orchestrator.simulate.engine import Simulation, simulate
+from orchestrator.simulate.engine import SimResult, Simulation, simulate
 from orchestrator.simulate.presets import load_preset
 from orchestrator.simulate.workload import PAPER_TASKS, build_workload
 
@@ -77,6 +77,19 @@ def online_scenarios() -> list[dict[str, Any]]:
     return out
 
 
+def _guard_row(scenario: str, bound: float, one_batch: float, free: SimResult, guarded: SimResult) -> dict[str, Any]:
+    """One starvation-guard result: the same run without (``free``) and with the guard."""
+    return {
+        "scenario": scenario,
+        "bound_s": bound,
+        "bound_plus_one_batch_s": round(bound + one_batch, R),
+        "worst_wait_without_s": round(free.max_wait_s, R),
+        "worst_wait_with_s": round(guarded.max_wait_s, R),
+        "throughput_without": round(free.throughput_img_s, R),
+        "throughput_with": round(guarded.throughput_img_s, R),
+    }
+
+
 def starvation_scenarios() -> list[dict[str, Any]]:
     pre = load_preset("paper-numa")
     prof = pre.profile
@@ -99,33 +112,13 @@ def starvation_scenarios() -> list[dict[str, Any]]:
             wl = build_workload(spec, prof)
             free = simulate(wl, cfg, prof, "em-ra")
             g = simulate(wl, cfg.with_switches(starvation_bound_s=bound), prof, "em-ra")
-            out.append(
-                {
-                    "scenario": f"hot stream, zipf {zipf}, em-ra, 1 GPU executor",
-                    "bound_s": bound,
-                    "bound_plus_one_batch_s": round(bound + one_batch, R),
-                    "worst_wait_without_s": round(free.max_wait_s, R),
-                    "worst_wait_with_s": round(g.max_wait_s, R),
-                    "throughput_without": round(free.throughput_img_s, R),
-                    "throughput_with": round(g.throughput_img_s, R),
-                }
-            )
+            out.append(_guard_row(f"hot stream, zipf {zipf}, em-ra, 1 GPU executor", bound, one_batch, free, g))
     wl = build_workload(PAPER_TASKS["A1"], prof)
     cfg = pre.config("A")
     free = simulate(wl, cfg, prof, "coserve")
     for bound in (10.0, 30.0):
         g = simulate(wl, cfg.with_switches(starvation_bound_s=bound), prof, "coserve")
-        out.append(
-            {
-                "scenario": "paper task A1 burst, coserve (overloaded: 250 img/s offered)",
-                "bound_s": bound,
-                "bound_plus_one_batch_s": round(bound + one_batch, R),
-                "worst_wait_without_s": round(free.max_wait_s, R),
-                "worst_wait_with_s": round(g.max_wait_s, R),
-                "throughput_without": round(free.throughput_img_s, R),
-                "throughput_with": round(g.throughput_img_s, R),
-            }
-        )
+        out.append(_guard_row("paper task A1 burst, coserve (overloaded: 250 img/s offered)", bound, one_batch, free, g))
     return out
 
 
