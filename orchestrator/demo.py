@@ -30,6 +30,7 @@ import numpy as np
 from orchestrator import experts_io
 from orchestrator.board_source import BoardSource
 from orchestrator.coe import CoEDefinition
+from orchestrator.errors import CoserveError
 from orchestrator.images import decode_image
 from orchestrator.triton.adapter import TritonAdapter
 from orchestrator.triton.launcher import EmbeddedTriton
@@ -48,13 +49,15 @@ class ExpertRun:
     unload_gone_s: float = 0.0
     infer_s: float = 0.0
     peak_model_pss_bytes: int = 0
+    error: str | None = None
 
 
 @dataclass
 class DemoReport:
     """The demo's outcome.
 
-    ``verdicts`` maps request id -> "defect" | "pass" | "fail"; ``decided_by`` maps request id ->
+    ``verdicts`` maps request id -> "defect" | "pass" | "fail" | "error" (its expert failed: the
+    component was not inspected and must be re-inspected); ``decided_by`` maps request id ->
     the expert whose output gave the final verdict; ``component_types`` request id -> its type.
     """
 
@@ -94,19 +97,26 @@ async def _run_expert(
     say: Callable[[str], None],
     unloads: list[asyncio.Task[None]],
     max_resident: int,
-) -> list[dict[str, np.ndarray]]:
+) -> list[dict[str, np.ndarray]] | None:
     """Load ``name``, run ``items`` through it in batches, start its confirmed unload.
 
     Before loading, waits for earlier unloads until fewer than ``max_resident`` experts are
     loaded or still unloading (they hold memory until their process exits), so the number of
-    experts holding memory never exceeds ``max_resident``. Returns the outputs per batch.
+    experts holding memory never exceeds ``max_resident``. Returns the outputs per batch, or
+    None when the expert failed (load or inference; ``ExpertRun.error`` says why): the caller
+    then gives its components an "error" verdict, and the board carries on.
     """
     while len([t for t in unloads if not t.done()]) >= max_resident:
         await asyncio.wait([t for t in unloads if not t.done()], return_when=asyncio.FIRST_COMPLETED)
-    config = ModelConfig.read(repo / name)
-    run = ExpertRun(name, arch)
-    loaded = await adapter.load(name, config)
-    run.load_s = loaded.seconds
+    run = ExpertRun(name, arch, images=len(items))
+    report.experts.append(run)
+    try:
+        config = ModelConfig.read(repo / name)
+        run.load_s = (await adapter.load(name, config)).seconds
+    except CoserveError as exc:  # a failed load leaves nothing loaded: Triton marks it UNAVAILABLE
+        run.error = f"load failed: {exc}"
+        say(f"  {name:<14} {arch:<10} {run.error}")
+        return None
     holding = {e.name for e in await adapter.index() if e.state in ("READY", "UNLOADING")}
     if server is not None:  # an external server's processes cannot be seen from here
         holding |= {p.model for p in server.model_processes()}
@@ -116,19 +126,28 @@ async def _run_expert(
             server.server_memory().pss_bytes + sum(p.pss_bytes for p in server.model_processes()),
         )
     report.peak_resident = max(report.peak_resident, len(holding))
-    outputs: list[dict[str, np.ndarray]] = []
+    collected: list[dict[str, np.ndarray]] = []
+    outputs: list[dict[str, np.ndarray]] | None = collected
     step = max(1, config.max_batch_size)
     t0 = time.perf_counter()
-    for start in range(0, len(items), step):
-        batch = np.stack([it.tensor for it in items[start : start + step]])
-        outputs.append(await adapter.infer(name, {experts_io.INPUT_NAME: batch}))
-        run.batches += 1
+    try:
+        for start in range(0, len(items), step):
+            batch = np.stack([it.tensor for it in items[start : start + step]])
+            collected.append(await adapter.infer(name, {experts_io.INPUT_NAME: batch}))
+            run.batches += 1
+    except CoserveError as exc:
+        run.error = f"inference failed: {exc}"
+        say(f"  {name:<14} {arch:<10} {run.error}")
+        outputs = None
     run.infer_s = time.perf_counter() - t0
-    run.images = len(items)
-    report.experts.append(run)
 
     async def unload() -> None:
-        gone = await adapter.unload(name)
+        try:
+            gone = await adapter.unload(name)
+        except CoserveError as exc:
+            run.error = f"{run.error + '; ' if run.error else ''}unload failed: {exc}"
+            say(f"  {name:<14} {arch:<10} {run.error}")
+            return
         run.unload_gone_s = gone.gone_seconds
         say(
             f"  {name:<14} {arch:<10} load {run.load_s * 1e3:7.1f} ms  "
@@ -186,6 +205,10 @@ async def inspect_board(
             outputs = await _run_expert(
                 adapter, server, repo, name, "classifier", items, report, say, unloads, max_resident
             )
+            if outputs is None:
+                for item in items:
+                    report.record(item.request_id, item.component_type, "error", name)
+                continue
             logits = np.concatenate([o[experts_io.CLASSIFIER_OUTPUT] for o in outputs])
             for item, no_defect in zip(items, experts_io.classifier_no_defect(logits), strict=True):
                 detector = coe.routing[item.component_type].detector
@@ -201,6 +224,10 @@ async def inspect_board(
             outputs = await _run_expert(
                 adapter, server, repo, name, "detector", items, report, say, unloads, max_resident
             )
+            if outputs is None:
+                for item in items:
+                    report.record(item.request_id, item.component_type, "error", name)
+                continue
             boxes = np.concatenate([o["boxes"] for o in outputs])
             objectness = np.concatenate([o["objectness"] for o in outputs])
             _, h, w = coe.experts[name].input_shape
@@ -258,8 +285,12 @@ def _summary(report: DemoReport, max_resident: int, say: Callable[[str], None]) 
     counts = report.counts()
     say("")
     say(f"board inspected in {report.wall_s:.2f} s: {report.components} components, "
-        f"{counts['pass']} pass, {counts['defect']} defect (classifier), {counts['fail']} fail (detector)")
-    loads = len(report.experts)
+        f"{counts['pass']} pass, {counts['defect']} defect (classifier), {counts['fail']} fail (detector)"
+        + (f", {counts['error']} NOT INSPECTED (expert failed)" if counts["error"] else ""))
+    failed = [run for run in report.experts if run.error]
+    for run in failed:
+        say(f"  expert {run.name} failed ({run.images} components not inspected): {run.error}")
+    loads = len(report.experts) - len(failed)
     say(f"experts loaded: {loads} (each exactly once), at most {report.peak_resident} holding memory at a time "
         f"(bound {max_resident}), "
         f"peak server+models PSS {report.peak_server_pss_bytes / 2**20:.1f} MiB")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,28 @@ def test_demo_against_an_external_server_by_url(tiny_board: tuple[CoEDefinition,
         assert server.model_processes() == []  # index-confirmed unloads still wait for the processes
     assert len(report.verdicts) == coe.board.total
     assert report.peak_resident <= 2
+
+
+def test_a_corrupt_expert_fails_only_its_components(tiny_board: tuple[CoEDefinition, Path], tmp_path: Path) -> None:
+    coe, repo = tiny_board
+    broken_repo = tmp_path / "repo"
+    shutil.copytree(repo, broken_repo)
+    # the busiest classifier gets a corrupt model file: its load fails with the server's message
+    counts: dict[str, int] = {}
+    for ctype, n in coe.board.mix.items():
+        counts[coe.routing[ctype].classifier] = counts.get(coe.routing[ctype].classifier, 0) + n
+    victim = max(sorted(counts), key=lambda name: counts[name])
+    (broken_repo / victim / "1" / "model.onnx").write_bytes(b"not an onnx model")
+    lines: list[str] = []
+
+    report = run_demo(coe, broken_repo, max_resident=1, say=lines.append)
+
+    assert len(report.verdicts) == coe.board.total  # nothing dropped
+    errors = {rid for rid, v in report.verdicts.items() if v == "error"}
+    assert errors == {rid for rid, t in report.component_types.items() if coe.routing[t].classifier == victim}
+    assert all(report.decided_by[rid] == victim for rid in errors)
+    assert set(report.verdicts.values()) - {"error"}, "the other experts must carry on"
+    failed = [run for run in report.experts if run.error]
+    assert [run.name for run in failed] == [victim]
+    assert "load failed" in (failed[0].error or "") and "INVALID_PROTOBUF" in (failed[0].error or "")
+    assert any("NOT INSPECTED" in line for line in lines)
