@@ -86,6 +86,12 @@ class _Item:
     tensor: np.ndarray
 
 
+def _record_errors(report: DemoReport, items: Sequence[_Item], expert: str) -> None:
+    """The expert failed: its components were not inspected and get an "error" verdict."""
+    for item in items:
+        report.record(item.request_id, item.component_type, "error", expert)
+
+
 async def _run_expert(
     adapter: TritonAdapter,
     server: EmbeddedTriton | None,
@@ -103,8 +109,8 @@ async def _run_expert(
     Before loading, waits for earlier unloads until fewer than ``max_resident`` experts are
     loaded or still unloading (they hold memory until their process exits), so the number of
     experts holding memory never exceeds ``max_resident``. Returns the outputs per batch, or
-    None when the expert failed (load or inference; ``ExpertRun.error`` says why): the caller
-    then gives its components an "error" verdict, and the board carries on.
+    None when the expert failed (load or inference; ``ExpertRun.error`` says why): its components
+    then have an "error" verdict recorded here, and the board carries on.
     """
     while len([t for t in unloads if not t.done()]) >= max_resident:
         await asyncio.wait([t for t in unloads if not t.done()], return_when=asyncio.FIRST_COMPLETED)
@@ -116,6 +122,7 @@ async def _run_expert(
     except CoserveError as exc:  # a failed load leaves nothing loaded: Triton marks it UNAVAILABLE
         run.error = f"load failed: {exc}"
         say(f"  {name:<14} {arch:<10} {run.error}")
+        _record_errors(report, items, name)
         return None
     holding = {e.name for e in await adapter.index() if e.state in ("READY", "UNLOADING")}
     if server is not None:  # an external server's processes cannot be seen from here
@@ -138,6 +145,7 @@ async def _run_expert(
     except CoserveError as exc:
         run.error = f"inference failed: {exc}"
         say(f"  {name:<14} {arch:<10} {run.error}")
+        _record_errors(report, items, name)
         outputs = None
     run.infer_s = time.perf_counter() - t0
 
@@ -205,9 +213,7 @@ async def inspect_board(
             outputs = await _run_expert(
                 adapter, server, repo, name, "classifier", items, report, say, unloads, max_resident
             )
-            if outputs is None:
-                for item in items:
-                    report.record(item.request_id, item.component_type, "error", name)
+            if outputs is None:  # the expert failed; its components are recorded as "error"
                 continue
             logits = np.concatenate([o[experts_io.CLASSIFIER_OUTPUT] for o in outputs])
             for item, no_defect in zip(items, experts_io.classifier_no_defect(logits), strict=True):
@@ -224,9 +230,7 @@ async def inspect_board(
             outputs = await _run_expert(
                 adapter, server, repo, name, "detector", items, report, say, unloads, max_resident
             )
-            if outputs is None:
-                for item in items:
-                    report.record(item.request_id, item.component_type, "error", name)
+            if outputs is None:  # the expert failed; its components are recorded as "error"
                 continue
             boxes = np.concatenate([o["boxes"] for o in outputs])
             objectness = np.concatenate([o["objectness"] for o in outputs])
