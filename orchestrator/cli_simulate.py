@@ -55,9 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def handler(args: argparse.Namespace) -> int:
     from orchestrator.coe import load_coe
+    from orchestrator.config_reader import read_yaml_file
     from orchestrator.core.policies import PAPER_POLICIES, get_policy
-    from orchestrator.core.profile import CostProfile, load_profile_text
-    from orchestrator.core.serve_config import ExecutorConfig, ServeConfig, load_serve_config_text
+    from orchestrator.core.profile import CostProfile, parse_profile
+    from orchestrator.core.serve_config import ExecutorConfig, ServeConfig, parse_serve_config
     from orchestrator.simulate.presets import load_preset
     from orchestrator.simulate.report import format_table, run_report
     from orchestrator.simulate.workload import PAPER_TASKS, build_workload, workload_from_coe
@@ -68,16 +69,10 @@ def handler(args: argparse.Namespace) -> int:
     for name in policies:
         get_policy(name)
 
-    def read(path: str) -> str:
-        try:
-            return Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(path, "", f"cannot read file ({exc.strerror or exc})") from None
-
     preset = None
     profile: CostProfile
     if args.profile:
-        profile = load_profile_text(read(args.profile), args.profile)
+        profile = parse_profile(read_yaml_file(args.profile), args.profile)
     else:
         preset = load_preset(args.preset or "paper-numa")
         profile = preset.profile
@@ -119,7 +114,7 @@ def handler(args: argparse.Namespace) -> int:
 
     config: ServeConfig
     if args.config:
-        config = load_serve_config_text(read(args.config), args.config)
+        config = parse_serve_config(read_yaml_file(args.config), args.config)
     elif preset is not None:
         config = preset.config(board)
     else:

@@ -36,8 +36,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.config_reader import Reader
-from orchestrator.errors import ConfigError
+from orchestrator.config_reader import Reader, read_yaml_file
 
 ARCHITECTURES = ("classifier", "detector")
 
@@ -148,17 +147,8 @@ class CoEDefinition:
 
 def load_coe(path: str | Path) -> CoEDefinition:
     """Read and validate a CoE definition file. Raises ``ConfigError`` naming file, field, problem."""
-    p = Path(path)
-    source = str(p)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(source, "", f"cannot read file ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"not valid YAML ({exc})") from None
-    return parse_coe(data, source=source)
+    source = str(Path(path))
+    return parse_coe(read_yaml_file(path, source), source=source)
 
 
 def dump_coe(coe: CoEDefinition, path: str | Path) -> None:

@@ -1,18 +1,27 @@
 """Typed field access for YAML config trees (CoE files, cost profiles, serve configs, presets).
 
 Every error is a ``ConfigError`` that names the file, the field (a dotted path such as
-``experts[3].size_mb``) and the problem. Pure: it reads parsed values, never files.
+``experts[3].size_mb``) and the problem. ``Reader`` is pure: it reads parsed values, never files.
+
+``read_yaml_file`` is the one place a YAML config file is read (``--coe``, ``--profile``,
+``--config``, ``--preset`` and ``load_coe``); it and ``parse_yaml_text`` turn every way a file can
+fail to be a YAML document (unreadable, a directory, not UTF-8, not YAML) into a one-line
+``ConfigError`` naming the file.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from orchestrator.errors import ConfigError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_STRING_MARK_RE = re.compile(r'\s+in "<unicode string>",')  # PyYAML's name for text it was handed
 
 
 class Reader:
@@ -94,3 +103,45 @@ class Reader:
         if not isinstance(value, str) or not _NAME_RE.match(value):
             raise self.fail(field, f"must be a name of letters, digits and '_', got {value!r}")
         return value
+
+
+def read_yaml_file(path: str | Path, source: str | None = None) -> Any:
+    """The parsed YAML document in the file at ``path`` (UTF-8 text).
+
+    Raises a ``ConfigError`` whose source is ``source`` (default: ``str(path)``) when the file
+    cannot be read (missing, a directory, no permission), is not UTF-8 text or is not YAML.
+    """
+    name = str(path) if source is None else source
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(name, "", f"cannot read file ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(name, "", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    return parse_yaml_text(text, name)
+
+
+def parse_yaml_text(text: str, source: str) -> Any:
+    """The parsed YAML document in ``text``; a ``ConfigError`` naming ``source`` if it is not YAML.
+
+    The problem is one line (PyYAML's own messages span several), with the line and column.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        problem = exc.problem or exc.context or "invalid document"
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        ctx = exc.context_mark
+        if exc.problem and exc.context and ctx is not None:
+            problem += f" ({exc.context} at line {ctx.line + 1}, column {ctx.column + 1})"
+        raise ConfigError(source, "", f"not valid YAML{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        one_line = " ".join(_STRING_MARK_RE.sub(",", str(exc)).split())
+        raise ConfigError(source, "", f"not valid YAML ({one_line})") from None
+    except RecursionError:
+        raise ConfigError(source, "", "not valid YAML (nested too deeply)") from None
+    except ValueError as exc:  # a tagged or implicit scalar PyYAML cannot build, e.g. 2001-02-30
+        raise ConfigError(source, "", f"not valid YAML ({exc})") from None

@@ -31,10 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from orchestrator.config_reader import Reader
-from orchestrator.errors import ConfigError
+from orchestrator.config_reader import Reader, parse_yaml_text
 
 PROCESSOR_KINDS = ("gpu", "cpu")
 TIERS = ("disk", "cpu")
@@ -136,8 +133,4 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
 
 
 def load_profile_text(text: str, source: str) -> CostProfile:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"not valid YAML ({exc})") from None
-    return parse_profile(data, source)
+    return parse_profile(parse_yaml_text(text, source), source)

@@ -20,11 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import yaml
-
-from orchestrator.config_reader import Reader
+from orchestrator.config_reader import Reader, parse_yaml_text
 from orchestrator.core.profile import PROCESSOR_KINDS
-from orchestrator.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -109,8 +106,4 @@ def parse_serve_config(data: Any, source: str = "<serve-config>") -> ServeConfig
 
 
 def load_serve_config_text(text: str, source: str) -> ServeConfig:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"not valid YAML ({exc})") from None
-    return parse_serve_config(data, source)
+    return parse_serve_config(parse_yaml_text(text, source), source)

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from orchestrator.config_reader import Reader
+from orchestrator.config_reader import Reader, read_yaml_file
 from orchestrator.core.profile import CostProfile, parse_profile
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig, parse_executors
 from orchestrator.errors import ConfigError
@@ -45,14 +43,15 @@ def parse_preset(data: Any, source: str) -> Preset:
 
 
 def load_preset(name: str) -> Preset:
+    """A packaged preset by name (``paper-numa``), else the preset file at path ``name``.
+
+    A name that is neither is an unknown preset; a path that exists but cannot be read as a YAML
+    file (a directory, not UTF-8, not YAML) is a ``ConfigError`` naming that file.
+    """
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         path = Path(name)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError("--preset", name, f"unknown preset (known: {', '.join(preset_names())})")
     source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(source, "", f"cannot read preset ({exc})") from None
-    return parse_preset(data, source)
+    return parse_preset(read_yaml_file(path, source), source)

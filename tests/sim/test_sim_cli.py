@@ -155,3 +155,43 @@ def test_bad_serve_config_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         _run(["simulate", "--config", str(cfg), *SMALL])
     assert ei.value.field == "executors[0].budget_bytes" and str(cfg) in str(ei.value)
+
+
+# ---- unreadable config files: one line naming the file, exit 2, never a traceback ----------------
+
+BAD_FILES = {
+    "not UTF-8": (b"\xff\xfe", "not UTF-8 text (byte 0xff at offset 0)"),
+    "not UTF-8 after text": (b"name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
+    "not YAML": (b"name: [unclosed\n", "not valid YAML"),
+    "bad date": (b"name: 2001-02-30\n", "not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("flag", ["--coe", "--profile", "--config", "--preset"])
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_config_file_is_one_line_naming_the_file(
+    flag: str, case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import main
+
+    content, problem = BAD_FILES[case]
+    bad = tmp_path / "b.yaml"
+    bad.write_bytes(content)
+    assert main(["simulate", flag, str(bad), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err == f"coserve: error: {bad}: {problem}\n" or (
+        problem == "not valid YAML" and err.startswith(f"coserve: error: {bad}: not valid YAML")
+    )
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag", ["--coe", "--profile", "--config", "--preset"])
+def test_directory_given_as_config_file(flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.cli import main
+
+    folder = tmp_path / "d.yaml"
+    folder.mkdir()
+    assert main(["simulate", flag, str(folder), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"coserve: error: {folder}: cannot read file") and err.count("\n") == 1

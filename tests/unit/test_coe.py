@@ -90,3 +90,28 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML") as info:
         load_coe(bad)
     assert info.value.source == str(bad)
+
+
+def test_non_utf8_file_and_directory_name_the_file(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(yaml.safe_dump(make_doc()).encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_coe(latin1)
+    assert info.value.source == str(latin1) and info.value.problem.startswith("not UTF-8 text (byte 0xe9 at offset")
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match="cannot read file") as info:
+        load_coe(folder)
+    assert info.value.source == str(folder)
+
+
+def test_yaml_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: tiny\nexperts: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_coe(bad)
+    assert "\n" not in str(info.value) and "line 3" in info.value.problem
+    date = tmp_path / "date.yaml"
+    date.write_text("name: 2001-02-30\n")  # PyYAML raises ValueError (not YAMLError) for this date
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_coe(date)

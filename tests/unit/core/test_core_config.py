@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.core.policies import POLICIES, executors_for, get_policy
@@ -86,3 +88,29 @@ def test_presets_load() -> None:
         assert p.profile.cost("resnet101", "gpu") is not None
     with pytest.raises(ConfigError):
         load_preset("paper-tpu")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a: b: c\n", "not valid YAML at line 1, column 5: mapping values are not allowed here"),
+        ("a: \x01\n", "not valid YAML (unacceptable character #x0001: special characters are not allowed, position 3)"),
+        ("a: 2001-02-30\n", "not valid YAML (day is out of range for month)"),
+        ("[" * 5000, "not valid YAML (nested too deeply)"),
+    ],
+)
+def test_yaml_text_errors_are_one_line_config_errors(text: str, problem: str) -> None:
+    for load in (load_profile_text, load_serve_config_text):
+        with pytest.raises(ConfigError) as ei:
+            load(text, "f.yaml")
+        assert (ei.value.source, ei.value.field, ei.value.problem) == ("f.yaml", "", problem)
+
+
+def test_preset_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "b.yaml"
+    bad.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError) as ei:
+        load_preset(str(bad))
+    assert str(ei.value) == f"{bad}: not UTF-8 text (byte 0xff at offset 0)"
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_preset(str(tmp_path))
