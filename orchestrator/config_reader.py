@@ -119,7 +119,8 @@ def read_yaml_file(path: str | Path, source: str | None = None) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(name, "", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+        problem = f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        raise ConfigError(name, "", problem) from None
     return parse_yaml_text(text, name)
 
 
