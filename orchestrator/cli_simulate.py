@@ -6,6 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from orchestrator.cli_numbers import fraction, nonneg_int, nonneg_number, positive_int, positive_number
 from orchestrator.errors import ConfigError
 
 
@@ -28,26 +29,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     wl = p.add_argument_group("workload")
     wl.add_argument("--task", choices=["A1", "A2", "B1", "B2"], default=None, help="a paper task")
     wl.add_argument("--coe", default=None, help="a CoE definition file (requests drawn from its board mix)")
-    wl.add_argument("--types", type=int, default=None, help="component types (experts) on the board")
-    wl.add_argument("--requests", type=int, default=None, help="requests in the task")
-    wl.add_argument("--interval-ms", type=float, default=None, help="time between arrivals (ms)")
+    wl.add_argument("--types", type=positive_int, default=None, help="component types (experts) on the board")
+    wl.add_argument("--requests", type=positive_int, default=None, help="requests in the task (>= 1)")
     wl.add_argument(
-        "--zipf", type=float, default=None, help="pure Zipf mix with this exponent (default: calibrated)"
+        "--interval-ms", type=nonneg_number, default=None, help="time between arrivals (ms; 0: all at once)"
     )
-    wl.add_argument("--detectors", type=int, default=None, help="shared detector experts")
-    wl.add_argument("--detector-share", type=float, default=None, help="share of types handed to a detector")
-    wl.add_argument("--seed", type=int, default=None, help="workload seed")
+    wl.add_argument(
+        "--zipf",
+        type=nonneg_number,
+        default=None,
+        help="pure Zipf mix with this exponent (0: uniform; default: calibrated)",
+    )
+    wl.add_argument("--detectors", type=nonneg_int, default=None, help="shared detector experts (0: none)")
+    wl.add_argument(
+        "--detector-share", type=fraction, default=None, help="share of types handed to a detector, in [0, 1]"
+    )
+    wl.add_argument("--seed", type=nonneg_int, default=None, help="workload seed (>= 0)")
     pol = p.add_argument_group("policies")
     pol.add_argument(
         "--policy", action="append", default=None, help="policy to replay (repeat; default: all)"
     )
     pol.add_argument(
-        "--starvation-bound-s", type=float, default=None, help="switch: serve a step older than this next"
+        "--starvation-bound-s",
+        type=positive_number,
+        default=None,
+        help="switch: serve a step older than this (seconds, > 0) next",
     )
     pol.add_argument("--prefetch", action="store_true", help="switch: prefetch likely subsequent experts")
     pol.add_argument("--online-probabilities", action="store_true", help="switch: follow the observed mix")
     pol.add_argument(
-        "--cpu-cache-bytes", type=float, default=None, help="switch: CPU-memory cache tier for GPU loads"
+        "--cpu-cache-bytes",
+        type=nonneg_number,
+        default=None,
+        help="switch: CPU-memory cache tier for GPU loads, in bytes (0: no cache tier)",
     )
     p.add_argument("--json", dest="json_out", default=None, help="write the results as JSON to this file")
     p.set_defaults(func=handler)
@@ -134,7 +148,8 @@ def handler(args: argparse.Namespace) -> int:
     if args.online_probabilities:
         sw["online_probabilities"] = True
     if args.cpu_cache_bytes is not None:
-        sw["cpu_cache"] = True
+        # as in a serve config: the switch needs bytes; 0 leaves only Samba-CoE's own cache tier
+        sw["cpu_cache"] = args.cpu_cache_bytes >= 1
         config = replace(config, cpu_cache_bytes=int(args.cpu_cache_bytes))
     if sw:
         config = config.with_switches(**sw)

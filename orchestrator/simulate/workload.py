@@ -148,6 +148,13 @@ def _draw(
     return requests, verdicts, types
 
 
+def _check_interval(interval_s: float) -> None:
+    if not 0.0 <= interval_s < math.inf:  # written so that NaN fails
+        raise ConfigError(
+            "workload", "interval_ms", f"must be a finite number >= 0, got {interval_s * 1000.0:g}"
+        )
+
+
 def build_workload(spec: TaskSpec, profile: CostProfile, source: str = "<profile>") -> Workload:
     if spec.types < 1:
         raise ConfigError("workload", "types", f"must be >= 1, got {spec.types}")
@@ -155,12 +162,11 @@ def build_workload(spec: TaskSpec, profile: CostProfile, source: str = "<profile
         raise ConfigError("workload", "requests", f"must be >= 1, got {spec.requests}")
     if spec.detectors < 0:
         raise ConfigError("workload", "detectors", f"must be >= 0, got {spec.detectors}")
-    if spec.zipf is not None and spec.zipf < 0:
-        raise ConfigError("workload", "zipf", f"must be >= 0, got {spec.zipf}")
+    if spec.zipf is not None and not 0.0 <= spec.zipf < math.inf:  # written so that NaN fails
+        raise ConfigError("workload", "zipf", f"must be a finite number >= 0, got {spec.zipf}")
     if not 0.0 <= spec.detector_share <= 1.0:
         raise ConfigError("workload", "detector_share", f"must be in [0, 1], got {spec.detector_share}")
-    if spec.interval_s < 0:
-        raise ConfigError("workload", "interval_ms", f"must be >= 0, got {spec.interval_s}")
+    _check_interval(spec.interval_s)
     rng = random.Random(spec.seed)
     tnames = [f"t{i:03d}" for i in range(spec.types)]
     nodes = [
@@ -205,7 +211,13 @@ def build_workload(spec: TaskSpec, profile: CostProfile, source: str = "<profile
 def workload_from_coe(
     coe: CoEDefinition, profile: CostProfile, requests: int, interval_s: float, seed: int, source: str
 ) -> Workload:
-    """Requests drawn from the CoE's board mix; expert bytes from the profile, else size_mb * 1e6."""
+    """Requests drawn from the CoE's board mix; expert bytes from the profile, else size_mb * 1e6.
+
+    ``requests`` must be >= 1 and ``interval_s`` a finite number >= 0 (``ConfigError`` otherwise).
+    """
+    if requests < 1:
+        raise ConfigError("workload", "requests", f"must be >= 1, got {requests}")
+    _check_interval(interval_s)
     rng = random.Random(seed)
     nodes: list[ExpertNode] = []
     subsequent = {r.detector for r in coe.routing.values() if r.detector}

@@ -138,10 +138,6 @@ def test_profile_and_coe_replay(tmp_path: Path) -> None:
         ["simulate", "--profile", "/nonexistent/p.yaml"],
         ["simulate", "--coe", "/nonexistent/coe.yaml"],
         ["simulate", "--preset", "paper-numa", "--profile", "x.yaml"],
-        ["simulate", "--detector-share", "1.5", *SMALL],
-        ["simulate", "--zipf", "-1", *SMALL],
-        ["simulate", "--types", "0"],
-        ["simulate", "--detectors", "-2", *SMALL],
     ],
 )
 def test_user_errors_are_coserve_errors(argv: list[str]) -> None:
@@ -195,3 +191,92 @@ def test_directory_given_as_config_file(flag: str, tmp_path: Path, capsys: pytes
     assert main(["simulate", flag, str(folder), *SMALL]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"coserve: error: {folder}: cannot read file") and err.count("\n") == 1
+
+
+# ---- numeric flags: refused by argparse (usage line, exit 2) before anything runs -----------------
+
+BAD_NUMBERS = [
+    ("--requests", "-3", "must be >= 1, got -3"),
+    ("--requests", "0", "must be >= 1, got 0"),
+    ("--requests", "2.5", "must be an integer"),
+    ("--types", "-3", "must be >= 1, got -3"),
+    ("--types", "0", "must be >= 1, got 0"),
+    ("--interval-ms", "-3", "must be >= 0.0, got -3.0"),
+    ("--interval-ms", "inf", "must be finite"),
+    ("--interval-ms", "nan", "must be finite"),
+    ("--zipf", "nan", "must be finite"),
+    ("--zipf", "-1", "must be >= 0.0, got -1.0"),
+    ("--detectors", "-1", "must be >= 0, got -1"),
+    ("--detectors", "-2", "must be >= 0, got -2"),
+    ("--detector-share", "1.5", "must be in [0.0, 1.0], got 1.5"),
+    ("--detector-share", "-0.1", "must be in [0.0, 1.0], got -0.1"),
+    ("--detector-share", "nan", "must be finite"),
+    ("--seed", "-1", "must be >= 0, got -1"),
+    ("--seed", "abc", "must be an integer, got 'abc'"),
+    ("--starvation-bound-s", "-1", "must be > 0.0, got -1.0"),
+    ("--starvation-bound-s", "0", "must be > 0.0, got 0.0"),
+    ("--starvation-bound-s", "nan", "must be finite"),
+    ("--cpu-cache-bytes", "-1", "must be >= 0.0, got -1.0"),
+    ("--cpu-cache-bytes", "nan", "must be finite"),
+    ("--cpu-cache-bytes", "inf", "must be finite"),
+]
+
+
+@pytest.mark.parametrize("workload", ["task", "coe"])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"), BAD_NUMBERS, ids=[f"{f}={v}" for f, v, _ in BAD_NUMBERS]
+)
+def test_bad_numbers_are_refused_before_running(
+    flag: str, value: str, message: str, workload: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import main
+
+    if workload == "coe":  # a CoE file used to skip the workload's own checks (-3 requests: exit 0)
+        from orchestrator.coe import dump_coe
+        from tests.unit.core.factories import make_coe
+
+        dump_coe(make_coe(types=4), tmp_path / "coe.yaml")
+        argv = ["simulate", "--coe", str(tmp_path / "coe.yaml"), "--policy", "coserve", flag, value]
+    else:
+        argv = ["simulate", *SMALL, "--policy", "coserve", flag, value]
+    with pytest.raises(SystemExit) as ei:
+        main(argv)
+    assert ei.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing ran: no table
+    assert f"argument {flag}: {message}" in captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--interval-ms", "0"],
+        ["--detectors", "0"],
+        ["--detector-share", "0"],
+        ["--detector-share", "1"],
+        ["--zipf", "0"],
+        ["--seed", "0"],
+        ["--requests", "1"],
+        ["--types", "1"],
+        ["--cpu-cache-bytes", "0"],
+        ["--starvation-bound-s", "0.5"],
+    ],
+    ids=lambda a: "=".join(a),
+)
+def test_boundary_numbers_are_accepted(extra: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    argv = ["simulate", "--preset", "paper-numa", *SMALL, "--policy", "coserve", *extra, "--json", str(out)]
+    assert _run(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["coserve"]["throughput_img_s"] >= 0
+
+
+def test_coe_replay_with_zero_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.coe import dump_coe
+    from tests.unit.core.factories import make_coe
+
+    coe = tmp_path / "coe.yaml"
+    dump_coe(make_coe(types=4), coe)
+    argv = ["simulate", "--coe", str(coe), "--policy", "coserve", "--interval-ms", "0", "--requests", "20"]
+    assert _run(argv) == 0
+    assert "coserve" in capsys.readouterr().out

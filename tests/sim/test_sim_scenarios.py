@@ -108,3 +108,35 @@ def test_online_probabilities_follow_a_mix_change() -> None:
     err_old = sum(abs(online_sim.graph.usage_prob(e) - p) for e, p in old.items())
     assert err_new < err_old
     assert online.throughput_img_s >= 0.9 * oracle.throughput_img_s
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"requests": 0}, "requests"),
+        ({"requests": -3}, "requests"),
+        ({"interval_s": -0.003}, "interval_ms"),
+        ({"interval_s": float("nan")}, "interval_ms"),
+        ({"interval_s": float("inf")}, "interval_ms"),
+    ],
+)
+def test_coe_workload_refuses_bad_requests_and_intervals(kw: dict[str, float], field: str) -> None:
+    from orchestrator.errors import ConfigError
+    from orchestrator.simulate.workload import workload_from_coe
+    from tests.unit.core.factories import make_coe
+
+    args: dict[str, float] = {"requests": 20, "interval_s": 0.004, **kw}
+    with pytest.raises(ConfigError) as ei:
+        workload_from_coe(make_coe(types=4), PROFILE, int(args["requests"]), args["interval_s"], 1, "p")
+    assert ei.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"), [({"zipf": float("nan")}, "zipf"), ({"interval_s": float("nan")}, "interval_ms")]
+)
+def test_synthetic_workload_refuses_nan(kw: dict[str, float], field: str) -> None:
+    from orchestrator.errors import ConfigError
+
+    with pytest.raises(ConfigError) as ei:
+        make_workload(types=10, requests=20, **kw)
+    assert ei.value.field == field
