@@ -410,7 +410,7 @@ class CoreScheduler:
         while q.running is None:
             if not q.queue:
                 if self.switches.online_probabilities and self.started:
-                    self._replace_when_idle(q, now, out)
+                    self._replace_when_idle(q, out)
                 return
             gi = self._pick(q, now)
             if gi:
@@ -429,7 +429,7 @@ class CoreScheduler:
                 if c.act > 0:
                     fit = pool.free_bytes // c.act
                     if fit < 1:
-                        if not self._make_room(q, c.act, {e}, now, out):
+                        if not self._make_room(q, c.act, {e}, out):
                             self._reject_group(q, g, f"no memory for a batch of {e!r} on {q.cfg.name}", out)
                             continue
                         return
@@ -446,7 +446,7 @@ class CoreScheduler:
                 )
                 continue
             if pool.free_bytes < need:
-                if not self._make_room(q, need, {e}, now, out):
+                if not self._make_room(q, need, {e}, out):
                     self._reject_group(q, g, f"cannot free memory for {e!r} on {q.cfg.name}", out)
                     continue
                 return
@@ -458,7 +458,7 @@ class CoreScheduler:
                 self._repred(q, g)
             return
 
-    def _replace_when_idle(self, q: _Exec, now: float, out: list[Decision]) -> None:
+    def _replace_when_idle(self, q: _Exec, out: list[Decision]) -> None:
         """Placement follows the (online) mix: when the whole box is idle (no queued step, no load
         in flight), an executor loads the likeliest expert no executor holds, evicting its least
         likely ones when they are at least REPLACE_RATIO times less likely. One change at a time."""
@@ -495,7 +495,7 @@ class CoreScheduler:
             self.stats.unloads += 1
             out.append(Unload(q.cfg.name, v, "replaced by a likelier expert"))
 
-    def _make_room(self, q: _Exec, need: int, exclude: set[str], now: float, out: list[Decision]) -> bool:
+    def _make_room(self, q: _Exec, need: int, exclude: set[str], out: list[Decision]) -> bool:
         """Issue unloads so ``need`` bytes become free; False if that can never happen."""
         pool = q.pool
         victims = self.evict.victims(pool, self.graph, need, exclude)
@@ -547,9 +547,9 @@ class CoreScheduler:
             self.stats.prefetch_hits += 1
         out.append(Dispatch(bid, q.cfg.name, g.expert, tuple(s.request_id for s in steps), steps[0].stage))
         if self.switches.prefetch and steps[0].stage == 0:
-            self._prefetch(q, g.expert, now, out)
+            self._prefetch(q, g.expert, out)
 
-    def _prefetch(self, q: _Exec, expert: str, now: float, out: list[Decision]) -> None:
+    def _prefetch(self, q: _Exec, expert: str, out: list[Decision]) -> None:
         """Load the likely subsequent expert of ``expert`` into free memory of ``q`` while the
         preliminary batch runs, so its step finds it resident (no eviction is ever done for it)."""
         for d, p in self.graph.successors(expert):

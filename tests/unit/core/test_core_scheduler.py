@@ -201,3 +201,19 @@ def test_failed_load_rejects_the_waiting_requests_and_frees_memory() -> None:
     # the expert can be loaded again for a later request
     again = core.on_arrival(Request(2, 2.0, "cls_3"), 2.0)
     assert isinstance(again[0], Load)
+
+
+def test_private_scheduler_methods_use_every_parameter() -> None:
+    """A parameter a helper ignores (``now`` in ``_make_room`` once) misleads every caller."""
+    import ast
+    import inspect
+
+    import orchestrator.core.scheduler as mod
+
+    tree = ast.parse(inspect.getsource(mod))
+    unused = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("_") and not node.name.startswith("__"):
+            used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            unused += [f"{node.name}({a.arg})" for a in node.args.args[1:] if a.arg not in used]
+    assert unused == []
