@@ -23,8 +23,11 @@ A CoE (Collaboration-of-Experts) definition is a YAML file of this shape::
       name: board-demo
       mix: {t000: 40, t001: 12}     # components of each type on one board
 
-This module is pure: it parses and validates, and every error names the file, the field and the
-problem (``ConfigError``). The expert dependency graph is built from it in ``orchestrator.core``.
+``parse_coe`` is pure: it validates a parsed document, and every error names the file, the field
+and the problem (``ConfigError``). ``load_coe`` reads the file through
+``orchestrator.config_reader.read_yaml_file``; ``dump_coe`` writes one. The expert dependency graph
+(``orchestrator.core.graph.DependencyGraph``) is built from a definition by ``workload_from_coe`` in
+``orchestrator/simulate/workload.py``.
 """
 
 from __future__ import annotations

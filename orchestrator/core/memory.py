@@ -145,7 +145,15 @@ class ExpertPool:
         self.peak_bytes = max(self.peak_bytes, self.used_bytes)
 
     def place(self, expert: str, nbytes: int) -> None:
-        """Loading and confirmed in one step (initial placement confirmed before serving)."""
+        """Make ``expert`` READY at once (UNLOADED -> LOADING -> READY), counting ``nbytes``.
+
+        For a pool whose loads need no driver confirmation: the core calls it only for the CPU
+        cache tier (``CoreScheduler._cache_insert``), which caches an expert when a GPU executor
+        loads it from disk or evicts it. Executor pools never use it: their loads, the initial
+        placement included, go LOADING when issued and READY when the driver calls ``on_load_done``
+        (tests use it to set up a pool). Raises like ``transition`` (``IllegalTransitionError``,
+        ``BudgetExceededError``).
+        """
         self.transition(expert, ExpertState.LOADING, nbytes)
         self.transition(expert, ExpertState.READY)
 

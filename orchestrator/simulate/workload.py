@@ -8,7 +8,7 @@ from one ``random.Random(seed)``, so the same inputs always give the same worklo
 The calibrated mix (see docs/simulator.md): p(rank i) proportional to ``i**-s * exp(-i/c)``, a
 Zipf head with an exponential cut-off that makes the tail thin. ``s`` and ``c`` are fitted so that
 the top 35 experts carry ~60% of requests and a 2,500-request task touches ~190-200 distinct
-classifiers, which is what the published switch counts require (BRIEF section 3).
+classifiers, which is what the switch counts published in the CoServe paper (ASPLOS 2025) require.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def test_distinct_experts_and_usage_cdf_of_the_calibrated_mix() -> None:
     from orchestrator.simulate.workload import CALIBRATED_CUTOFF, CALIBRATED_S, mix_weights
 
     w = mix_weights(352, CALIBRATED_S, CALIBRATED_CUTOFF)
-    assert 0.55 <= sum(w[:35]) <= 0.68  # BRIEF: top 35 experts carry ~60%
+    assert 0.55 <= sum(w[:35]) <= 0.68  # the paper's usage CDF: top 35 experts carry ~60%
     expected_distinct = sum(1 - (1 - p) ** 2500 for p in w)
     assert 180 <= expected_distinct <= 210
     zipf = mix_weights(352, 1.0, None)

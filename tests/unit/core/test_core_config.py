@@ -114,3 +114,19 @@ def test_preset_file_errors_name_the_file(tmp_path: Path) -> None:
     assert str(ei.value) == f"{bad}: not UTF-8 text (byte 0xff at offset 0)"
     with pytest.raises(ConfigError, match="cannot read file"):
         load_preset(str(tmp_path))
+
+
+def test_simulator_sources_cite_only_documents_in_the_repository() -> None:
+    """Comments cite docs/*.md or the paper, never a document the repository does not have."""
+    import re
+
+    root = Path(__file__).resolve().parents[3]
+    files = sorted((root / "orchestrator" / "simulate").rglob("*.yaml"))
+    files += sorted((root / "orchestrator" / "simulate").rglob("*.py"))
+    files += sorted((root / "orchestrator" / "core").rglob("*.py")) + [root / "orchestrator" / "coe.py"]
+    assert len(files) > 10
+    for f in files:
+        text = f.read_text()
+        assert "BRIEF" not in text, f
+        for cited in re.findall(r"\b((?:docs|orchestrator|benchmarks)/[\w/.-]*\w)", text):
+            assert (root / cited).exists(), f"{f.relative_to(root)} cites {cited}"
