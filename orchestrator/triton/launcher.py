@@ -17,11 +17,19 @@ for several Pythons, but no ONNX Runtime backend. The recipe (BRIEF section 5, m
 Every Python-backend stub of this server uses a /dev/shm region prefix unique to this launcher, so
 ``stop()`` can remove exactly the regions this server leaves behind (a killed stub never removes its
 own) and nothing of another server's.
+
+Lifetime: the server dies with the process that started it, even when that process is killed with
+SIGKILL (``PR_SET_PDEATHSIG`` in the child; its model processes exit ~0.3 s after the server is
+reaped). What such a death cannot clean up, the temporary home and /dev/shm regions, the next
+``start()`` of any embedded server removes (``remove_stale``): a home whose owner (the launcher's
+pid and start time, in ``owner``) is dead and that no living process runs from, and a region whose
+prefix no living process names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -35,6 +43,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -46,7 +55,13 @@ from orchestrator.triton.processes import ModelProcess, ProcessMemory
 #: the project's Python-based ONNX backend, installed into every home as backends/coserve_ort/model.py
 BACKEND_MODEL_PY = Path(__file__).with_name("backend_ort") / "model.py"
 SHM_PREFIX_BASE = "triton_python_backend_shm_region_"
+#: every embedded server's stubs name their /dev/shm regions ``<SHM_PREFIX_BASE>coserve_<id>_...``
+COSERVE_SHM_PREFIX = f"{SHM_PREFIX_BASE}coserve_"
+#: temporary homes are ``<tempdir>/<HOME_PREFIX>...``; each holds an ``owner`` file
+HOME_PREFIX = "coserve-triton-"
+OWNER_FILE = "owner"
 LOG_NAME = "tritonserver.log"
+_PR_SET_PDEATHSIG = 1
 
 
 def site_packages() -> Path:
@@ -79,6 +94,102 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True if something already listens on (or holds) ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child before exec
+    """Ask the kernel to SIGKILL this (child) process when the thread that forked it dies.
+
+    The death signal is tied to the *thread* that called fork: start servers from a thread that
+    lives as long as the server (the main thread in every coserve command).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _owner_stamp(pid: int) -> str:
+    """``<pid> <start time in clock ticks>``: names one process even after its pid is reused."""
+    return f"{pid} {processes.start_time(pid)}"
+
+
+def _owner_alive(home: Path) -> bool:
+    try:
+        pid_text, start = (home / OWNER_FILE).read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return False
+    return processes.is_alive(pid) and str(processes.start_time(pid)) == start
+
+
+def remove_stale(tempdir: str | Path | None = None) -> list[str]:
+    """Remove temporary homes and /dev/shm regions of embedded servers that died uncleanly.
+
+    A home ``<tempdir>/coserve-triton-*`` is stale when the launcher named in its ``owner`` file
+    is gone and no living process runs a program from inside it; a region
+    ``triton_python_backend_shm_region_coserve_<id>_*`` is stale when no living process names
+    ``coserve_<id>_`` on its command line (the server does in its backend config, stubs in their
+    region argument). Returns what was removed (paths and region names).
+    """
+    tempdir = Path(tempdir or tempfile.gettempdir())
+    cmdlines = processes.all_cmdlines()
+    removed: list[str] = []
+    with contextlib.suppress(OSError):
+        for home in tempdir.glob(f"{HOME_PREFIX}*"):
+            if not home.is_dir() or _owner_alive(home):
+                continue
+            inside = f"{home}/"
+            if any(argv and argv[0].startswith(inside) for argv in cmdlines):
+                continue
+            shutil.rmtree(home, ignore_errors=True)
+            removed.append(str(home))
+    try:
+        regions = [n for n in os.listdir("/dev/shm") if n.startswith(COSERVE_SHM_PREFIX)]
+    except OSError:
+        regions = []
+    joined = ["\0".join(argv) for argv in cmdlines]
+    for name in regions:
+        tag = name[len(SHM_PREFIX_BASE) :].split("_", 2)[:2]  # ["coserve", "<id>"]
+        if len(tag) < 2:
+            continue
+        marker = f"{tag[0]}_{tag[1]}_"
+        if any(marker in line for line in joined):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join("/dev/shm", name))
+            removed.append(name)
+    return removed
+
+
+@dataclass(frozen=True)
+class ExitReport:
+    """How a server ended: ``died_before_stop`` (crashed or killed by someone else), its exit code
+    (negative: killed by that signal, as ``subprocess`` reports it) and what ``stop()`` did."""
+
+    died_before_stop: bool
+    returncode: int | None
+    how: str
+
+    def describe(self) -> str:
+        """One line for a user, e.g. "tritonserver died before the end (killed by SIGKILL)"."""
+        code = self.returncode
+        ended = f"exit code {code}"
+        if code is not None and code < 0:
+            try:
+                ended = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                ended = f"killed by signal {-code}"
+        if self.died_before_stop:
+            return f"tritonserver had died before it was stopped ({ended})"
+        return f"tritonserver {self.how} ({ended})"
+
+
 class EmbeddedTriton:
     """A tritonserver process started and owned by this object.
 
@@ -92,9 +203,12 @@ class EmbeddedTriton:
       (missing binary/backend files, the process exited, or no readiness within
       ``start_timeout_s``) with the tail of the server log. A failed start leaves nothing running.
     - ``stop()`` sends SIGTERM (Triton finishes in-flight requests and unloads models for up to
-      ``drain_timeout_s``, then exits), kills the server and its stubs if it is still alive after
-      ``stop_timeout_s``, and removes this server's /dev/shm regions.
-      Idempotent. After it returns no process of this server is alive.
+      ``drain_timeout_s``, then exits), kills the server at once if it is frozen (stopped) and
+      otherwise if it is still alive after ``stop_timeout_s``, kills stubs that outlive it, and
+      removes this server's /dev/shm regions. It returns how the server ended (``ExitReport``:
+      did it die before ``stop()``, its exit code or signal). Idempotent. After it returns no
+      process of this server is alive.
+    - The server dies with the thread that started it, even on SIGKILL (see the module doc).
     - ``home`` is a fresh temporary directory (removed by ``stop()``) unless given; the log is
       ``<home>/tritonserver.log`` (kept when the home was given).
     """
@@ -109,8 +223,8 @@ class EmbeddedTriton:
         metrics_port: int | None = None,
         binary: str | Path | None = None,
         start_timeout_s: float = 60.0,
-        drain_timeout_s: float = 5.0,
-        stop_timeout_s: float = 30.0,
+        drain_timeout_s: float = 3.0,
+        stop_timeout_s: float = 4.0,
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
     ) -> None:
@@ -130,6 +244,7 @@ class EmbeddedTriton:
         self.shm_prefix = f"{SHM_PREFIX_BASE}coserve_{uuid.uuid4().hex[:12]}_"
         self.process: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None
+        self.exit_report: ExitReport | None = None
         self._log_file: object | None = None
 
     # -- properties ------------------------------------------------------------------------
@@ -177,17 +292,26 @@ class EmbeddedTriton:
                     f"cannot start the embedded Triton: {what} not found at {path} "
                     "(is nvidia-pytriton==0.7.0 installed in this environment?)"
                 )
-        home = self._given_home or Path(tempfile.mkdtemp(prefix="coserve-triton-"))
-        (home / "bin").mkdir(parents=True, exist_ok=True)
-        python_dir = home / "backends" / "python"
-        ort_dir = home / "backends" / PYTHON_ORT_BACKEND
-        python_dir.mkdir(parents=True, exist_ok=True)
-        ort_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(self.binary, home / "bin" / "tritonserver")
-        for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
-            shutil.copy2(root / "backends" / "python" / name, python_dir / name)
-        shutil.copy2(stub, python_dir / processes.STUB_NAME)
-        shutil.copy2(BACKEND_MODEL_PY, ort_dir / "model.py")
+        remove_stale()
+        if self._given_home is not None and self._given_home.exists() and not self._given_home.is_dir():
+            raise ServerStartError(f"cannot use {self._given_home} as the Triton home: it exists and is not a directory")
+        try:
+            home = self._given_home or Path(tempfile.mkdtemp(prefix=HOME_PREFIX))
+            home.mkdir(parents=True, exist_ok=True)
+            (home / OWNER_FILE).write_text(_owner_stamp(os.getpid()))
+            (home / "bin").mkdir(parents=True, exist_ok=True)
+            python_dir = home / "backends" / "python"
+            ort_dir = home / "backends" / PYTHON_ORT_BACKEND
+            python_dir.mkdir(parents=True, exist_ok=True)
+            ort_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(self.binary, home / "bin" / "tritonserver")
+            for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+                shutil.copy2(root / "backends" / "python" / name, python_dir / name)
+            shutil.copy2(stub, python_dir / processes.STUB_NAME)
+            shutil.copy2(BACKEND_MODEL_PY, ort_dir / "model.py")
+        except OSError as exc:
+            where = self._given_home or tempfile.gettempdir()
+            raise ServerStartError(f"cannot assemble the Triton home in {where}: {exc.strerror or exc}") from None
         self.home = home
         return home
 
@@ -250,11 +374,20 @@ class EmbeddedTriton:
         raise AssertionError("unreachable")
 
     def _start_once(self) -> EmbeddedTriton:
-        self.assemble_home()
         grpc, http, metrics = self._requested_ports
+        # A port held by another process must fail here, by name: Triton would exit, but its HTTP
+        # readiness probe could first be answered by whatever holds the port (another Triton).
+        for flag, port in (("gRPC", grpc), ("HTTP", http), ("metrics", metrics)):
+            if port is not None and port_in_use(port):
+                raise ServerStartError(
+                    f"cannot start the embedded Triton: {flag} port {port} on 127.0.0.1 is already in use "
+                    "(another Triton? stop it or choose another port)"
+                )
+        self.assemble_home()
         self.grpc_port = grpc or free_port()
         self.http_port = http or free_port()
         self.metrics_port = metrics or free_port()
+        self.exit_report = None
         began = time.perf_counter()
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's lifetime
         self._log_file = log
@@ -266,8 +399,10 @@ class EmbeddedTriton:
                 stdin=subprocess.DEVNULL,
                 env=self.environment(),
                 cwd=self.home,
-                # Own process group: a Ctrl-C in the terminal reaches us, and we stop the server in order.
+                # Own session: a Ctrl-C in the terminal reaches us only, and we stop the server in
+                # order; the death signal covers the case where we cannot (SIGKILL).
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         except OSError as exc:
             log.close()
@@ -290,29 +425,44 @@ class EmbeddedTriton:
                 raise ServerStartError(
                     f"tritonserver exited with code {code} during start-up; log tail:\n{self.log_tail()}"
                 )
-            with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=1.0) as response:
-                if response.status == 200:
-                    return
+            # Ready means *this* process answers: the log says it bound its gRPC port, then HTTP
+            # readiness (a port taken in the race since the free-port pick would answer for another).
+            if f"Started GRPCInferenceService at 127.0.0.1:{self.grpc_port}" in self.log_tail(200):
+                with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=1.0) as response:
+                    if response.status == 200 and self.process.poll() is None:
+                        return
             if time.perf_counter() - began > self.start_timeout_s:
                 raise ServerStartError(
                     f"tritonserver not ready after {self.start_timeout_s:.0f} s; log tail:\n{self.log_tail()}"
                 )
             time.sleep(0.05)
 
-    def stop(self) -> None:
-        """Stop the server and its model processes; remove its /dev/shm regions (see class doc)."""
+    def stop(self) -> ExitReport | None:
+        """Stop the server and its model processes; remove its /dev/shm regions (see class doc).
+
+        Returns how the server ended (also kept as ``exit_report``); None if it never started.
+        """
         proc = self.process
         if proc is not None:
-            stubs = [p.pid for p in self.model_processes()] if proc.poll() is None else []
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+            died_before = proc.poll() is not None
+            stubs = [p.pid for p in self.model_processes()] if not died_before else []
+            how = "exited on its own"
+            if not died_before:
+                if processes.state(proc.pid) == "T":
+                    how = "killed: it was frozen (stopped) and could not drain"
+                    proc.kill()
+                else:
+                    how = "stopped (drained)"
+                    proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(timeout=self.stop_timeout_s)
                 except subprocess.TimeoutExpired:
+                    how = f"killed: still running {self.stop_timeout_s:.0f} s after SIGTERM"
                     proc.kill()
                     proc.wait()
-            # Stubs exit when the server does (they watch the parent), but a stuck one is killed.
-            deadline = time.monotonic() + 5.0
+            self.exit_report = ExitReport(died_before, proc.returncode, how)
+            # Stubs exit ~0.3 s after the server is reaped (they watch the parent); a stuck one is killed.
+            deadline = time.monotonic() + 2.0
             for pid in stubs:
                 while processes.is_alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.02)
@@ -325,6 +475,7 @@ class EmbeddedTriton:
             self._log_file = None
         self.remove_shm_regions()
         self._cleanup_home()
+        return self.exit_report
 
     def _cleanup_home(self) -> None:
         if self._given_home is None and self.home is not None:

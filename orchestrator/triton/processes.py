@@ -58,22 +58,46 @@ def read_cmdline(pid: int) -> list[str]:
 
 def parent_pid(pid: int) -> int | None:
     """The parent pid from /proc/PID/stat, or None if the process has gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return int(fields[1])
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
 
 
 def is_alive(pid: int) -> bool:
     """True if the process exists and is not a zombie."""
+    return state(pid) not in (None, "Z")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (field 3 onwards), or None if gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
+        return None
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def state(pid: int) -> str | None:
+    """The process state letter (R, S, D, T = stopped, Z = zombie, ...), or None if gone."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def start_time(pid: int) -> int | None:
+    """Start time of the process in clock ticks since boot (tells a reused pid apart)."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def all_cmdlines() -> list[list[str]]:
+    """The argv of every living process this user can read (for ownership checks)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            argv = read_cmdline(int(entry))
+            if argv:
+                found.append(argv)
+    return found
 
 
 def children(pid: int) -> list[int]:

@@ -99,45 +99,78 @@ def test_missing_repository_is_a_clear_start_error(tmp_path):
         EmbeddedTriton(tmp_path / "no_repo").start()
 
 
-def test_failed_start_reports_the_log_tail_and_leaves_nothing_running(small_repo):
+@pytest.mark.parametrize("which", ["grpc_port", "http_port", "metrics_port"])
+def test_a_port_in_use_is_named_before_anything_starts(small_repo, which):
+    """Before: an HTTP port held by another server answered the readiness probe ("ready"), then
+    "exited unexpectedly"; a held gRPC port gave only Triton's log tail."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        server = EmbeddedTriton(small_repo, grpc_port=port)
-        with pytest.raises(ServerStartError) as info:
+        server = EmbeddedTriton(small_repo, **{which: port})
+        with pytest.raises(ServerStartError, match=f"port {port} on 127.0.0.1 is already in use"):
             server.start()
-    assert "exited with code" in str(info.value)
-    assert "already in use" in str(info.value)  # the server's own words, from the log tail
     assert not server.running() and server.home is None
 
 
-def test_crashed_model_process_is_reported_and_a_fresh_load_recovers(small_repo):
-    """Triton keeps a model whose process died READY; requests fail and its unload never finishes."""
+def test_failed_start_reports_the_log_tail_and_leaves_nothing_running(small_repo, tmp_path):
+    failing = tmp_path / "tritonserver"
+    failing.write_text("#!/bin/sh\necho 'error: the server could not start (test)'\nexit 3\n")
+    failing.chmod(0o755)
+    server = EmbeddedTriton(small_repo, binary=failing)
+    with pytest.raises(ServerStartError) as info:
+        server.start()
+    assert "exited with code 3" in str(info.value)
+    assert "could not start (test)" in str(info.value)  # the server's own words, from the log tail
+    assert not server.running() and server.home is None
+
+
+def test_crashed_model_process_is_reported_and_recovered(small_repo):
+    """Triton keeps a model whose process died READY and every request fails.
+
+    ``reload`` recovers it (a plain load with the same config is a no-op in Triton); an unload of
+    it returns at once (its memory is already free; before, it waited out its whole timeout).
+    """
     import os
     import signal
+    import time
 
-    from orchestrator.errors import InferenceError, ModelUnloadTimeoutError
+    from orchestrator.errors import InferenceError
+    from orchestrator.triton.adapter import model_process_died
 
     with EmbeddedTriton(small_repo, drain_timeout_s=1) as server:
 
+        async def kill_and_fail(adapter: TritonAdapter) -> None:
+            [stub] = server.model_processes("solo")
+            os.kill(stub.pid, signal.SIGKILL)
+            with pytest.raises(InferenceError) as failed:
+                for _ in range(100):  # the server notices on the next request
+                    await adapter.infer("solo", {factories.INPUT: factories.images(1)})
+                    await asyncio.sleep(0.05)
+            assert "is not healthy" in (failed.value.server_message or "")
+            assert model_process_died(failed.value)
+
         async def body() -> None:
             adapter = TritonAdapter(server.grpc_url, process_probe=server.process_probe())
+            config = ModelConfig.read(small_repo / "solo")
             try:
-                await adapter.load("solo")
-                [stub] = server.model_processes("solo")
-                os.kill(stub.pid, signal.SIGKILL)
-                with pytest.raises(InferenceError) as failed:
-                    for _ in range(100):  # the server notices on the next request
-                        await adapter.infer("solo", {factories.INPUT: factories.images(1)})
-                        await asyncio.sleep(0.05)
-                assert "is not healthy" in (failed.value.server_message or "")
-                with pytest.raises(ModelUnloadTimeoutError, match="index state UNLOADING"):
-                    await adapter.unload("solo", timeout_s=2)
-                await adapter.load("solo")  # a fresh load replaces the stuck one
+                await adapter.load("solo", config)
+                await kill_and_fail(adapter)
+                await adapter.load("solo", config)  # same config: Triton does nothing
+                with pytest.raises(InferenceError):
+                    await adapter.infer("solo", {factories.INPUT: factories.images(1)})
+                await adapter.reload("solo", config)
                 out = await adapter.infer("solo", {factories.INPUT: factories.images(1)})
                 assert out[factories.OUTPUT].shape == (1, factories.CLASSES)
                 assert len(server.model_processes("solo")) == 1
+
+                await kill_and_fail(adapter)
+                began = time.perf_counter()
+                result = await adapter.unload("solo", timeout_s=20)
+                assert result.index_stuck and time.perf_counter() - began < 1.0
+                await adapter.load("solo", config)  # a fresh load after it replaces the stuck one
+                out = await adapter.infer("solo", {factories.INPUT: factories.images(1)})
+                assert out[factories.OUTPUT].shape == (1, factories.CLASSES)
             finally:
                 await adapter.close()
 
