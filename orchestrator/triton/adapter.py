@@ -12,11 +12,12 @@ load failed (bad file, KIND_GPU..) ModelLoadError
 infer on a model not loaded        ModelNotReadyError (ModelNotFoundError if not in the repo)
 any other infer failure            InferenceError
 unload not finished in time        ModelUnloadTimeoutError
+server stops answering             ServerUnavailableError (within ~3 s, see "Liveness" below)
 =================================  =============================================================
 
-Unload is *confirmed*: Triton's unload call returns at once and the index turns UNAVAILABLE, but
-the model's process only exits (and frees its memory) ~1 s later (BRIEF section 5). ``unload``
-therefore waits until the index no longer shows the model READY/UNLOADING *and* the process probe
+Unload is *confirmed*: Triton's unload call returns at once, the index shows the model UNLOADING
+while its process finishes (~1.1 s on the Python backend, docs/triton.md), then UNAVAILABLE.
+``unload`` therefore waits until the index no longer shows the model READY/UNLOADING *and* the process probe
 (a callable: model name -> that model's living processes, e.g. ``EmbeddedTriton.process_probe()``)
 returns nothing. Without a probe (an external server, e.g. in a container, whose processes we
 cannot see) only the index state is awaited, so memory may still be held for a moment after
@@ -25,13 +26,29 @@ cannot see) only the index state is awaited, so memory may still be held for a m
 Loads and unloads of one model are serialised by a per-model asyncio lock: concurrent
 load/unload of the same model is a known Triton race. Different models proceed concurrently.
 An adapter belongs to one event loop (the gRPC channel is created lazily on first use, inside it).
+
+Liveness: every call that has not answered after ``probe_interval_s`` is watched by a liveness
+probe (``is_server_live`` with a 1 s deadline) beside it. A server that answers no probe for
+``unresponsive_after_s`` (frozen, wedged, overloaded past use) fails the call with
+``ServerUnavailableError`` saying so, and the adapter remembers it: later calls fail at once
+(after one probe) instead of each waiting out its own deadline, until the server answers again.
+A call that runs into its own deadline while the server answers probes is the model's problem,
+not the server's: ``ModelLoadError`` / ``InferenceError`` naming the deadline. Deadlines are the
+caller's, scaled to the expert (``orchestrator.triton.deadlines``).
+
+A model process that dies while its load is in flight is seen through the process probe: Triton
+then keeps the model LOADING for good (measured on 2.51: the backend waits for the stub's
+handshake without a timeout; only a server restart frees the name), so ``load`` fails at once
+naming the dead pid, and later loads of that name fail at once with the same cause.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +57,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from orchestrator.errors import (
+    CoserveError,
     InferenceError,
     ModelLoadError,
     ModelNotFoundError,
@@ -48,6 +66,7 @@ from orchestrator.errors import (
     ServerUnavailableError,
     TritonError,
 )
+from orchestrator.triton.deadlines import UNLOAD_S
 from orchestrator.triton.model_config import ModelConfig
 
 #: model name -> the living processes serving it (any objects with a ``pid``); [] when gone
@@ -89,6 +108,8 @@ class UnloadResult:
     index_seconds: float
     gone_seconds: float
     processes_confirmed: bool
+    #: the model's process had died before the unload: memory is free, the index may stay UNLOADING
+    index_stuck: bool = False
 
 
 def _status(exc: InferenceServerException) -> str:
@@ -123,6 +144,27 @@ def _is_connection_error(exc: InferenceServerException, deadline_is_unavailable:
     return "UNAVAILABLE" in status and any(word in message for word in _CONNECTION_WORDS)
 
 
+_URL_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+#: the config parameter a forced reload bumps, so Triton creates fresh instances (see ``reload``)
+GENERATION_PARAMETER = "coserve_generation"
+
+
+def check_grpc_url(url: str) -> str:
+    """``url`` if it is ``HOST:PORT`` of a gRPC endpoint; a ``CoserveError`` naming the problem if not.
+
+    tritonclient takes anything and fails later with misleading errors (an ``http://`` URL or
+    ``garbage:xx`` used to surface as "no such model").
+    """
+    if "://" in url:
+        hostport = url.split("://", 1)[1].rstrip("/") or "127.0.0.1:8001"
+        raise CoserveError(f"Triton URL {url!r}: give HOST:PORT of the gRPC endpoint without a scheme, e.g. {hostport}")
+    match = _URL_RE.match(url)
+    if match is None or not 1 <= int(match.group(2)) <= 65535:
+        raise CoserveError(f"Triton URL {url!r}: must be HOST:PORT with a port in 1-65535, e.g. 127.0.0.1:8001")
+    return url
+
+
 class TritonAdapter:
     """Async client of one Triton server (see the module docstring for the contracts)."""
 
@@ -133,13 +175,22 @@ class TritonAdapter:
         process_probe: ProcessProbe | None = None,
         request_timeout_s: float | None = 60.0,
         poll_interval_s: float = 0.02,
+        probe_interval_s: float = 0.5,
+        unresponsive_after_s: float = 3.0,
     ) -> None:
-        self.url = url
+        self.url = check_grpc_url(url)
         self.process_probe = process_probe
         self.request_timeout_s = request_timeout_s
         self.poll_interval_s = poll_interval_s
+        self.probe_interval_s = probe_interval_s
+        self.unresponsive_after_s = unresponsive_after_s
+        #: why the server is considered unresponsive (None while it answers)
+        self.unresponsive: str | None = None
         self._client: grpcclient.InferenceServerClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._wedged: dict[str, str] = {}  # model -> why Triton will never finish loading it
+        self._generation = 0
+        self._answered = False  # did the server answer a probe during the last watched call
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -166,14 +217,64 @@ class TritonAdapter:
     def _unavailable(self, exc: InferenceServerException) -> ServerUnavailableError:
         return ServerUnavailableError(f"Triton server at {self.url} is not reachable", _message(exc))
 
-    async def _call(self, what: str, coro: Any, deadline_is_unavailable: bool = True) -> Any:
-        """Await a tritonclient call; map connection failures, leave other errors to the caller."""
+    async def _call(self, coro: Awaitable[Any], deadline_is_unavailable: bool = True) -> Any:
+        """Await a tritonclient call under the liveness watch (module doc); map connection failures.
+
+        Other Triton errors are left to the caller. A deadline counts as an unreachable server
+        only with ``deadline_is_unavailable`` and when the server answered no liveness probe
+        meanwhile (an address that never answers); otherwise it is re-raised (status
+        DEADLINE_EXCEEDED) for the caller to name.
+        """
+        await self._check_responsive()
+        call = asyncio.ensure_future(coro)
         try:
-            return await coro
+            return await self._watch(call)
         except InferenceServerException as exc:
-            if _is_connection_error(exc, deadline_is_unavailable):
+            if _is_connection_error(exc, deadline_is_unavailable and not self._answered):
                 raise self._unavailable(exc) from None
             raise
+        finally:
+            if not call.done():
+                call.cancel()
+
+    async def _probe_live(self) -> bool:
+        try:
+            return bool(await self.client.is_server_live(client_timeout=1.0))
+        except InferenceServerException:
+            return False
+
+    async def _check_responsive(self) -> None:
+        """Fail at once (after one probe) while the server is known not to answer."""
+        if self.unresponsive is None:
+            return
+        if await self._probe_live():
+            self.unresponsive = None
+            return
+        raise ServerUnavailableError(f"Triton server at {self.url} {self.unresponsive}")
+
+    async def _watch(self, call: asyncio.Future[Any]) -> Any:
+        """``call``'s result; ServerUnavailableError once the server answers no probe for a while."""
+        self._answered = False
+        last_answer = time.monotonic()
+        while True:
+            done, _ = await asyncio.wait({call}, timeout=self.probe_interval_s)
+            if done:
+                return call.result()
+            probe = asyncio.ensure_future(self._probe_live())
+            done, _ = await asyncio.wait({call, probe}, return_when=asyncio.FIRST_COMPLETED)
+            if call in done:
+                probe.cancel()
+                return call.result()
+            now = time.monotonic()
+            if probe.result():
+                last_answer = now
+                self._answered = True
+            elif now - last_answer >= self.unresponsive_after_s:
+                self.unresponsive = (
+                    f"stopped answering: no reply to liveness probes for {now - last_answer:.1f} s "
+                    "(frozen, hung or overloaded)"
+                )
+                raise ServerUnavailableError(f"Triton server at {self.url} {self.unresponsive}")
 
     # -- health --------------------------------------------------------------------------------
     async def server_live(self) -> bool:
@@ -198,7 +299,7 @@ class TritonAdapter:
         """True if ``name`` is loaded and ready. Raises ServerUnavailableError if unreachable."""
         try:
             return bool(
-                await self._call("model_ready", self.client.is_model_ready(name, client_timeout=self.request_timeout_s))
+                await self._call(self.client.is_model_ready(name, client_timeout=self.request_timeout_s))
             )
         except InferenceServerException:
             return False  # Triton answers an error for names it does not know: not ready
@@ -207,9 +308,7 @@ class TritonAdapter:
     async def index(self) -> list[IndexEntry]:
         """The repository index: every model directory plus its state (sorted by name)."""
         try:
-            response = await self._call(
-                "index", self.client.get_model_repository_index(client_timeout=self.request_timeout_s)
-            )
+            response = await self._call(self.client.get_model_repository_index(client_timeout=self.request_timeout_s))
         except InferenceServerException as exc:
             raise TritonError("cannot read the repository index", _message(exc)) from None
         entries = [IndexEntry(m.name, m.version, m.state, m.reason) for m in response.models]
@@ -218,54 +317,125 @@ class TritonAdapter:
     async def _index_states(self, name: str) -> list[str]:
         return [e.state for e in await self.index() if e.name == name]
 
-    async def load(self, name: str, config: ModelConfig | None = None) -> LoadResult:
+    async def load(
+        self, name: str, config: ModelConfig | None = None, timeout_s: float | None = None
+    ) -> LoadResult:
         """Load (or reload) ``name``; ``config`` is the *whole* config (replaces config.pbtxt).
 
         Returns once the model is ready. On a *reload* (e.g. another instance count) the old
         instances' processes exit shortly (~1 s) after this returns; callers that account memory
-        should wait on the process probe. Raises ModelNotFoundError for a name the repository does
-        not have, ModelLoadError (server message kept) for any other load failure.
+        should wait on the process probe. A load with the config the model already runs is a
+        no-op in Triton (see ``reload`` to force fresh instances). ``timeout_s`` (default: the
+        adapter's ``request_timeout_s``) bounds the call. Raises ModelNotFoundError for a name the
+        repository does not have, ModelLoadError (server message kept) for any other failure,
+        including a deadline passed while the server answers and a model process that died
+        during the load; ServerUnavailableError when the server cannot be reached or stops answering.
         """
         if config is not None and config.name != name:
             raise ModelLoadError(f"cannot load {name!r}: the override config is named {config.name!r}")
+        if name in self._wedged:
+            raise ModelLoadError(f"cannot load {name!r}: {self._wedged[name]}")
+        timeout = timeout_s if timeout_s is not None else self.request_timeout_s
         async with self._lock(name):
             began = time.perf_counter()
-            try:
-                await self._call(
-                    "load",
-                    self.client.load_model(
-                        name,
-                        config=config.to_json() if config is not None else None,
-                        client_timeout=self.request_timeout_s,
-                    ),
+            before = {p.pid for p in self.process_probe(name)} if self.process_probe is not None else set()
+            request = self._call(
+                self.client.load_model(
+                    name, config=config.to_json() if config is not None else None, client_timeout=timeout
                 )
+            )
+            try:
+                await self._with_process_watch(name, request, before)
             except InferenceServerException as exc:
                 message = _message(exc)
                 if not await self._in_repository(name):
                     raise ModelNotFoundError(
                         f"cannot load {name!r}: no such model in the server's repository", message
                     ) from None
+                if "DEADLINE_EXCEEDED" in _status(exc):
+                    message = f"not ready within its {timeout:.1f} s deadline although the server answers"
                 raise ModelLoadError(f"cannot load {name!r}", message) from None
             return LoadResult(name, time.perf_counter() - began)
 
+    async def reload(
+        self, name: str, config: ModelConfig, timeout_s: float | None = None
+    ) -> LoadResult:
+        """Load ``name`` with fresh instances even if Triton already has it READY with ``config``.
+
+        The recovery for a model whose process died (Triton keeps it READY and answers every
+        request with "Stub process ... is not healthy"; docs/triton.md): a load with the same
+        config is a no-op, so this sends ``config`` with the parameter ``coserve_generation``
+        bumped, which makes Triton build new instances and retire the old ones.
+        """
+        self._generation += 1
+        fresh = dataclasses.replace(
+            config, parameters={**config.parameters, GENERATION_PARAMETER: str(self._generation)}
+        )
+        return await self.load(name, fresh, timeout_s=timeout_s)
+
+    async def _with_process_watch(self, name: str, request: Awaitable[Any], before: set[int]) -> None:
+        """Await a load ``request``; fail it at once if a model process it started dies first."""
+        if self.process_probe is None:
+            await request
+            return
+        probe = self.process_probe
+        call = asyncio.ensure_future(request)
+        seen: set[int] = set()
+        try:
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=0.05)
+                if done:
+                    call.result()
+                    return
+                alive = {p.pid for p in probe(name)} - before
+                dead = seen - alive
+                seen |= alive
+                if not dead:
+                    continue
+                # Triton reports a stub that dies after its handshake within ~1 s ("not healthy"),
+                # with its own words; one that dies before it leaves the load hanging for good.
+                done, _ = await asyncio.wait({call}, timeout=1.5)
+                if done:
+                    call.result()
+                    return
+                pids = ", ".join(str(p) for p in sorted(dead))
+                self._wedged[name] = (
+                    f"its model process (pid {pids}) died during the load; Triton keeps the model "
+                    "LOADING for good (only a server restart frees it)"
+                )
+                raise ModelLoadError(f"cannot load {name!r}: {self._wedged[name]}")
+        finally:
+            if not call.done():
+                call.cancel()
+
     async def _in_repository(self, name: str) -> bool:
+        """Whether the index lists ``name``; an unreachable server raises (it must not read as "no such model")."""
         try:
             return any(e.name == name for e in await self.index())
+        except ServerUnavailableError:
+            raise
         except TritonError:
             return False
 
-    async def unload(self, name: str, timeout_s: float = 30.0) -> UnloadResult:
+    async def unload(self, name: str, timeout_s: float = UNLOAD_S) -> UnloadResult:
         """Unload ``name`` and return only once it is gone (see the module docstring).
 
         Unloading a model that is not loaded is not an error (it returns at once). Raises
         ModelNotFoundError for a name the repository index does not list (Triton itself accepts
         any name; models loaded from bytes over gRPC are not in the index, so not supported here) and ModelUnloadTimeoutError
         (naming the state and the pids still alive) when it is not gone within ``timeout_s``.
+
+        A model that reads READY while the process probe finds none of its processes has a dead
+        process (docs/triton.md): its memory is already free and Triton may leave it UNLOADING
+        for good, so that unload returns after the call with ``index_stuck`` set.
         """
         async with self._lock(name):
+            dead_process = False
+            if self.process_probe is not None and not self.process_probe(name):
+                dead_process = "READY" in await self._index_states(name)
             began = time.perf_counter()
             try:
-                await self._call("unload", self.client.unload_model(name, client_timeout=self.request_timeout_s))
+                await self._call(self.client.unload_model(name, client_timeout=self.request_timeout_s))
             except InferenceServerException as exc:
                 message = _message(exc)
                 if not await self._in_repository(name):
@@ -276,6 +446,8 @@ class TritonAdapter:
             states = await self._index_states(name)
             if not states:
                 raise ModelNotFoundError(f"cannot unload {name!r}: no such model in the server's repository")
+            if dead_process:
+                return UnloadResult(name, call_seconds, call_seconds, call_seconds, True, index_stuck=True)
             deadline = began + timeout_s
             index_seconds: float | None = None
             alive: Sequence[Any] = ()
@@ -305,9 +477,7 @@ class TritonAdapter:
     async def model_config(self, name: str) -> ModelConfig:
         """The config the server is using for a loaded model (or its repository config)."""
         try:
-            response = await self._call(
-                "config", self.client.get_model_config(name, client_timeout=self.request_timeout_s)
-            )
+            response = await self._call(self.client.get_model_config(name, client_timeout=self.request_timeout_s))
         except InferenceServerException as exc:
             raise await self._not_available(name, exc, "cannot read the config of") from None
         return ModelConfig.from_proto(response.config)
@@ -317,10 +487,7 @@ class TritonAdapter:
         try:
             return dict(
                 await self._call(
-                    "statistics",
-                    self.client.get_inference_statistics(
-                        name or "", as_json=True, client_timeout=self.request_timeout_s
-                    ),
+                    self.client.get_inference_statistics(name or "", as_json=True, client_timeout=self.request_timeout_s)
                 )
             )
         except InferenceServerException as exc:
@@ -345,7 +512,9 @@ class TritonAdapter:
 
         Returns every output (or only ``outputs``) as numpy arrays. Raises ModelNotReadyError
         for a model that is in the repository but not loaded, ModelNotFoundError for an unknown
-        name, InferenceError for any other failure (bad shape/type, unhealthy model process).
+        name, InferenceError for any other failure (bad shape/type, unhealthy model process: see
+        ``model_process_died``; a deadline passed while the server answers), ServerUnavailableError
+        when the server cannot be reached or stops answering.
         """
         infer_inputs = []
         for tensor_name, array in inputs.items():
@@ -354,22 +523,25 @@ class TritonAdapter:
             item.set_data_from_numpy(array)
             infer_inputs.append(item)
         requested = [grpcclient.InferRequestedOutput(o) for o in outputs] if outputs else None
+        timeout = timeout_s if timeout_s is not None else self.request_timeout_s
         try:
             result = await self._call(
-                "infer",
-                self.client.infer(
-                    name,
-                    infer_inputs,
-                    outputs=requested,
-                    client_timeout=timeout_s if timeout_s is not None else self.request_timeout_s,
-                ),
+                self.client.infer(name, infer_inputs, outputs=requested, client_timeout=timeout),
                 deadline_is_unavailable=False,
             )
         except InferenceServerException as exc:
             message = _message(exc)
+            if "DEADLINE_EXCEEDED" in _status(exc):
+                message = f"no answer within its {timeout:.1f} s deadline although the server answers"
             lowered = message.lower()
             if "unknown model" in lowered or "is not found" in lowered or "no available versions" in lowered:
                 raise await self._not_available(name, exc, "cannot infer on") from None
             raise InferenceError(f"inference on {name!r} failed", message) from None
         names = outputs or [o.name for o in result.get_response().outputs]
         return {o: result.as_numpy(o) for o in names}
+
+
+def model_process_died(exc: BaseException) -> bool:
+    """True if ``exc`` is Triton's answer for a model whose process died ("Stub process ... is
+    not healthy"): the model still reads READY, and ``TritonAdapter.reload`` recovers it."""
+    return isinstance(exc, TritonError) and "is not healthy" in (exc.server_message or "")
