@@ -22,6 +22,12 @@ default because memory accounting needs freed memory to go back (BRIEF section 5
 
 Writes are atomic per file (temp file + rename), so an interrupted export never leaves a
 truncated ``model.onnx`` behind a valid-looking manifest entry.
+
+Modes: Triton often runs as another user (a container), so every file written here is made
+``0644`` and every directory created here ``0755``, whatever the umask (``tempfile.mkstemp``
+creates ``0600`` files, which is where private configs came from). A file or model directory
+that already exists only gains the read (and, for directories, search) bits it lacks; a
+repository root that already exists is left as it is (its mode is the user's choice).
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,10 @@ MANIFEST = "coserve_manifest.json"
 COE_FILE = "coe.yaml"
 MODEL_FILE = "model.onnx"
 VERSION = "1"
+#: every file the exporter writes into a repository (readable by a Triton running as another user)
+FILE_MODE = 0o644
+#: every directory the exporter creates in a repository
+DIR_MODE = 0o755
 
 
 def check_target(target: str) -> str:
@@ -95,16 +106,57 @@ def expert_config(
     )
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _add_mode_bits(path: Path, bits: int) -> None:
+    """Give an existing ``path`` the permission ``bits`` it lacks (never takes any away);
+    ``ExportError`` naming it when that is not allowed (someone else owns it)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & bits != bits:
+        try:
+            os.chmod(path, mode | bits)
+        except OSError as exc:
+            raise ExportError(
+                f"{path} is mode {mode:o} and cannot be made {mode | bits:o} ({exc.strerror or exc}): "
+                f"a Triton running as another user could not read it; fix its mode or owner"
+            ) from None
+
+
+def make_dirs(path: str | Path) -> Path:
+    """``mkdir -p`` whose created directories are ``DIR_MODE`` whatever the umask (existing
+    ones are left alone)."""
+    p = Path(path)
+    missing = [d for d in (p, *p.parents) if not d.exists()]
+    p.mkdir(parents=True, exist_ok=True)
+    for d in reversed(missing):
+        os.chmod(d, DIR_MODE)
+    return p
+
+
+def _model_dirs(repo: str | Path, name: str) -> Path:
+    """Create (or open up) ``<repo>/<name>/<VERSION>``: both ``DIR_MODE`` or wider."""
+    model_dir = Path(repo) / name
+    make_dirs(model_dir / VERSION)
+    _add_mode_bits(model_dir, DIR_MODE)
+    _add_mode_bits(model_dir / VERSION, DIR_MODE)
+    return model_dir / VERSION
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through a temp file in its directory (``write(tmp)``), then rename it into
+    place with ``FILE_MODE``. On any failure the old file stays and the temp file is removed."""
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        write(Path(tmp))
+        os.chmod(tmp, FILE_MODE)  # mkstemp made it 0600: Triton may run as another user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def model_path(repo: str | Path, name: str) -> Path:
@@ -113,21 +165,21 @@ def model_path(repo: str | Path, name: str) -> Path:
 
 def install_model(repo: str | Path, name: str, onnx_file: str | Path, config: ModelConfig, move: bool = False) -> Path:
     """Place ``onnx_file`` as ``<repo>/<name>/1/model.onnx`` (renamed when ``move``, else
-    copied) and write the config. Returns the model directory."""
+    copied) and write the config. Returns the model directory.
+
+    The placed file is ``FILE_MODE`` (a moved file too: it was written under the user's umask);
+    when ``onnx_file`` already is that path (reuse), it only gains the read bits it lacks.
+    """
     dest = model_path(repo, name)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    _model_dirs(repo, name)
     src = Path(onnx_file)
     if move and src.resolve() != dest.resolve():
+        os.chmod(src, FILE_MODE)
         os.replace(src, dest)
     elif src.resolve() != dest.resolve():
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{MODEL_FILE}.")
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
+    else:
+        _add_mode_bits(dest, FILE_MODE)
     write_config(repo, config)
     return dest.parent.parent
 
@@ -142,9 +194,9 @@ def write_config(repo: str | Path, config: ModelConfig) -> Path:
 
 
 def write_coe_copy(repo: str | Path, coe: CoEDefinition) -> Path:
+    """Write ``<repo>/coe.yaml`` (atomically, ``FILE_MODE``)."""
     path = Path(repo) / COE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dump_coe(coe, path)
+    _atomic_write(path, lambda tmp: dump_coe(coe, tmp))
     return path
 
 
@@ -168,12 +220,13 @@ def write_manifest(repo: str | Path, experts: Mapping[str, Mapping[str, Any]], e
 
 
 def check_repo_dir(repo: str | Path) -> Path:
-    """Create the repository directory (``ExportError`` naming it if that is impossible)."""
+    """Create the repository directory, ``DIR_MODE`` when created here (``ExportError`` naming
+    it if that is impossible)."""
     p = Path(repo)
     if p.exists() and not p.is_dir():
         raise ExportError(f"model repository {p} exists and is not a directory")
     try:
-        p.mkdir(parents=True, exist_ok=True)
+        make_dirs(p)
     except OSError as exc:
         raise ExportError(f"cannot create model repository {p}: {exc.strerror or exc}") from None
     return p
