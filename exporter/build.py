@@ -159,9 +159,14 @@ def check_params(coe: CoEDefinition, names: Iterable[str], source: str = "<coe>"
 
 
 def select_experts(coe: CoEDefinition, only: Iterable[str] | None) -> list[str]:
+    """The experts to export: all of the CoE's for ``None``, else the named ones (stripped,
+    blanks dropped, duplicates once, in the given order). ``ConfigError`` (field ``--only``) for
+    a selection that names no expert or names experts the CoE does not have (all listed)."""
     if only is None:
         return list(coe.experts)
-    names = [n.strip() for n in only if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in only if n.strip()))
+    if not names:
+        raise ConfigError("--only", "", "names no expert (give comma-separated expert names, or leave it out to export all)")
     unknown = [n for n in names if n not in coe.experts]
     if unknown:
         raise ConfigError("--only", "", f"unknown expert(s) {', '.join(unknown)} (not in the CoE definition)")

@@ -3,6 +3,11 @@
 Imports stay cheap (no torch, onnx or numpy at module level) so ``coserve --help`` is fast;
 handlers import what they need. Every user-caused problem raises a ``CoserveError`` subclass,
 which ``orchestrator.cli.main`` prints without a traceback.
+
+Every numeric flag is typed with an ``orchestrator.cli_numbers`` validator (the YAML reader's
+rules), so a bad number (``--jobs 0``, ``--zipf nan``, ``--components -10``) is refused by
+argparse before anything runs; rules that involve two flags (``--components`` >= ``--types``)
+and ``--only`` are ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -11,18 +16,31 @@ import argparse
 import sys
 from pathlib import Path
 
+from orchestrator.cli_numbers import (
+    fraction,
+    integer,
+    nonneg_int,
+    nonneg_number,
+    positive_int,
+    positive_number,
+)
 from orchestrator.errors import ConfigError
 from orchestrator.triton.model_config import TARGET_BACKENDS
 
+#: the CoE reader's smallest image side (``orchestrator.coe.parse_coe``: image.height/width >= 8)
+_image_side = integer(minimum=8)
+
 
 def _shape(text: str) -> tuple[int, int, int]:
-    try:
-        parts = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be C,H,W (three integers), got {text!r}") from None
-    if len(parts) != 3 or any(p < 1 for p in parts):
+    """An argparse type: ``C,H,W``, three positive integers."""
+    parts = text.split(",")
+    if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"must be C,H,W (three positive integers), got {text!r}")
-    return parts  # type: ignore[return-value]
+    try:
+        c, h, w = (positive_int(p) for p in parts)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be C,H,W (three positive integers), got {text!r}") from None
+    return c, h, w
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,15 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     coe_sub = coe.add_subparsers(dest="coe_command", required=True, metavar="SUBCOMMAND")
     gen = coe_sub.add_parser("generate", help="write a synthetic board's CoE definition")
     gen.add_argument("--preset", default="demo", help="demo | pcb-a | pcb-b (default: demo)")
-    gen.add_argument("--types", type=int, help="number of component types (one classifier each)")
-    gen.add_argument("--detectors", type=int, help="number of shared detectors")
-    gen.add_argument("--detector-share", type=float, help="fraction of types routed to a detector")
-    gen.add_argument("--zipf", type=float, help="Zipf exponent of the component counts (default: preset)")
-    gen.add_argument("--seed", type=int, help="seed of the board and the expert weights")
-    gen.add_argument("--classifier-mb", type=float, help="classifier weight size in MB")
-    gen.add_argument("--detector-mb", type=float, help="detector weight size in MB")
-    gen.add_argument("--components", type=int, help="components per board")
-    gen.add_argument("--image-size", type=int, help="square image side in pixels")
+    gen.add_argument("--types", type=positive_int, help="number of component types (one classifier each)")
+    gen.add_argument("--detectors", type=nonneg_int, help="number of shared detectors (0: none)")
+    gen.add_argument("--detector-share", type=fraction, help="fraction of types routed to a detector, in [0, 1]")
+    gen.add_argument("--zipf", type=nonneg_number, help="Zipf exponent of the component counts, >= 0 (default: preset)")
+    gen.add_argument("--seed", type=nonneg_int, help="seed of the board and the expert weights (>= 0)")
+    gen.add_argument("--classifier-mb", type=positive_number, help="classifier weight size in MB, in (0, 2000]")
+    gen.add_argument("--detector-mb", type=positive_number, help="detector weight size in MB, in (0, 2000]")
+    gen.add_argument("--components", type=positive_int,
+                     help="components per board, >= --types (default: the preset's, raised to --types if smaller)")
+    gen.add_argument("--image-size", type=_image_side, help="square image side in pixels (>= 8)")
     gen.add_argument("--out", required=True, help="output YAML file")
     gen.set_defaults(func=_cmd_generate)
 
@@ -48,8 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("--out", required=True, help="model repository directory")
     exp.add_argument("--target", default="python-ort", help=f"{' | '.join(TARGET_BACKENDS)} (default: python-ort)")
     exp.add_argument("--no-calibrate", action="store_true", help="keep the seeded biases (no routing calibration)")
-    exp.add_argument("--only", help="comma-separated expert names to export")
-    exp.add_argument("--jobs", type=int, help="worker processes (default: CPU count, at most 4)")
+    exp.add_argument("--only", help="comma-separated expert names to export (each must be in the CoE)")
+    exp.add_argument("--jobs", type=positive_int, help="worker processes, >= 1 (default: CPU count, at most 4)")
     exp.add_argument("--force", action="store_true", help="re-export experts even when unchanged")
     exp.set_defaults(func=_cmd_export)
 
@@ -82,6 +101,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         components=args.components,
         image_size=args.image_size,
     )
+    if args.components is not None and args.components < opts.types:
+        # generate() raises a preset's count to the number of types; an explicit one is not changed
+        raise ConfigError(
+            "--components", "", f"must be >= --types ({opts.types}) so every component type is on the board, got {args.components}"
+        )
     coe = generate(opts, source=f"coe generate --preset {args.preset}")
     path = write_coe(coe, args.out)
     routed = sum(1 for r in coe.routing.values() if r.detector)
@@ -101,7 +125,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     coe = load_coe(args.coe)
     from exporter.build import export_coe, select_experts
 
-    only = args.only.split(",") if args.only else None
+    # "" is a selection of nothing, not "everything": select_experts refuses it
+    only = args.only.split(",") if args.only is not None else None
     names = select_experts(coe, only)
     from tqdm import tqdm
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -64,9 +65,7 @@ def test_generate_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     ("argv", "message"),
     [
         (["coe", "generate", "--preset", "pcb-z"], "unknown preset 'pcb-z'"),
-        (["coe", "generate", "--types", "0"], "types: must be >= 1"),
-        (["coe", "generate", "--detector-share", "1.5"], "detector_share: must be in [0, 1]"),
-        (["coe", "generate", "--classifier-mb", "0"], "classifier_mb: must be in (0, 2000]"),
+        (["coe", "generate", "--classifier-mb", "2001"], "classifier_mb: must be in (0, 2000]"),
         (["export", "--coe", "{tmp}/missing.yaml", "--out", "{tmp}/r"], "missing.yaml: cannot read file"),
         (["export", "--coe", "{tmp}/broken.yaml", "--out", "{tmp}/r"], "broken.yaml: experts[0].arch: must be one of"),
         (["export", "--coe", "{tmp}/ok.yaml", "--out", "{tmp}/r", "--target", "tensorrt"], "unknown target 'tensorrt'"),
@@ -94,6 +93,28 @@ def test_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str], ar
     assert code == 2
     assert err.startswith("coserve: error: ") and message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"types": 0}, "types: must be >= 1"),
+        ({"detectors": -1}, "detectors: must be >= 0"),
+        ({"detector_share": 1.5}, "detector_share: must be in [0, 1]"),
+        ({"zipf": -0.5}, "zipf: must be >= 0"),
+        ({"seed": -1}, "seed: must be >= 0"),
+        ({"classifier_mb": 0}, "classifier_mb: must be in (0, 2000]"),
+    ],
+)
+def test_generate_checks_its_options(change: dict[str, object], message: str) -> None:
+    """The library checks too (the CLI refuses these earlier, in argparse: test_exporter_cli_numbers)."""
+    from dataclasses import replace
+
+    from exporter.generate import PRESETS, generate
+    from orchestrator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        generate(replace(PRESETS["demo"], **change))  # type: ignore[arg-type]
 
 
 def test_export_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
