@@ -297,8 +297,12 @@ def add_expert(
     output_names: Sequence[str] | None = None,
     target: str = repo_mod.DEFAULT_TARGET,
     parity: bool = True,
+    replace: bool = False,
 ) -> ExpertReport:
     """Add a user's expert to a repository: a ``pkg.mod:factory`` module or an existing ``.onnx``.
+
+    An expert of that name already in the repository (its directory exists) is an
+    ``ExportError`` naming it, checked before any work, unless ``replace``.
 
     Module: ``input_shape`` (C, H, W) is required; output names default to the tensor contract
     by count (1 -> ``logits``, 3 -> ``boxes, objectness, class_logits``, else ``output_<i>``).
@@ -315,6 +319,11 @@ def add_expert(
         raise ExportError("give exactly one of a module factory or an ONNX file")
     root = repo_mod.check_repo_dir(repo)
     dest = repo_mod.model_path(root, name)
+    if (root / name).exists() and not replace:
+        raise ExportError(
+            f"expert {name!r} already exists in the model repository ({root / name}); "
+            "pass --replace to overwrite it"
+        )
     if module is not None:
         import torch
 

@@ -83,6 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--input-shape", type=_shape, help="C,H,W of one image (required with --module)")
     add.add_argument("--outputs", help="comma-separated output names (default: by the tensor contract)")
     add.add_argument("--target", default="python-ort", help=f"{' | '.join(TARGET_BACKENDS)} (default: python-ort)")
+    add.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite an expert of that name already in the repository (without it, that is an error)",
+    )
     add.set_defaults(func=_cmd_expert_add)
 
 
@@ -179,6 +184,7 @@ def _cmd_expert_add(args: argparse.Namespace) -> int:
         input_shape=args.input_shape,
         output_names=outputs,
         target=args.target,
+        replace=args.replace,
     )
     err = "n/a" if rep.max_abs_error is None else f"{rep.max_abs_error:.3g}"
     print(f"added {rep.name} to {args.repo}: {rep.bytes / 2**20:.2f} MiB, parity max abs error {err}")
