@@ -4,8 +4,14 @@
 weights, calibrate its bias on the board source (unless ``calibrate=False``), export to ONNX with
 the parity check, install it with a config for the target. Experts whose *fingerprint* (spec,
 CoE seed, the routing rules and board counts that drive its calibration, image shape, exporter
-version, opset) matches the manifest and whose ``model.onnx`` is present are not re-exported --
-only their config is rewritten (so switching ``--target`` is instant).
+version, opset) matches the manifest and whose ``model.onnx`` still has the content the manifest
+recorded (its ``sha256``, taken when the file was written) are not re-exported -- only their
+config is rewritten (so switching ``--target`` is instant). A file whose content changed (same
+size or not) is re-exported, and the summary says so; an entry from an older coserve without a
+hash cannot be verified and is re-exported too. A user's expert (``expert add``) that is not in
+the CoE cannot be re-exported: if its file changed, the export stops with an ``ExportError``
+naming the file and the fixes (``expert add --replace``, or ``force`` to accept the file as it
+is); one recorded without a hash gets its hash recorded (trusted as it is, with a note).
 
 Speed: experts are independent, so with ``jobs > 1`` they run in a process pool (spawned, one
 torch thread per worker: a forked torch process can deadlock in its thread pool). Small jobs run
@@ -22,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +57,21 @@ class ExpertReport:
     calibration_target: float | None = None
     calibration_achieved: float | None = None
     calibration_shift: float = 0.0
-    reused: bool = False  # fingerprint matched: the existing model.onnx was kept
+    reused: bool = False  # fingerprint and content hash matched: the existing model.onnx was kept
     params: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    sha256: str = ""  # of model.onnx, taken when it was written ("" in manifests of older versions)
+    reason: str = ""  # why it was (re-)exported, one of the REASON_* texts; "" when reused
+
+
+#: why an expert was exported (``ExpertReport.reason``); the last two are integrity findings
+REASON_NEW = "not in the repository"
+REASON_CHANGED = "definition changed"
+REASON_FORCED = "forced"
+REASON_CONTENT = "file content changed"
+REASON_NO_HASH = "no content hash in the manifest"
+#: user experts (``add_expert``) have no fingerprint: the exporter cannot rebuild them
+USER_ARCHS = ("onnx", "module")
 
 
 @dataclass(frozen=True)
@@ -61,6 +80,7 @@ class ExportSummary:
     target: str
     experts: list[ExpertReport]
     seconds: float
+    notes: list[str] = field(default_factory=list)  # about user experts (hash recorded, file accepted)
 
     @property
     def total_bytes(self) -> int:
@@ -132,6 +152,7 @@ def export_expert(
         calibration_achieved=c.achieved if c else None,
         calibration_shift=c.shift if c else 0.0,
         params=params.as_dict(),
+        sha256=repo_mod.file_sha256(onnx_path),
     )
 
 
@@ -173,6 +194,58 @@ def select_experts(coe: CoEDefinition, only: Iterable[str] | None) -> list[str]:
     return names
 
 
+def reuse_verdict(entry: dict[str, Any] | None, fp: str, model_file: Path, force: bool = False) -> str:
+    """Why the expert must be exported ("" when its file can be reused).
+
+    Reusable: not ``force``, the manifest ``entry`` has fingerprint ``fp``, and ``model_file``
+    exists with the entry's size and ``sha256`` (hashed here: once per export run).
+    """
+    if force:
+        return REASON_FORCED
+    if not entry or not model_file.is_file():
+        return REASON_NEW
+    if entry.get("fingerprint") != fp:
+        return REASON_CHANGED
+    if not entry.get("sha256"):
+        return REASON_NO_HASH
+    if model_file.stat().st_size != entry.get("bytes") or repo_mod.file_sha256(model_file) != entry["sha256"]:
+        return REASON_CONTENT
+    return ""
+
+
+def check_user_experts(root: Path, entries: dict[str, Any], skip: Iterable[str], force: bool = False) -> list[str]:
+    """Verify the user experts (``add_expert``) recorded in the manifest ``entries``, except
+    ``skip`` (the ones being exported), against their ``sha256``; updates ``entries`` in place.
+
+    A changed file is an ``ExportError`` naming it and the fixes, unless ``force`` (then its new
+    hash and size are recorded). An entry without a hash (older coserve) gets one recorded. A
+    missing file is not checked. Returns notes on what was recorded.
+    """
+    notes: list[str] = []
+    skipped = set(skip)
+    for name, entry in sorted(entries.items()):
+        if name in skipped or entry.get("arch") not in USER_ARCHS:
+            continue
+        mp = repo_mod.model_path(root, name)
+        if not mp.is_file():
+            continue
+        digest = repo_mod.file_sha256(mp)
+        if entry.get("sha256") == digest:
+            continue
+        if not entry.get("sha256"):
+            notes.append(f"{name}: recorded the content hash of {mp} (the manifest had none)")
+        elif force:
+            notes.append(f"{name}: accepted the changed {mp} as it is (--force)")
+        else:
+            raise ExportError(
+                f"{name}: {mp} changed since it was added (its sha256 differs from the manifest's), and a "
+                f"user's expert cannot be re-exported; re-add it with `coserve expert add --replace --name {name} ...`, "
+                f"or pass --force to accept the file as it is now"
+            )
+        entries[name] = {**entry, "sha256": digest, "bytes": mp.stat().st_size}
+    return notes
+
+
 def export_coe(
     coe: CoEDefinition,
     repo: str | Path,
@@ -190,12 +263,14 @@ def export_coe(
     """Export the CoE's experts into the model repository ``repo`` for ``target``.
 
     ``jobs``: worker processes (default: the CPU count, capped at 4); ``force`` re-exports even
-    when fingerprints match; ``threads`` is torch's intra-op thread count for inline exports
+    when fingerprints and content hashes match (and accepts changed user experts as they are,
+    see ``check_user_experts``); ``threads`` is torch's intra-op thread count for inline exports
     (1 by default: on a small shared CPU, 2 torch threads competing with other work ran 5-10x
     *slower* than 1 in our measurements; parallelism comes from the worker processes);
     ``progress`` is called once per expert as it finishes; ``source`` (the CoE file) is named in
     configuration errors.
-    Raises ``ExportError`` (naming the expert) on the first expert that fails.
+    Raises ``ExportError`` (naming the expert) on the first expert that fails, or (before any
+    work) naming a user expert whose file changed.
     """
     t0 = time.perf_counter()
     repo_mod.check_target(target)
@@ -204,16 +279,20 @@ def export_coe(
     check_params(coe, names, source)
     manifest = repo_mod.read_manifest(root)
     entries: dict[str, Any] = dict(manifest["experts"])
+    notes = check_user_experts(root, entries, names, force)
     repo_mod.write_coe_copy(root, coe)
 
     reports: list[ExpertReport] = []
     todo: list[str] = []
+    reasons: dict[str, str] = {}
     fps = {n: fingerprint(coe, coe.experts[n], calibrate) for n in names}
     for n in names:
         old = entries.get(n)
         mp = repo_mod.model_path(root, n)
-        if not force and old and old.get("fingerprint") == fps[n] and mp.is_file() and mp.stat().st_size == old.get("bytes"):
-            rep = ExpertReport(**{**_report_fields(old), "name": n, "reused": True, "seconds": 0.0})
+        reasons[n] = reuse_verdict(old, fps[n], mp, force)
+        if not reasons[n]:
+            assert old is not None
+            rep = ExpertReport(**{**_report_fields(old), "name": n, "reused": True, "seconds": 0.0, "reason": ""})
             _install(root, n, mp, target)
             reports.append(rep)
             if progress:
@@ -224,7 +303,7 @@ def export_coe(
     tmpdir = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
     try:
         def finish(rep: ExpertReport) -> None:
-            rep = _with_fp(rep, fps[rep.name])
+            rep = dc_replace(rep, fingerprint=fps[rep.name], reason=reasons[rep.name])
             _install(root, rep.name, tmpdir / f"{rep.name}.onnx", target, move=True)
             entries[rep.name] = _manifest_entry(rep)
             repo_mod.write_manifest(root, entries, {"coe": coe.name, "exporter_version": EXPORTER_VERSION})
@@ -255,7 +334,7 @@ def export_coe(
     repo_mod.write_manifest(root, entries, {"coe": coe.name, "exporter_version": EXPORTER_VERSION})
     order = {n: i for i, n in enumerate(names)}
     reports.sort(key=lambda r: order[r.name])
-    return ExportSummary(root, target, reports, time.perf_counter() - t0)
+    return ExportSummary(root, target, reports, time.perf_counter() - t0, notes)
 
 
 def _install(root: Path, name: str, onnx_file: Path, target: str, move: bool = False) -> None:
@@ -264,12 +343,6 @@ def _install(root: Path, name: str, onnx_file: Path, target: str, move: bool = F
     info = inspect_onnx(onnx_file, name=name)
     config = repo_mod.expert_config(name, info.inputs, info.outputs, target, batched=info.batched)
     repo_mod.install_model(root, name, onnx_file, config, move=move)
-
-
-def _with_fp(rep: ExpertReport, fp: str) -> ExpertReport:
-    from dataclasses import replace
-
-    return replace(rep, fingerprint=fp)
 
 
 _REPORT_KEYS = {f for f in ExpertReport.__dataclass_fields__}
@@ -283,6 +356,7 @@ def _manifest_entry(rep: ExpertReport) -> dict[str, Any]:
     d = asdict(rep)
     d.pop("reused", None)
     d.pop("seconds", None)
+    d.pop("reason", None)
     d["export_seconds"] = round(rep.seconds, 3)
     return d
 
@@ -307,7 +381,8 @@ def add_expert(
     Module: ``input_shape`` (C, H, W) is required; output names default to the tensor contract
     by count (1 -> ``logits``, 3 -> ``boxes, objectness, class_logits``, else ``output_<i>``).
     ONNX file: checked, its names/types/dims go into the config, and it is run once on zeros
-    with ONNX Runtime when its input dims are static.
+    with ONNX Runtime when its input dims are static. The manifest records the installed file's
+    ``sha256`` (``export_coe`` verifies it).
     """
     from exporter.export import build_from_factory, export_module, inspect_onnx, ort_session
     from orchestrator.config_reader import Reader
@@ -373,7 +448,8 @@ def add_expert(
         repo_mod.install_model(root, name, onnx_file, config)
         err, size = None, dest.stat().st_size
         arch = "onnx"
-    rep = ExpertReport(name=name, arch=arch, bytes=size, weight_bytes=size, max_abs_error=err, seconds=time.perf_counter() - t0)
+    rep = ExpertReport(name=name, arch=arch, bytes=size, weight_bytes=size, max_abs_error=err,
+                       seconds=time.perf_counter() - t0, sha256=repo_mod.file_sha256(dest))
     manifest = repo_mod.read_manifest(root)
     entries = dict(manifest["experts"])
     entries[name] = _manifest_entry(rep)

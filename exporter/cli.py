@@ -69,7 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("--no-calibrate", action="store_true", help="keep the seeded biases (no routing calibration)")
     exp.add_argument("--only", help="comma-separated expert names to export (each must be in the CoE)")
     exp.add_argument("--jobs", type=positive_int, help="worker processes, >= 1 (default: CPU count, at most 4)")
-    exp.add_argument("--force", action="store_true", help="re-export experts even when unchanged")
+    exp.add_argument(
+        "--force",
+        action="store_true",
+        help="re-export experts even when unchanged, and accept changed user experts (expert add) as they are",
+    )
     exp.set_defaults(func=_cmd_export)
 
     ex = subparsers.add_parser("expert", help="add a user's expert to a model repository")
@@ -163,6 +167,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if cal:
         dev = max(abs((e.calibration_achieved or 0) - (e.calibration_target or 0)) for e in cal)
         print(f"  calibration: {len(cal)} experts, largest sample deviation from target {dev:.3f}")
+    from exporter.build import REASON_CONTENT, REASON_NO_HASH
+
+    for reason, why in ((REASON_CONTENT, "sha256 differs from the manifest"), (REASON_NO_HASH, "written by an older coserve")):
+        hit = [e.name for e in summary.experts if e.reason == reason]
+        if hit:
+            print(f"  re-exported: {reason} ({why}): {', '.join(hit)}")
+    for note in summary.notes:
+        print(f"  {note}")
     return 0
 
 

@@ -28,10 +28,14 @@ Modes: Triton often runs as another user (a container), so every file written he
 creates ``0600`` files, which is where private configs came from). A file or model directory
 that already exists only gains the read (and, for directories, search) bits it lacks; a
 repository root that already exists is left as it is (its mode is the user's choice).
+
+The manifest records each ``model.onnx``'s ``sha256`` (``file_sha256``), computed when the file
+is written, so reuse can tell a changed file from an unchanged one of the same size.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -104,6 +108,15 @@ def expert_config(
         max_queue_delay_us=0,
         parameters=backend_parameters(target, intra_op_threads, inter_op_threads, mem_arena),
     )
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's content (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _add_mode_bits(path: Path, bits: int) -> None:
