@@ -1,10 +1,30 @@
-"""The ``coserve`` command line (thin: parses arguments, calls the library, prints results)."""
+"""The ``coserve`` command line (thin: parses arguments, calls the library, prints results).
+
+Exit codes, the same for every command:
+
+====  ==========================================================================================
+0     done, every result complete
+1     done, but a result is incomplete: an expert failed (``demo``: components left without a
+      verdict; the summary says how many and why)
+2     usage or input error (bad flag, file, number, model name, unreachable server); one line on
+      stderr, never a traceback
+3     incomplete because Triton became unavailable part-way (died, frozen, stopped answering);
+      the summary says how many results are missing
+130   interrupted by SIGINT (Ctrl-C); 143 terminated by SIGTERM. Either way every server the
+      command started has been stopped and its files removed first.
+141   stdout was closed early (``coserve repo status | head``); nothing more is printed
+====  ==========================================================================================
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
+from types import FrameType
 
 from orchestrator.errors import CoserveError
 
@@ -16,6 +36,25 @@ COMMAND_MODULES = (
     "orchestrator.cli_simulate",  # simulate
     "orchestrator.cli_demo",  # demo
 )
+
+EXIT_INCOMPLETE = 1
+EXIT_USAGE = 2
+EXIT_SERVER_LOST = 3
+EXIT_SIGINT = 130
+EXIT_BROKEN_PIPE = 141
+EXIT_SIGTERM = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, systemd, ``docker stop``), unwound like Ctrl-C so that every
+    ``with``/``finally`` that stops a server runs."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # A second SIGTERM while the first one's clean-up runs is ignored: the clean-up is bounded
+    # (a few seconds) and interrupting it would leave the server running.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,13 +68,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
     try:
         return int(args.func(args) or 0)
     except CoserveError as exc:
         print(f"coserve: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except Terminated:
+        print("coserve: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_SIGTERM
     except KeyboardInterrupt:
-        return 130
+        print("coserve: interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+    except BrokenPipeError:
+        # The reader went away (``| head``): say nothing more, and keep Python's own flush at exit
+        # from raising again on the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from orchestrator.cli_numbers import nonneg_int, positive_int
+from orchestrator.errors import CoserveError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="export the demo CoE and inspect one board through a real tritonserver")
+    demo = subparsers.add_parser(
+        "demo",
+        help="export the demo CoE and inspect one board through a real tritonserver",
+        description="Export the demo CoE (or --coe) to ONNX and inspect one synthetic board through a real tritonserver.",
+        epilog=(
+            "exit codes: 0 every component has a verdict; 1 some components were not inspected (an expert "
+            "failed; the summary says which and why); 2 bad input; 3 the Triton server was lost part-way "
+            "(died or stopped answering); 130/143 interrupted by SIGINT/SIGTERM (the embedded server is "
+            "stopped first)"
+        ),
+    )
     demo.add_argument("--repo", default="model_repository", help="model repository to export into (default: ./model_repository)")
-    demo.add_argument("--coe", help="CoE definition to use (default: generate the 'demo' preset into REPO/../demo-coe.yaml)")
-    demo.add_argument("--max-resident", type=int, default=2, help="experts allowed to hold memory at once (default: 2)")
+    demo.add_argument("--coe", help="CoE definition to use (default: generate the 'demo' preset into REPO/demo-coe.yaml)")
+    demo.add_argument("--max-resident", type=positive_int, default=2, help="experts allowed to hold memory at once (default: 2)")
     demo.add_argument("--triton-url", help="use a running Triton at HOST:PORT (gRPC) instead of the embedded one")
-    demo.add_argument("--board-seed", type=int, default=0, help="seed of the synthetic board (default: 0)")
+    demo.add_argument("--board-seed", type=nonneg_int, default=0, help="seed of the synthetic board (default: 0)")
     demo.set_defaults(func=_cmd_demo)
 
 
@@ -26,10 +39,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from exporter.generate import generate, preset_options, write_coe
     from orchestrator.coe import load_coe
     from orchestrator.demo import run_demo
-    from orchestrator.errors import ConfigError
+    from orchestrator.triton.adapter import check_grpc_url
 
+    if args.triton_url is not None:
+        check_grpc_url(args.triton_url)
     repo = Path(args.repo)
-    repo.mkdir(parents=True, exist_ok=True)
+    if repo.exists() and not repo.is_dir():
+        raise CoserveError(f"--repo {repo}: exists and is not a directory (give a model repository directory)")
+    try:
+        repo.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CoserveError(f"--repo {repo}: cannot create the model repository ({exc.strerror or exc})") from None
     if args.coe:
         coe = load_coe(args.coe)
     else:
@@ -41,7 +61,5 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     worst = max((e.max_abs_error or 0.0 for e in summary.experts), default=0.0)
     print(f"  {summary.exported} exported, {len(summary.experts) - summary.exported} reused, "
           f"{summary.total_bytes / 2**20:.1f} MiB, parity max abs error {worst:.2g}, {summary.seconds:.1f} s")
-    if args.max_resident < 1:
-        raise ConfigError("--max-resident", "", f"must be >= 1, got {args.max_resident}")
-    run_demo(coe, repo, board_seed=args.board_seed, max_resident=args.max_resident, triton_url=args.triton_url)
-    return 0
+    report = run_demo(coe, repo, board_seed=args.board_seed, max_resident=args.max_resident, triton_url=args.triton_url)
+    return report.exit_code()

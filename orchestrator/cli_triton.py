@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from orchestrator.errors import CoserveError
+from orchestrator.cli_numbers import port, positive_int, positive_number
+from orchestrator.errors import CoserveError, ModelLoadError
 
 if TYPE_CHECKING:
     from orchestrator.triton.adapter import TritonAdapter
     from orchestrator.triton.model_config import ModelConfig
 
-DEFAULT_URL = "localhost:8001"
+#: Triton's own default ports; ``triton start`` binds these unless told otherwise, so that
+#: ``coserve repo ...`` (default ``--url localhost:8001``) finds it out of the box
+DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT = 8001, 8000, 8002
+DEFAULT_URL = f"localhost:{DEFAULT_GRPC_PORT}"
 DEFAULT_REPO = "./model_repository"
 
 
@@ -33,11 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     triton_sub = triton.add_subparsers(dest="triton_command", required=True, metavar="SUBCOMMAND")
     start = triton_sub.add_parser("start", help="start the embedded tritonserver in the foreground (Ctrl-C stops it)")
     start.add_argument("--repo", required=True, help="model repository directory")
-    start.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default: a free one)")
-    start.add_argument("--http-port", type=int, default=None, help="HTTP port (default: a free one)")
-    start.add_argument("--metrics-port", type=int, default=None, help="metrics port (default: a free one)")
+    start.add_argument("--grpc-port", type=port, default=DEFAULT_GRPC_PORT, help=f"gRPC port (default {DEFAULT_GRPC_PORT}, what `coserve repo` uses)")
+    start.add_argument("--http-port", type=port, default=DEFAULT_HTTP_PORT, help=f"HTTP port (default {DEFAULT_HTTP_PORT})")
+    start.add_argument("--metrics-port", type=port, default=DEFAULT_METRICS_PORT, help=f"metrics port (default {DEFAULT_METRICS_PORT})")
     start.add_argument("--home", default=None, help="Triton home directory to assemble and keep (default: a temp dir)")
-    start.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for readiness")
+    start.add_argument("--start-timeout", type=positive_number, default=60.0, help="seconds to wait for readiness")
     start.set_defaults(func=_triton_start)
 
     # --url/--repo on every leaf, so they go after the subcommand as documented.
@@ -56,12 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load = repo_sub.add_parser("load", parents=[common], help="load (or reload) a model")
     load.add_argument("name", metavar="NAME")
     load.add_argument("--kind", choices=["cpu", "gpu"], default=None, help="instance kind (default: as in config.pbtxt)")
-    load.add_argument("--count", type=int, default=None, help="instance count (default: as in config.pbtxt)")
+    load.add_argument("--count", type=positive_int, default=None, help="instance count (default: as in config.pbtxt)")
     load.add_argument("--gpus", default=None, help="device ids for kind gpu, comma separated (e.g. 0,1)")
     load.set_defaults(func=_repo_load)
     unload = repo_sub.add_parser("unload", parents=[common], help="unload a model and wait until it is gone")
     unload.add_argument("name", metavar="NAME")
-    unload.add_argument("--timeout", type=float, default=30.0, help="seconds to wait until it is gone")
+    unload.add_argument("--timeout", type=positive_number, default=30.0, help="seconds to wait until it is gone")
     unload.set_defaults(func=_repo_unload)
 
 
@@ -72,6 +75,8 @@ def _triton_start(args: argparse.Namespace) -> int:
     repo = Path(args.repo)
     if not repo.is_dir():
         raise CoserveError(f"model repository {repo} does not exist or is not a directory")
+    if args.home is not None and Path(args.home).exists() and not Path(args.home).is_dir():
+        raise CoserveError(f"--home {args.home}: exists and is not a directory")
     server = EmbeddedTriton(
         repo,
         home=args.home,
@@ -80,11 +85,8 @@ def _triton_start(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         start_timeout_s=args.start_timeout,
     )
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # same orderly stop as Ctrl-C
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    # SIGTERM arrives as KeyboardInterrupt (orchestrator.cli): the same orderly stop as Ctrl-C,
+    # the normal way to end a foreground server, so it exits 0.
     try:
         server.start()
         print(
@@ -96,14 +98,18 @@ def _triton_start(args: argparse.Namespace) -> int:
         )
         while server.running():
             time.sleep(0.5)
-        print(f"coserve: error: tritonserver exited unexpectedly; log tail:\n{server.log_tail()}", file=sys.stderr)
+        tail = server.log_tail()
+        report = server.stop()
+        print(
+            f"coserve: error: {report.describe() if report else 'tritonserver exited'}; log tail:\n{tail}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("stopping Triton ...", flush=True)
         return 0
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
 
 
 # -- repo ----------------------------------------------------------------------------------------
@@ -130,14 +136,24 @@ def _repo_list(args: argparse.Namespace) -> int:
 
 
 def _repo_status(args: argparse.Namespace) -> int:
+    from orchestrator.triton import processes
+
     async def body(adapter: TritonAdapter) -> int:
         entries = await adapter.index()
         if not entries:
             print(f"(no models in the repository of {args.url})")
             return 0
+        # A server on this machine shows its model processes: Triton keeps a model whose process
+        # died READY, so say what is true. Elsewhere the index is all there is.
+        server_pid = processes.find_local_server(args.url)
         rows = [("MODEL", "VERSION", "STATE", "INSTANCES", "REASON")]
         for entry in entries:
             instances = ""
+            state = entry.state or "NOT LOADED"
+            if entry.state == "READY" and server_pid is not None:
+                alive = processes.model_processes(server_pid, entry.name)
+                if not alive:
+                    state = "READY, process dead"
             if entry.state == "READY":
                 config = await adapter.model_config(entry.name)
                 instances = ", ".join(
@@ -145,7 +161,7 @@ def _repo_status(args: argparse.Namespace) -> int:
                     for g in config.instance_groups
                 )
             reason = " ".join(entry.reason.split())  # server reasons can span lines
-            rows.append((entry.name, entry.version or "-", entry.state or "NOT LOADED", instances or "-", reason))
+            rows.append((entry.name, entry.version or "-", state, instances or "-", reason))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
@@ -185,13 +201,29 @@ def _repo_load(args: argparse.Namespace) -> int:
     override = _override(args)
 
     async def body(adapter: TritonAdapter) -> int:
-        result = await adapter.load(args.name, override)
+        try:
+            result = await adapter.load(args.name, override)
+        except ModelLoadError as exc:
+            _explain_poll_failure(args, exc)
+            raise
         config = await adapter.model_config(args.name)
         groups = ", ".join(f"{g.kind.removeprefix('KIND_').lower()} x{g.count}" for g in config.instance_groups)
         print(f"loaded {args.name} in {result.seconds:.2f} s ({groups})")
         return 0
 
     return _with_adapter(args, body)
+
+
+def _explain_poll_failure(args: argparse.Namespace, exc: ModelLoadError) -> None:
+    """Triton says only "failed to poll from model repository" for an unreadable config.pbtxt:
+    where the repository is at hand, raise the parse error that names the file and the problem."""
+    if "failed to poll from model repository" not in (exc.server_message or ""):
+        return
+    from orchestrator.triton.model_config import ModelConfig
+
+    model_dir = Path(args.repo) / args.name
+    if (model_dir / "config.pbtxt").is_file():
+        ModelConfig.read(model_dir)  # raises ConfigError naming config.pbtxt and the problem
 
 
 def _repo_unload(args: argparse.Namespace) -> int:

@@ -145,9 +145,11 @@ class ModelConfig:
         """Read ``<model_dir>/config.pbtxt``."""
         path = Path(model_dir) / "config.pbtxt"
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(str(path), "", f"cannot read model config ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(str(path), "", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
         return cls.from_pbtxt(text, source=str(path))
 
     def write(self, model_dir: str | Path) -> Path:

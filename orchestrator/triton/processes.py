@@ -144,3 +144,19 @@ def model_processes(server_pid: int, model: str | None = None) -> list[ModelProc
         mem = memory(pid)
         found.append(ModelProcess(pid, name, instance, mem.rss_bytes, mem.pss_bytes, shm))
     return sorted(found, key=lambda p: (p.model, p.instance))
+
+
+def find_local_server(grpc_url: str) -> int | None:
+    """Pid of a tritonserver on this machine serving gRPC at ``grpc_url`` (``host:port`` on
+    loopback or localhost), or None (a remote URL, or no such process visible to this user)."""
+    host, _, port_text = grpc_url.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "0.0.0.0", "[::1]", "::1") or not port_text.isdigit():
+        return None
+    flag = f"--grpc-port={int(port_text)}"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        argv = read_cmdline(int(entry))
+        if argv and os.path.basename(argv[0]) == "tritonserver" and flag in argv and is_alive(int(entry)):
+            return int(entry)
+    return None
