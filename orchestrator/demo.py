@@ -164,7 +164,8 @@ async def _run_expert(
     def fail(what: str, exc: CoserveError) -> None:
         run.error = f"{what}: {exc}"
         say(f"  {name:<14} {arch:<10} {run.error}")
-        _record_errors(report, items, name, f"expert {name} {what}")
+        if not isinstance(exc, ServerUnavailableError):  # a lost server is recorded board-wide
+            _record_errors(report, items, name, f"expert {name} {what}")
 
     try:
         config = ModelConfig.read(repo / name)
@@ -286,7 +287,7 @@ async def inspect_board(
             report,
             [item for item in everything if item.request_id not in report.verdicts],
             "-",
-            "not inspected: the server was lost",
+            f"the server was lost ({lost})",
         )
     finally:
         for task in unloads:

@@ -146,6 +146,10 @@ def _is_connection_error(exc: InferenceServerException, deadline_is_unavailable:
 
 _URL_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
+#: seconds a pending load may have no living model process before it counts as dead (see
+#: ``TritonAdapter._with_process_watch``; Triton's own "not healthy" answer comes within ~1 s)
+_ABSENT_S = 2.0
+
 #: the config parameter a forced reload bumps, so Triton creates fresh instances (see ``reload``)
 GENERATION_PARAMETER = "coserve_generation"
 
@@ -374,13 +378,23 @@ class TritonAdapter:
         return await self.load(name, fresh, timeout_s=timeout_s)
 
     async def _with_process_watch(self, name: str, request: Awaitable[Any], before: set[int]) -> None:
-        """Await a load ``request``; fail it at once if a model process it started dies first."""
+        """Await a load ``request``; fail it if the model has no living process for a while.
+
+        A Python-backend load spawns its model process within milliseconds and that process
+        lives until the load returns. One that dies after its handshake makes Triton fail the
+        load itself within ~1 s ("not healthy", with its own words, which we keep); one that dies
+        before it leaves the load hanging for good. So: no living process of this load for
+        ``_ABSENT_S`` while the load is pending and the server answers means it died. (The embedded
+        server runs up to 4 loads at once; a fifth, queued inside Triton, would read as dead, so
+        callers keep concurrent loads below that, as the demo and engine do.)
+        """
         if self.process_probe is None:
             await request
             return
         probe = self.process_probe
         call = asyncio.ensure_future(request)
         seen: set[int] = set()
+        absent_since: float | None = None
         try:
             while True:
                 done, _ = await asyncio.wait({call}, timeout=0.05)
@@ -388,20 +402,20 @@ class TritonAdapter:
                     call.result()
                     return
                 alive = {p.pid for p in probe(name)} - before
-                dead = seen - alive
                 seen |= alive
-                if not dead:
+                now = time.monotonic()
+                if alive:
+                    absent_since = None
                     continue
-                # Triton reports a stub that dies after its handshake within ~1 s ("not healthy"),
-                # with its own words; one that dies before it leaves the load hanging for good.
-                done, _ = await asyncio.wait({call}, timeout=1.5)
-                if done:
-                    call.result()
-                    return
-                pids = ", ".join(str(p) for p in sorted(dead))
+                absent_since = absent_since or now
+                if now - absent_since < _ABSENT_S:
+                    continue
+                if not await self._probe_live():
+                    continue  # a frozen server spawns nothing: the liveness watch on ``call`` decides
+                which = f"pid {', '.join(str(p) for p in sorted(seen))}" if seen else "it exited before it could be seen"
                 self._wedged[name] = (
-                    f"its model process (pid {pids}) died during the load; Triton keeps the model "
-                    "LOADING for good (only a server restart frees it)"
+                    f"its model process died during the load ({which}); Triton keeps the model "
+                    "LOADING for good (only a server restart frees the name)"
                 )
                 raise ModelLoadError(f"cannot load {name!r}: {self._wedged[name]}")
         finally:

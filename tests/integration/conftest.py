@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from orchestrator.coe import CoEDefinition
 from orchestrator.triton.adapter import TritonAdapter
 from orchestrator.triton.launcher import EmbeddedTriton
 from tests.integration import factories
@@ -73,3 +74,20 @@ def unload_all(triton: EmbeddedTriton, arun: Any) -> Iterator[None]:
                 await adapter.unload(entry.name, timeout_s=30)
 
     arun(body)
+
+
+@pytest.fixture(scope="session")
+def tiny_board(tmp_path_factory: pytest.TempPathFactory) -> tuple[CoEDefinition, Path]:
+    """A tiny exported demo CoE (4 classifiers, 1 shared detector, 40 components, 32x32 images)."""
+    from exporter.build import export_coe
+    from exporter.generate import generate, preset_options
+
+    coe = generate(
+        preset_options(
+            "demo", types=4, detectors=1, detector_share=0.5, components=40,
+            classifier_mb=0.5, detector_mb=1.0, image_size=32,
+        )
+    )
+    repo = tmp_path_factory.mktemp("demo_repo")
+    export_coe(coe, repo, jobs=1)
+    return coe, repo

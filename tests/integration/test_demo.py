@@ -7,26 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.build import export_coe
-from exporter.generate import generate, preset_options
 from orchestrator.coe import CoEDefinition
 from orchestrator.demo import run_demo
 from orchestrator.triton.launcher import EmbeddedTriton
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def tiny_board(tmp_path_factory: pytest.TempPathFactory) -> tuple[CoEDefinition, Path]:
-    coe = generate(
-        preset_options(
-            "demo", types=4, detectors=1, detector_share=0.5, components=40,
-            classifier_mb=0.5, detector_mb=1.0, image_size=32,
-        )
-    )
-    repo = tmp_path_factory.mktemp("demo_repo")
-    export_coe(coe, repo, jobs=1)
-    return coe, repo
 
 
 def test_demo_inspects_every_component_within_the_resident_bound(tiny_board: tuple[CoEDefinition, Path]) -> None:

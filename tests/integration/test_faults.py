@@ -1,0 +1,256 @@
+"""Real faults on the real embedded tritonserver, during a real demo board.
+
+Each test kills, freezes or signals a real process (the server, a model process, the ``coserve``
+command itself) and checks that the result says what happened: every component has a verdict or
+a named cause, the exit code is non-zero when a component was not inspected, the resident bound
+holds, the command ends within seconds, and nothing it started outlives it.
+
+Where the moment of a fault must be exact (a model process killed just before an inference), the
+test wraps the adapter call at the seam and does the real kill there: the server, the process
+and Triton's reaction are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.coe import CoEDefinition
+from orchestrator.demo import EXIT_INCOMPLETE, EXIT_OK, EXIT_SERVER_LOST, DemoReport, run_demo
+from orchestrator.triton import processes
+from orchestrator.triton.adapter import TritonAdapter
+from orchestrator.triton.launcher import COSERVE_SHM_PREFIX, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def server_for(repo: Path) -> int | None:
+    """Pid of the living tritonserver serving ``repo`` (the one ``run_demo`` started), if any."""
+    flag = f"--model-repository={repo.resolve()}"
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            argv = processes.read_cmdline(int(entry))
+            if argv and argv[0].endswith("/tritonserver") and flag in argv and processes.is_alive(int(entry)):
+                return int(entry)
+    return None
+
+
+def coserve_regions() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith(COSERVE_SHM_PREFIX)}
+
+
+def busiest_classifier(coe: CoEDefinition) -> str:
+    counts: dict[str, int] = {}
+    for ctype, n in coe.board.mix.items():
+        counts[coe.routing[ctype].classifier] = counts.get(coe.routing[ctype].classifier, 0) + n
+    return max(sorted(counts), key=lambda name: counts[name])
+
+
+def after_first_expert(repo: Path, action: Callable[[int], None]) -> tuple[Callable[[str], None], list[str]]:
+    """A ``say`` for run_demo that runs ``action(server pid)`` once the first expert is done."""
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        if "unload-until-gone" in line and sum("unload-until-gone" in seen for seen in lines) == 1:
+            pid = server_for(repo)
+            assert pid is not None
+            action(pid)
+
+    return say, lines
+
+
+@pytest.fixture
+def board(tiny_board: tuple[CoEDefinition, Path]) -> Iterator[tuple[CoEDefinition, Path]]:
+    regions_before = coserve_regions()
+    yield tiny_board
+    assert server_for(tiny_board[1]) is None, "a server outlived the demo"
+    assert coserve_regions() <= regions_before, "a /dev/shm region outlived the demo"
+
+
+@pytest.fixture(scope="module")
+def clean_run(tiny_board: tuple[CoEDefinition, Path]) -> DemoReport:
+    coe, repo = tiny_board
+    report = run_demo(coe, repo, max_resident=1, say=lambda _: None)
+    assert report.exit_code() == EXIT_OK
+    return report
+
+
+def test_unreachable_server_means_no_verdicts_and_exit_3(board: tuple[CoEDefinition, Path]) -> None:
+    """Before: "400 NOT INSPECTED (expert failed)" and exit 0."""
+    coe, repo = board
+    lines: list[str] = []
+    began = time.monotonic()
+    report = run_demo(coe, repo, triton_url=f"127.0.0.1:{free_port()}", say=lines.append)
+    assert time.monotonic() - began < 15
+    assert report.exit_code() == EXIT_SERVER_LOST
+    assert report.not_inspected() == coe.board.total
+    assert "not reachable" in (report.server_lost or "")
+    assert sum("board stopped" in line for line in lines) == 1  # said once
+    assert any(f"{coe.board.total} not inspected" in line for line in lines)
+
+
+def test_server_killed_mid_board(board: tuple[CoEDefinition, Path]) -> None:
+    """Before: exit 0 and "server stopped" although tritonserver had been killed."""
+    coe, repo = board
+    say, lines = after_first_expert(repo, lambda pid: os.kill(pid, signal.SIGKILL))
+    report = run_demo(coe, repo, max_resident=1, say=say)
+    assert report.exit_code() == EXIT_SERVER_LOST
+    assert len(report.verdicts) == coe.board.total  # every component accounted for
+    assert 0 < report.not_inspected() < coe.board.total
+    assert "had died before it was stopped (killed by SIGKILL)" in (report.server_end or "")
+    assert not any("server stopped" in line for line in lines)
+    first = report.experts[0]
+    assert all(report.verdicts[rid] != "error" for rid, by in report.decided_by.items() if by == first.name)
+
+
+def test_frozen_server_is_detected_within_seconds(board: tuple[CoEDefinition, Path]) -> None:
+    """Before: every call waited out a 60 s deadline (a board would take over 20 minutes)."""
+    coe, repo = board
+    frozen_at: list[float] = []
+
+    def freeze(pid: int) -> None:
+        os.kill(pid, signal.SIGSTOP)
+        frozen_at.append(time.monotonic())
+
+    say, lines = after_first_expert(repo, freeze)
+    report = run_demo(coe, repo, max_resident=1, say=say)
+    assert time.monotonic() - frozen_at[0] < 12  # detection (~3-5 s) plus the kill on stop
+    assert report.exit_code() == EXIT_SERVER_LOST
+    assert "stopped answering" in (report.server_lost or "")
+    assert "frozen" in (report.server_end or "")
+    assert sum("board stopped" in line for line in lines) == 1
+
+
+def test_model_process_killed_before_inference_is_reloaded_once(
+    board: tuple[CoEDefinition, Path], clean_run: DemoReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: its components were lost without a retry, the unload waited 30 s, and the demo
+    reported 3 experts holding memory against a bound of 2."""
+    coe, repo = board
+    victim = busiest_classifier(coe)
+    original = TritonAdapter.infer
+    killed: list[int] = []
+
+    async def infer(self: TritonAdapter, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == victim and not killed:
+            assert self.process_probe is not None
+            [stub] = self.process_probe(name)
+            os.kill(stub.pid, signal.SIGKILL)
+            killed.append(stub.pid)
+            while processes.is_alive(stub.pid):
+                await asyncio.sleep(0.01)
+        return await original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(TritonAdapter, "infer", infer)
+    began = time.monotonic()
+    report = run_demo(coe, repo, max_resident=1, say=lambda _: None)
+    assert killed
+    assert report.exit_code() == EXIT_OK
+    assert report.verdicts == clean_run.verdicts  # the retried batch gave the same verdicts
+    [run] = [r for r in report.experts if r.name == victim]
+    assert run.recovered and "died" in run.recovered and run.error is None
+    assert report.peak_resident <= 1
+    assert time.monotonic() - began < clean_run.wall_s + 15
+
+
+def test_model_process_killed_during_load_names_the_cause(board: tuple[CoEDefinition, Path]) -> None:
+    """Before: the run hung 60 s and reported "server not reachable" although the server was fine."""
+    coe, repo = board
+    victim = busiest_classifier(coe)
+    stop = threading.Event()
+    killed: list[int] = []
+
+    def killer() -> None:  # kill the victim's model process the moment it appears
+        while not stop.is_set() and not killed:
+            pid = server_for(repo)
+            if pid is not None:
+                for proc in processes.model_processes(pid, victim):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(proc.pid)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    began = time.monotonic()
+    try:
+        report = run_demo(coe, repo, max_resident=1, say=lambda _: None)
+    finally:
+        stop.set()
+        thread.join()
+    assert killed
+    assert time.monotonic() - began < 40
+    [run] = [r for r in report.experts if r.name == victim]
+    assert report.server_lost is None  # the server was fine all along
+    assert report.peak_resident <= 1
+    others = [rid for rid, by in report.decided_by.items() if by != victim]
+    assert others and all(report.verdicts[rid] != "error" for rid in others)
+    if run.error is None:  # Triton saw it die after the handshake ("not healthy"): retried once
+        assert run.recovered and report.exit_code() == EXIT_OK
+    else:  # it died before the handshake: Triton keeps the model LOADING for good
+        assert "died during the load" in run.error and "not reachable" not in run.error
+        assert report.exit_code() == EXIT_INCOMPLETE
+
+
+def _start_demo(repo: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "demo", "--repo", str(repo), "--coe", str(repo / "coe.yaml"),
+         "--max-resident", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for_line(proc: subprocess.Popen[str], words: str, timeout_s: float = 90) -> list[str]:
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if words in line:
+            return seen
+    raise AssertionError(f"no line with {words!r}: {''.join(seen)}")
+
+
+@pytest.mark.parametrize("freeze_first", [False, True], ids=["sigterm", "sigint-on-a-frozen-server"])
+def test_signals_stop_the_demo_and_its_server(board: tuple[CoEDefinition, Path], freeze_first: bool) -> None:
+    """Before: SIGTERM ended ``coserve demo`` at once and left tritonserver serving on three ports
+    with a /dev/shm region and its temporary home; Ctrl-C on a frozen server took 36 s."""
+    _, repo = board
+    proc = _start_demo(repo)
+    try:
+        _wait_for_line(proc, "preliminary step")
+        server = server_for(repo)
+        assert server is not None
+        home = Path(processes.read_cmdline(server)[0]).parents[1]
+        assert home.is_dir()
+        if freeze_first:
+            os.kill(server, signal.SIGSTOP)
+            time.sleep(1.0)
+        began = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT if freeze_first else signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == (130 if freeze_first else 143), proc.stderr.read() if proc.stderr else ""
+    assert took < 5.0
+    assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+    assert not processes.is_alive(server)
+    assert not home.exists()
