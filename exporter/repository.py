@@ -18,7 +18,7 @@ Targets (``orchestrator.triton.model_config.TARGET_BACKENDS``):
 Both: ``max_batch_size`` (16 by default; 0 for a user's ONNX file without a dynamic batch axis),
 inputs/outputs with dims (batch axis excluded) and types, one explicit ``KIND_CPU`` instance
 (Triton's ONNX default is 2 on CPU), and dynamic batching with no queue delay. The arena is off by
-default because memory accounting needs freed memory to go back (BRIEF section 5).
+default because memory accounting needs freed memory to go back (docs/triton.md).
 
 Writes are atomic per file (temp file + rename), so an interrupted export never leaves a
 truncated ``model.onnx`` behind a valid-looking manifest entry.

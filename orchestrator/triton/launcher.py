@@ -1,7 +1,7 @@
 """The embedded tritonserver: a private Triton home built from the nvidia-pytriton wheel.
 
 The wheel ships a real ``tritonserver`` (2.51), its shared libraries, the Python backend and stubs
-for several Pythons, but no ONNX Runtime backend. The recipe (BRIEF section 5, measured):
+for several Pythons, but no ONNX Runtime backend. The recipe (measured, docs/triton.md):
 
 - copy the binary into a private home; put ``libtriton_python.so``, ``triton_python_backend_utils.py``
   and the stub for the *running* Python together in ``<home>/backends/python/`` (pointing Triton at

@@ -1,7 +1,7 @@
 """Triton model configurations: one typed value, three renderings.
 
 ``ModelConfig`` is what the exporter writes as ``config.pbtxt`` and what the adapter sends as the
-*whole* config override of a load (Triton replaces config.pbtxt with the override, BRIEF section 5).
+*whole* config override of a load (Triton replaces config.pbtxt with the override, docs/triton.md).
 Rendering and parsing go through Triton's own protobuf schema (``model_config_pb2``), so a config
 that round-trips here is one the server parses too. Because the server runs with
 ``--disable-auto-complete-config``, every config must be complete: name, backend, max batch size,

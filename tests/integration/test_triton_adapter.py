@@ -107,6 +107,32 @@ def test_unload_is_confirmed_when_processes_are_gone(triton, arun):
     assert not ready
 
 
+def test_index_reads_unloading_while_the_process_exits_then_unavailable(triton, arun):
+    """What the docs claim about the index after an unload call, checked on the real server."""
+    from orchestrator.triton import processes
+
+    async def body(adapter: TritonAdapter) -> list[tuple[str, bool]]:
+        await adapter.load("cls_a")
+        [stub] = triton.model_processes("cls_a")
+        await adapter.client.unload_model("cls_a")
+        seen: list[tuple[str, bool]] = []  # (index state, process alive), each change once
+        for _ in range(400):
+            [state] = [e.state for e in await adapter.index() if e.name == "cls_a"]
+            sample = (state, processes.is_alive(stub.pid))
+            if not seen or seen[-1] != sample:
+                seen.append(sample)
+            if sample == ("UNAVAILABLE", False):
+                break
+            await asyncio.sleep(0.01)
+        return seen
+
+    seen = arun(body)
+    assert seen[0] == ("UNLOADING", True)
+    assert seen[-1] == ("UNAVAILABLE", False)
+    # the index leaves UNLOADING only once the process has gone (never UNAVAILABLE while it lives)
+    assert ("UNAVAILABLE", True) not in seen
+
+
 def test_reload_with_a_different_instance_count(triton, triton_repo, arun):
     base = ModelConfig.read(triton_repo / "cls_b")
     images = factories.images(2)

@@ -18,7 +18,7 @@ Contract:
   activation memory after each run at some speed cost),
   ``enable_mem_pattern`` (true/false, default true),
   ``cudnn_conv_algo_search`` (HEURISTIC|EXHAUSTIVE|DEFAULT, default HEURISTIC: EXHAUSTIVE makes
-  the first run very slow, DEFAULT makes every run slower, BRIEF section 5),
+  the first run very slow, DEFAULT makes every run slower, docs/triton.md),
   ``gpu_mem_limit_bytes`` (int, CUDA arena limit, default unlimited).
 - Tensor names in the config equal the ONNX graph's names.
 - ``execute`` batches across requests: requests whose inputs agree in dtype and per-item shape are
