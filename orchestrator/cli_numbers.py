@@ -30,7 +30,10 @@ def _integer(text: str, minimum: int | None, maximum: int | None) -> int:
         value = int(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if maximum is not None and (value > maximum or (minimum is not None and value < minimum)):
+    if maximum is not None and value > maximum:
+        bounds = f"in [{minimum}, {maximum}]" if minimum is not None else f"<= {maximum}"
+        raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+    if maximum is not None and minimum is not None and value < minimum:
         raise argparse.ArgumentTypeError(f"must be in [{minimum}, {maximum}], got {value}")
     try:
         return _READER.integer(value, "", minimum=minimum)
