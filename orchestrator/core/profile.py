@@ -23,6 +23,27 @@ YAML format (units are in the field names)::
 
 Every architecture must list every processor it can run on; an expert whose architecture has no
 entry for a processor kind never runs on an executor of that kind.
+
+A profile measured by ``coserve profile`` carries optional fields the core does not decide from
+but a reader (planner, operator) needs to trust or extrapolate it::
+
+    measured: {machine: ..., triton: "2.51.0", date: ..., command: ..., unload_mode: stock}
+    processors:
+      cpu:
+        unload_mode: stock           # how the embedded server releases an unloaded expert
+        server_idle_bytes: 32000000  # the idle tritonserver's own PSS
+        overhead_fixed_bytes: 45000000      # footprint = fixed + per_file_byte * ONNX file bytes
+        overhead_bytes_per_file_byte: 1.9
+    architectures:
+      classifier:
+        cpu:
+          ...                        # the fields above; weight_bytes is the measured footprint
+          measured_expert: cls_t000  # the expert measured for this architecture
+          file_bytes: 1530000        # its ONNX file
+          r2: 0.998                  # of the K, B least-squares fit
+          load_time_cold_s: 0.21     # load with the file dropped from the page cache
+          peak_bytes: 98000000       # footprint at its peak while running max_batch
+          spread: {k_s: 0.03, load_time_s: 0.12}   # (max - min) / median of the repetitions
 """
 
 from __future__ import annotations
@@ -47,6 +68,13 @@ class ArchCost:
     load_time_s: Mapping[str, float]
     weight_bytes: int | None = None
     activation_bytes_per_item: int = 0
+    # measured by ``coserve profile`` (optional, informational; see the module doc)
+    measured_expert: str | None = None
+    file_bytes: int | None = None
+    r2: float | None = None
+    load_time_cold_s: float | None = None
+    peak_bytes: int | None = None
+    spread: Mapping[str, float] = field(default_factory=dict)
 
     def batch_time_s(self, n: int) -> float:
         return self.k_s * n + self.b_s
@@ -56,6 +84,17 @@ class ArchCost:
 class ProcessorSpec:
     concurrent_loads: int = 2
     unload_time_s: float = 0.005
+    # measured by ``coserve profile`` (optional; see the module doc)
+    unload_mode: str | None = None
+    server_idle_bytes: int | None = None
+    overhead_fixed_bytes: int | None = None
+    overhead_bytes_per_file_byte: float | None = None
+
+    def footprint_bytes(self, file_bytes: int) -> int | None:
+        """Predicted footprint of an expert with an ONNX file of ``file_bytes`` (None: not measured)."""
+        if self.overhead_fixed_bytes is None or self.overhead_bytes_per_file_byte is None:
+            return None
+        return int(self.overhead_fixed_bytes + self.overhead_bytes_per_file_byte * file_bytes)
 
 
 @dataclass(frozen=True)
@@ -64,6 +103,8 @@ class CostProfile:
     processors: Mapping[str, ProcessorSpec]
     architectures: Mapping[str, Mapping[str, ArchCost]] = field(default_factory=dict)
     storage_concurrent_loads: int = 2
+    #: where and how it was measured (machine, triton, date, command, unload_mode); {} for presets
+    measured: Mapping[str, str] = field(default_factory=dict)
 
     def cost(self, arch: str, processor: str) -> ArchCost | None:
         return self.architectures.get(arch, {}).get(processor)
@@ -75,7 +116,10 @@ class CostProfile:
 def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
     r = Reader(source)
     top = r.mapping(data, "(top level)")
-    r.unknown(top, {"name", "storage", "processors", "architectures", "description"}, "")
+    r.unknown(top, {"name", "storage", "processors", "architectures", "description", "measured"}, "")
+    measured = {
+        str(k): str(v) for k, v in r.mapping(top.get("measured", {}) or {}, "measured").items()
+    }
     storage = r.mapping(top.get("storage", {}) or {}, "storage")
     r.unknown(storage, {"concurrent_loads"}, "storage")
     storage_loads = r.integer(storage.get("concurrent_loads", 2), "storage.concurrent_loads", 1)
@@ -85,10 +129,14 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
         path = f"processors.{kind}"
         r.string(kind, path, PROCESSOR_KINDS)
         m = r.mapping(raw, path)
-        r.unknown(m, {"concurrent_loads", "unload_time_s"}, path)
+        r.unknown(m, set(_PROCESSOR_FIELDS), path)
         procs[kind] = ProcessorSpec(
             concurrent_loads=r.integer(m.get("concurrent_loads", 2), f"{path}.concurrent_loads", 1),
             unload_time_s=r.number(m.get("unload_time_s", 0.005), f"{path}.unload_time_s"),
+            unload_mode=None if m.get("unload_mode") is None else r.string(m["unload_mode"], f"{path}.unload_mode"),
+            server_idle_bytes=_opt_bytes(r, m, "server_idle_bytes", path),
+            overhead_fixed_bytes=_opt_bytes(r, m, "overhead_fixed_bytes", path),
+            overhead_bytes_per_file_byte=_opt_number(r, m, "overhead_bytes_per_file_byte", path),
         )
     archs: dict[str, dict[str, ArchCost]] = {}
     raw_archs = r.mapping(r.required(top, "architectures", ""), "architectures")
@@ -101,11 +149,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
             path = f"{apath}.{kind}"
             r.string(kind, path, PROCESSOR_KINDS)
             m = r.mapping(raw, path)
-            r.unknown(
-                m,
-                {"k_s", "b_s", "max_batch", "load_time_s", "weight_bytes", "activation_bytes_per_item"},
-                path,
-            )
+            r.unknown(m, set(_ARCH_FIELDS), path)
             lt = r.mapping(r.required(m, "load_time_s", path), f"{path}.load_time_s")
             r.unknown(lt, set(TIERS), f"{path}.load_time_s")
             if "disk" not in lt:
@@ -125,11 +169,70 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
                 activation_bytes_per_item=int(
                     r.number(m.get("activation_bytes_per_item", 0), f"{path}.activation_bytes_per_item")
                 ),
+                measured_expert=None
+                if m.get("measured_expert") is None
+                else r.name(m["measured_expert"], f"{path}.measured_expert"),
+                file_bytes=_opt_bytes(r, m, "file_bytes", path),
+                r2=_opt_number(r, m, "r2", path, minimum=float("-inf")),
+                load_time_cold_s=_opt_number(r, m, "load_time_cold_s", path),
+                peak_bytes=_opt_bytes(r, m, "peak_bytes", path),
+                spread={
+                    str(k): r.number(v, f"{path}.spread.{k}")
+                    for k, v in r.mapping(m.get("spread", {}) or {}, f"{path}.spread").items()
+                },
             )
             procs.setdefault(kind, ProcessorSpec())
     return CostProfile(
-        name=name, processors=procs, architectures=archs, storage_concurrent_loads=storage_loads
+        name=name,
+        processors=procs,
+        architectures=archs,
+        storage_concurrent_loads=storage_loads,
+        measured=measured,
     )
+
+
+_PROCESSOR_FIELDS = (
+    "concurrent_loads", "unload_time_s", "unload_mode", "server_idle_bytes", "overhead_fixed_bytes",
+    "overhead_bytes_per_file_byte",
+)
+_ARCH_FIELDS = (
+    "k_s", "b_s", "max_batch", "load_time_s", "weight_bytes", "activation_bytes_per_item", "measured_expert",
+    "file_bytes", "r2", "load_time_cold_s", "peak_bytes", "spread",
+)
+
+
+def _opt_number(r: Reader, m: Mapping[str, Any], key: str, path: str, minimum: float = 0.0) -> float | None:
+    return None if m.get(key) is None else r.number(m[key], f"{path}.{key}", minimum=minimum)
+
+
+def _opt_bytes(r: Reader, m: Mapping[str, Any], key: str, path: str) -> int | None:
+    value = _opt_number(r, m, key, path)
+    return None if value is None else int(value)
+
+
+def profile_to_data(profile: CostProfile) -> dict[str, Any]:
+    """The YAML tree of ``profile`` (``parse_profile(profile_to_data(p)) == p``); unset optional
+    fields are left out."""
+
+    def fields(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in names:
+            value = getattr(obj, key)
+            if value is None or (isinstance(value, Mapping) and not value):
+                continue
+            out[key] = dict(value) if isinstance(value, Mapping) else value
+        return out
+
+    data: dict[str, Any] = {"name": profile.name}
+    if profile.measured:
+        data["measured"] = dict(profile.measured)
+    data["storage"] = {"concurrent_loads": profile.storage_concurrent_loads}
+    data["processors"] = {kind: fields(spec, _PROCESSOR_FIELDS) for kind, spec in profile.processors.items()}
+    data["architectures"] = {
+        arch: {kind: fields(cost, _ARCH_FIELDS) for kind, cost in per.items()}
+        for arch, per in profile.architectures.items()
+    }
+    return data
 
 
 def load_profile_text(text: str, source: str) -> CostProfile:

@@ -299,6 +299,14 @@ class TritonAdapter:
         except InferenceServerException:
             return False
 
+    async def server_version(self) -> str:
+        """The server's version string (e.g. ``2.51.0``). Raises ServerUnavailableError if unreachable."""
+        try:
+            meta = await self._call(self.client.get_server_metadata(client_timeout=self.request_timeout_s))
+        except InferenceServerException as exc:
+            raise TritonError("cannot read the server metadata", _message(exc)) from None
+        return str(meta.version)
+
     async def model_ready(self, name: str) -> bool:
         """True if ``name`` is loaded and ready. Raises ServerUnavailableError if unreachable."""
         try:

@@ -247,6 +247,10 @@ class EmbeddedTriton:
         self.exit_report: ExitReport | None = None
         self._log_file: object | None = None
 
+    #: how an unloaded expert's memory comes back on this server (recorded in cost profiles, whose
+    #: ``unload_time_s`` depends on it): "stock" = Python backend as shipped (~1.1 s, docs/triton.md)
+    unload_mode = "stock"
+
     # -- properties ------------------------------------------------------------------------
     @property
     def grpc_url(self) -> str:

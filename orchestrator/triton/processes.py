@@ -33,6 +33,7 @@ class ProcessMemory:
     pid: int
     rss_bytes: int
     pss_bytes: int
+    uss_bytes: int = 0  # private pages only (what the process alone holds)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class ModelProcess:
     rss_bytes: int
     pss_bytes: int
     shm_region: str  # name of its /dev/shm region (without the leading slash)
+    uss_bytes: int = 0
 
 
 def read_cmdline(pid: int) -> list[str]:
@@ -110,8 +112,8 @@ def children(pid: int) -> list[int]:
 
 
 def memory(pid: int) -> ProcessMemory:
-    """RSS and PSS of a process from /proc/PID/smaps_rollup (zeros if it has gone)."""
-    values = {"Rss:": 0, "Pss:": 0}
+    """RSS, PSS and USS of a process from /proc/PID/smaps_rollup (zeros if it has gone)."""
+    values = {"Rss:": 0, "Pss:": 0, "Private_Clean:": 0, "Private_Dirty:": 0}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
             for line in fh:
@@ -120,7 +122,37 @@ def memory(pid: int) -> ProcessMemory:
                     values[parts[0]] = int(parts[1]) * 1024  # reported in kB
     except OSError:
         pass
-    return ProcessMemory(pid, values["Rss:"], values["Pss:"])
+    uss = values["Private_Clean:"] + values["Private_Dirty:"]
+    return ProcessMemory(pid, values["Rss:"], values["Pss:"], uss)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size from /proc/PID/statm: a cheap read (no page walk), 0 if gone."""
+    try:
+        resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return resident * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset the kernel's peak-RSS mark of ``pid`` (``/proc/PID/clear_refs`` <- 5); False if not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident set size since start or the last ``reset_peak_rss`` (VmHWM), 0 if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def parse_stub_cmdline(argv: list[str]) -> tuple[str, str, str] | None:
@@ -142,7 +174,7 @@ def model_processes(server_pid: int, model: str | None = None) -> list[ModelProc
         if model is not None and name != model:
             continue
         mem = memory(pid)
-        found.append(ModelProcess(pid, name, instance, mem.rss_bytes, mem.pss_bytes, shm))
+        found.append(ModelProcess(pid, name, instance, mem.rss_bytes, mem.pss_bytes, shm, mem.uss_bytes))
     return sorted(found, key=lambda p: (p.model, p.instance))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -42,6 +43,14 @@ class TritonError:
         self.message = message
 
 
+class Logger:
+    lines: list[str] = []
+
+    @classmethod
+    def log_info(cls, message: str) -> None:
+        cls.lines.append(message)
+
+
 class Request:
     def __init__(self, inputs: dict[str, np.ndarray], requested: list[str] | None = None) -> None:
         self.inputs, self.requested = inputs, requested or []
@@ -56,6 +65,8 @@ def backend(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     utils.Tensor = Tensor  # type: ignore[attr-defined]
     utils.InferenceResponse = InferenceResponse  # type: ignore[attr-defined]
     utils.TritonError = TritonError  # type: ignore[attr-defined]
+    Logger.lines = []
+    utils.Logger = Logger  # type: ignore[attr-defined]
 
     def get_input_tensor_by_name(request: Request, name: str) -> Tensor | None:
         return Tensor(name, request.inputs[name]) if name in request.inputs else None
@@ -175,3 +186,13 @@ def test_missing_onnx_file_fails_the_load(backend, model_dir):
     (model_dir / "1" / "model.onnx").unlink()
     with pytest.raises(FileNotFoundError, match="no ONNX file at"):
         initialize(backend, model_dir)
+
+
+def test_each_instance_logs_its_start_up_marks_in_order(backend: types.ModuleType, model_dir: Path) -> None:
+    """``coserve profile --explain`` splits a load from this line; a missing or unordered mark breaks it."""
+    initialize(backend, model_dir)
+    [line] = [m for m in Logger.lines if m.startswith(backend.TIMING_TAG)]
+    fields = dict(part.split("=", 1) for part in line[len(backend.TIMING_TAG):].split())
+    marks = [float(fields[k]) for k in ("module", "numpy", "ort", "session_start", "session_done")]
+    assert marks == sorted(marks) and marks[-1] - marks[0] < 60
+    assert fields["numpy_before"] in ("0", "1") and int(fields["pid"]) == os.getpid()

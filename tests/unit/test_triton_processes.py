@@ -51,4 +51,4 @@ def test_gone_process_reads_as_empty():
     assert processes.read_cmdline(gone) == []
     assert processes.parent_pid(gone) is None
     assert not processes.is_alive(gone)
-    assert processes.memory(gone) == processes.ProcessMemory(gone, 0, 0)
+    assert processes.memory(gone) == processes.ProcessMemory(gone, 0, 0, 0)

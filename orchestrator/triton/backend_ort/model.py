@@ -31,12 +31,22 @@ Runs inside the stub's embedded interpreter, so it may import only what that int
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any
+import sys
+import time
 
-import numpy as np
-import triton_python_backend_utils as pb_utils  # provided by the Python backend at runtime
+# Wall-clock marks of this process's start-up, logged once per instance (``TIMING_TAG``) so that
+# ``coserve profile --explain`` can split a load into its parts from outside Triton.
+_T_MODULE = time.time()
+_NUMPY_BEFORE = "numpy" in sys.modules  # the stub's utilities import numpy before this module
+
+import json  # noqa: E402
+import os  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402  (provided by the Python backend at runtime)
+
+_T_NUMPY = time.time()
 
 try:  # imported lazily in initialize() would hide the error until the first load; report it clearly there
     import onnxruntime as ort
@@ -45,6 +55,10 @@ except ImportError as _exc:  # pragma: no cover - depends on the stub's interpre
     _ORT_IMPORT_ERROR: str | None = str(_exc)
 else:
     _ORT_IMPORT_ERROR = None
+_T_ORT = time.time()
+
+#: prefix of the one log line per instance with its start-up marks (seconds since the epoch)
+TIMING_TAG = "coserve_ort timing"
 
 
 def _param(config: dict[str, Any], key: str, default: str) -> str:
@@ -112,10 +126,19 @@ class TritonPythonModel:
         else:
             providers = ["CPUExecutionProvider"]
 
+        t_session = time.time()
         try:
             self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
         except Exception as exc:
             raise RuntimeError(f"coserve_ort: model {self.model_name!r}: cannot load {path}: {exc}") from None
+        marks = {
+            "module": _T_MODULE, "numpy": _T_NUMPY, "ort": _T_ORT, "session_start": t_session,
+            "session_done": time.time(),
+        }
+        pb_utils.Logger.log_info(
+            f"{TIMING_TAG} model={self.model_name} pid={os.getpid()} numpy_before={int(_NUMPY_BEFORE)} "
+            + " ".join(f"{k}={v:.6f}" for k, v in marks.items())
+        )
         if kind == "GPU" and "CUDAExecutionProvider" not in self.session.get_providers():
             # onnxruntime falls back to the CPU silently when the CUDA libraries fail to load.
             raise RuntimeError(

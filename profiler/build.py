@@ -1,0 +1,128 @@
+"""Raw measurements -> the cost profile the core, the simulator and the planner read (pure).
+
+Which measured number becomes which profile field (the rules of each fit are in ``profiler.fit``):
+
+======================  ======================================================================
+field                   from
+======================  ======================================================================
+k_s, b_s, r2            least squares over the batch sweep (median latency per size)
+max_batch               the plateau rule of ``fit.max_batch`` (capped by the model's config)
+load_time_s.disk        median warm load (file in the page cache: what a serving box that
+                        switches experts all day sees); ``load_time_cold_s``: median cold load
+unload_time_s           median time from the unload call until the memory is back (processes
+                        gone on the embedded server; index state on an external one)
+concurrent_loads        ``fit.concurrent_loads`` over 1, 2, 4 loads at once
+weight_bytes            median footprint at load: model process PSS + the server's growth
+                        (GPU: NVML bytes of its processes, CUDA context included); the ONNX file
+                        size when memory cannot be seen (external server)
+activation_bytes_per_   slope of the peak growth per batch across the sweep
+item
+peak_bytes              weight_bytes + the growth at max_batch
+overhead_*              ``fit.overhead`` of footprint against file size over the architectures
+======================  ======================================================================
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+
+from orchestrator.core.profile import ArchCost, CostProfile, ProcessorSpec
+from profiler import fit
+from profiler.measure import ArchMeasurement
+
+
+def _spread(values: Sequence[float]) -> float:
+    return round(fit.Figure.of(list(values)).spread, 4)
+
+
+def arch_cost(m: ArchMeasurement, model_max_batch: int) -> ArchCost:
+    sizes = sorted(m.batch_latency_s)
+    medians = {n: statistics.median(m.batch_latency_s[n]) for n in sizes}
+    line = fit.fit_linear([float(n) for n in sizes], [medians[n] for n in sizes])
+    k_s = max(line.slope, 1e-7)  # the core requires K > 0; a flat sweep means "per item ~ free"
+    b_s = max(line.intercept, 0.0)
+    best = min(fit.max_batch(medians), max(1, model_max_batch))
+    weight = (
+        int(statistics.median([f.total_bytes for f in m.footprints])) if m.footprints else m.file_bytes
+    )
+    activation = 0
+    if len(m.activation_bytes) >= 2:
+        act = fit.fit_linear([float(n) for n in m.activation_bytes], [float(v) for v in m.activation_bytes.values()])
+        activation = max(0, int(act.slope))
+    elif m.activation_bytes:
+        [(n, grown)] = m.activation_bytes.items()
+        activation = grown // max(1, n)
+    peak_growth = m.activation_bytes.get(best, activation * best)
+    # the widest spread over the swept sizes stands for the batch latency figures (K and B)
+    spread = {"batch_latency_s": max(_spread(v) for v in m.batch_latency_s.values())}
+    if m.warm_load_s:
+        spread["load_time_s"] = _spread(m.warm_load_s)
+    if m.cold_load_s:
+        spread["load_time_cold_s"] = _spread(m.cold_load_s)
+    if m.footprints:
+        spread["weight_bytes"] = _spread([float(f.total_bytes) for f in m.footprints])
+    return ArchCost(
+        k_s=round(k_s, 7),
+        b_s=round(b_s, 7),
+        max_batch=best,
+        load_time_s={"disk": round(statistics.median(m.warm_load_s), 4)},
+        weight_bytes=weight,
+        activation_bytes_per_item=activation,
+        measured_expert=m.expert,
+        file_bytes=m.file_bytes,
+        r2=round(line.r2, 4),
+        load_time_cold_s=round(statistics.median(m.cold_load_s), 4) if m.cold_load_s else None,
+        peak_bytes=weight + peak_growth,
+        spread=spread,
+    )
+
+
+def processor_spec(
+    kind_measurements: Sequence[ArchMeasurement],
+    costs: Sequence[ArchCost],
+    unload_mode: str,
+    server_idle_bytes: int | None,
+) -> ProcessorSpec:
+    unloads = [s for m in kind_measurements for s in m.unload_s]
+    walls: dict[int, float] = {}
+    for m in kind_measurements:  # the architecture with most experts tried the most levels
+        if len(m.concurrent_wall_s) > len(walls):
+            walls = dict(m.concurrent_wall_s)
+    over = fit.overhead(
+        [float(c.file_bytes or 0) for c in costs], [float(c.weight_bytes or 0) for c in costs]
+    )
+    measured_memory = any(m.footprints for m in kind_measurements)
+    return ProcessorSpec(
+        concurrent_loads=fit.concurrent_loads(walls) if walls else 1,
+        unload_time_s=round(statistics.median(unloads), 4) if unloads else 0.0,
+        unload_mode=unload_mode,
+        server_idle_bytes=server_idle_bytes,
+        overhead_fixed_bytes=int(over.intercept) if measured_memory else None,
+        overhead_bytes_per_file_byte=round(over.slope, 4) if measured_memory else None,
+    )
+
+
+def build_profile(
+    name: str,
+    measurements: Sequence[ArchMeasurement],
+    model_max_batch: Mapping[str, int],
+    unload_mode: str,
+    server_idle_bytes: int | None,
+    measured: Mapping[str, str],
+) -> CostProfile:
+    """The profile of ``measurements`` (one per architecture and kind)."""
+    archs: dict[str, dict[str, ArchCost]] = {}
+    procs: dict[str, ProcessorSpec] = {}
+    for kind in sorted({m.kind for m in measurements}):
+        ms = [m for m in measurements if m.kind == kind]
+        costs = []
+        for m in ms:
+            cost = arch_cost(m, model_max_batch.get(m.expert, 1))
+            archs.setdefault(m.arch, {})[kind] = cost
+            costs.append(cost)
+        procs[kind] = processor_spec(ms, costs, unload_mode, server_idle_bytes)
+    storage = max((p.concurrent_loads for p in procs.values()), default=1)
+    return CostProfile(
+        name=name, processors=procs, architectures=archs, storage_concurrent_loads=storage, measured=dict(measured)
+    )

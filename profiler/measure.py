@@ -1,0 +1,188 @@
+"""The measurements behind a cost profile, taken through the real Triton (shell code: I/O here).
+
+For one architecture on one instance kind, with experts of that architecture from a repository:
+
+1. loads with the ONNX file dropped from the page cache (cold) and with it cached (warm), each
+   followed by a confirmed unload whose time until the memory is back is ``unload_time_s``;
+2. 1, 2 and 4 loads of different experts at once (as many as there are experts), which sets how
+   many loads this box really runs in parallel;
+3. a batch-size sweep on the loaded expert (each size the median of repeated inferences), and
+   the memory each batch adds at its peak;
+4. the footprint of the loaded expert (model process PSS/USS + the server's growth; on GPU the
+   NVML bytes of its processes).
+
+Everything statistical is in ``profiler.fit``; everything about memory in ``profiler.memory``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.triton import processes
+from orchestrator.triton.adapter import TritonAdapter
+from orchestrator.triton.launcher import EmbeddedTriton
+from orchestrator.triton.model_config import ModelConfig
+from profiler import fit
+from profiler.memory import Footprint, GpuMemoryReader, model_footprint, peak_growth_bytes, reset_peaks
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: repetitions per figure, batch sizes, concurrency levels."""
+
+    load_reps: int = 5
+    infer_reps: int = 20
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    concurrency: tuple[int, ...] = (1, 2, 4)
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(load_reps=2, infer_reps=5, batch_sizes=(1, 4, 16), concurrency=(1, 2))
+
+    def steps(self) -> int:
+        """Progress-bar steps per (architecture, kind)."""
+        return 2 * self.load_reps + len(self.concurrency) + len(self.batch_sizes) + 1
+
+
+@dataclass
+class ArchMeasurement:
+    """Raw results for one (architecture, kind); ``profiler.build`` turns them into a profile."""
+
+    arch: str
+    kind: str
+    expert: str
+    file_bytes: int
+    cold_load_s: list[float] = field(default_factory=list)
+    warm_load_s: list[float] = field(default_factory=list)
+    unload_s: list[float] = field(default_factory=list)
+    unload_call_s: list[float] = field(default_factory=list)
+    concurrent_wall_s: dict[int, float] = field(default_factory=dict)
+    batch_latency_s: dict[int, list[float]] = field(default_factory=dict)
+    activation_bytes: dict[int, int] = field(default_factory=dict)  # batch size -> peak growth
+    footprints: list[Footprint] = field(default_factory=list)
+    cold_cache_dropped: bool = True
+    first_infer_s: float | None = None
+
+
+def drop_from_page_cache(path: Path) -> bool:
+    """Ask the kernel to drop ``path``'s cached pages (``POSIX_FADV_DONTNEED``); False if it cannot."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return True
+    except (OSError, AttributeError):
+        return False
+    finally:
+        os.close(fd)
+
+
+class ArchProfiler:
+    """Measures one (architecture, kind) on one server (see the module docstring)."""
+
+    def __init__(
+        self,
+        adapter: TritonAdapter,
+        server: EmbeddedTriton | None,
+        repo: Path,
+        plan: Plan,
+        tick: Callable[[str], None] = lambda _: None,
+        gpu: GpuMemoryReader | None = None,
+    ) -> None:
+        self.adapter, self.server, self.repo, self.plan, self.tick, self.gpu = adapter, server, repo, plan, tick, gpu
+
+    def _config(self, name: str, kind: str) -> ModelConfig:
+        return ModelConfig.read(self.repo / name).with_instances(kind, 1)
+
+    async def _load(self, name: str, kind: str) -> float:
+        began = time.perf_counter()
+        await self.adapter.load(name, self._config(name, kind))
+        return time.perf_counter() - began
+
+    async def _unload(self, m: ArchMeasurement, name: str) -> None:
+        result = await self.adapter.unload(name)
+        m.unload_s.append(result.gone_seconds)
+        m.unload_call_s.append(result.call_seconds)
+
+    async def measure(self, arch: str, kind: str, experts: Sequence[str]) -> ArchMeasurement:
+        name = experts[0]
+        model_file = self.repo / name / "1" / "model.onnx"
+        m = ArchMeasurement(arch, kind, name, model_file.stat().st_size)
+        for _ in range(self.plan.load_reps):
+            m.cold_cache_dropped &= drop_from_page_cache(model_file)
+            m.cold_load_s.append(await self._load(name, kind))
+            await self._unload(m, name)
+            self.tick(f"{arch}/{kind} cold load")
+        for rep in range(self.plan.load_reps):
+            before = self._server_pss()
+            m.warm_load_s.append(await self._load(name, kind))
+            if self.server is not None and self.server.pid is not None:
+                m.footprints.append(model_footprint(self.server.pid, name, before, self.gpu))
+            if rep + 1 < self.plan.load_reps:
+                await self._unload(m, name)
+            self.tick(f"{arch}/{kind} warm load")
+        await self._sweep(m, name)
+        await self._unload(m, name)
+        await self._concurrency(m, kind, experts)
+        return m
+
+    def _server_pss(self) -> int:
+        if self.server is None or self.server.pid is None:
+            return 0
+        return processes.memory(self.server.pid).pss_bytes
+
+    async def _sweep(self, m: ArchMeasurement, name: str) -> None:
+        config = ModelConfig.read(self.repo / name)
+        shape = config.inputs[0].dims
+        limit = max(1, config.max_batch_size)
+        sizes = sorted({min(n, limit) for n in self.plan.batch_sizes})
+        pids = self._pids(name)
+        rng = np.random.default_rng(0)
+        for n in sizes:
+            batch = rng.random((n, *shape), dtype=np.float32)
+            inputs = {config.inputs[0].name: batch}
+            first = time.perf_counter()
+            await self.adapter.infer(name, inputs)  # the first run of a size sets up its buffers
+            if m.first_infer_s is None:
+                m.first_infer_s = time.perf_counter() - first
+            base = {pid: processes.rss_bytes(pid) for pid in pids}
+            tracked = reset_peaks(pids)
+            times = []
+            for _ in range(self.plan.infer_reps):
+                began = time.perf_counter()
+                await self.adapter.infer(name, inputs)
+                times.append(time.perf_counter() - began)
+            m.batch_latency_s[n] = times
+            if tracked and pids:
+                m.activation_bytes[n] = peak_growth_bytes(base)
+            self.tick(f"{m.arch}/{m.kind} batch {n}")
+
+    def _pids(self, name: str) -> list[int]:
+        if self.server is None or self.server.pid is None:
+            return []
+        return [p.pid for p in self.server.model_processes(name)] + [self.server.pid]
+
+    async def _concurrency(self, m: ArchMeasurement, kind: str, experts: Sequence[str]) -> None:
+        for k in self.plan.concurrency:
+            if k > len(experts):
+                continue
+            names = list(experts[:k])
+            began = time.perf_counter()
+            await asyncio.gather(*(self._load(n, kind) for n in names))
+            m.concurrent_wall_s[k] = time.perf_counter() - began
+            await asyncio.gather(*(self.adapter.unload(n) for n in names))
+            self.tick(f"{m.arch}/{m.kind} {k} loads at once")
+
+
+def figure(values: Sequence[float]) -> fit.Figure:
+    return fit.Figure.of(list(values))
