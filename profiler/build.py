@@ -49,7 +49,7 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int) -> ArchCost:
     activation = 0
     if len(m.activation_bytes) >= 2:
         act = fit.fit_linear([float(n) for n in m.activation_bytes], [float(v) for v in m.activation_bytes.values()])
-        activation = max(0, int(act.slope))
+        activation = max(0, round(act.slope))
     elif m.activation_bytes:
         [(n, grown)] = m.activation_bytes.items()
         activation = grown // max(1, n)

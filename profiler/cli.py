@@ -40,6 +40,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from orchestrator.errors import CoserveError
     from orchestrator.triton.adapter import check_grpc_url
     from profiler.measure import Plan
+    from profiler.memory import require_gpu
     from profiler.run import experts_by_arch, run_profile, write_profile
 
     if args.triton_url is not None:
@@ -47,8 +48,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     repo = Path(args.repo)
     if not repo.is_dir():
         raise CoserveError(f"--repo {repo}: not a directory (export the CoE first: coserve export --coe ... --out {repo})")
-    coe = load_coe(args.coe)
     kinds = tuple(dict.fromkeys(args.kind or ["cpu"]))
+    gpu = require_gpu(None) if "gpu" in kinds else None  # before anything else is read or started
+    coe = load_coe(args.coe)
     plan = Plan.quick() if args.quick else Plan()
     total = plan.steps() * len(experts_by_arch(coe, repo)) * len(kinds)
     command = "coserve " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "coserve profile"
@@ -59,7 +61,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             bar.update(1)
 
         result = run_profile(
-            coe, repo, kinds, plan, triton_url=args.triton_url, explain=args.explain, command=command, tick=tick
+            coe, repo, kinds, plan, triton_url=args.triton_url, explain=args.explain, gpu=gpu, command=command,
+            tick=tick,
         )
     path = write_profile(result, args.out)
     print(f"wrote {path} in {result.seconds:.0f} s")

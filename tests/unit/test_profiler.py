@@ -1,0 +1,170 @@
+"""The profiler's pure parts (rules, fits, profile building) and its GPU path on a fake NVML."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.core.profile import parse_profile, profile_to_data
+from orchestrator.errors import ConfigError
+from profiler import fit
+from profiler.build import build_profile
+from profiler.measure import ArchMeasurement
+from profiler.memory import Footprint, NoGpuError, model_footprint, require_gpu
+from profiler.run import check_unload_mode, run_profile
+
+
+def test_figure_is_the_median_with_relative_spread() -> None:
+    f = fit.Figure.of([1.0, 3.0, 2.0, 2.0])
+    assert (f.median, f.n) == (2.0, 4)
+    assert f.spread == pytest.approx(1.0)  # (3 - 1) / 2
+    with pytest.raises(ValueError):
+        fit.Figure.of([])
+
+
+def test_linear_fit_recovers_k_and_b_and_scores_noise() -> None:
+    exact = fit.fit_linear([1, 2, 4, 8], [0.003 * n + 0.002 for n in (1, 2, 4, 8)])
+    assert exact.slope == pytest.approx(0.003) and exact.intercept == pytest.approx(0.002)
+    assert exact.r2 == pytest.approx(1.0)
+    noisy = fit.fit_linear([1, 2, 3, 4], [1.0, 3.0, 2.0, 4.0])
+    assert 0 < noisy.r2 < 1
+    assert fit.fit_linear([5, 5], [1.0, 3.0]) == fit.LinearFit(0.0, 2.0, 1.0)
+
+
+def test_max_batch_is_where_per_item_latency_stops_improving() -> None:
+    # per item: 2.0, 1.25, 0.875, 0.8125, 0.78: the gain from 8 to 16 is under 5%
+    latency = {1: 2.0, 2: 2.5, 4: 3.5, 8: 6.5, 16: 12.5}
+    assert fit.max_batch(latency) == 8
+    assert fit.max_batch({1: 1.0, 2: 1.0, 4: 1.0}) == 4  # still improving at the largest size
+    assert fit.max_batch({1: 1.0, 2: 2.0, 4: 4.0}) == 1  # never improves
+
+
+@pytest.mark.parametrize(
+    ("walls", "expected"),
+    [
+        ({1: 1.0, 2: 1.1, 4: 2.2}, 2),  # two cores: two loads overlap, four queue
+        ({1: 1.0, 2: 2.0, 4: 4.0}, 1),  # loads serialised
+        ({1: 1.0, 2: 1.0, 4: 1.05}, 4),  # fully parallel
+        ({1: 1.0, 2: 1.95}, 1),  # 2.6% more throughput is not worth a second channel
+    ],
+)
+def test_concurrent_loads_rule(walls: Mapping[int, float], expected: int) -> None:
+    assert fit.concurrent_loads(walls) == expected
+
+
+def test_overhead_splits_fixed_and_per_byte() -> None:
+    over = fit.overhead([1e6, 11e6], [41e6, 61e6])
+    assert over.intercept == pytest.approx(39e6) and over.slope == pytest.approx(2.0)
+    flat = fit.overhead([1e6, 1.1e6], [50e6, 49e6])  # noise across near-equal sizes
+    assert flat.slope == 0.0 and flat.intercept == pytest.approx(49.5e6)
+
+
+def _measurement(arch: str, expert: str, file_mb: float, k: float, b: float) -> ArchMeasurement:
+    m = ArchMeasurement(arch, "cpu", expert, int(file_mb * 1e6))
+    m.warm_load_s = [0.20, 0.25, 0.22]
+    m.cold_load_s = [0.30, 0.35, 0.32]
+    m.unload_s = [1.1, 1.2, 1.15]
+    m.concurrent_wall_s = {1: 0.2, 2: 0.22, 4: 0.45}
+    m.batch_latency_s = {n: [k * n + b] * 3 for n in (1, 2, 4, 8, 16)}
+    m.activation_bytes = {n: n * 1_000_000 for n in (1, 2, 4, 8, 16)}
+    footprint = int(40e6 + 2 * file_mb * 1e6)
+    m.footprints = [Footprint(footprint, footprint // 2, 0)] * 3
+    return m
+
+
+def test_build_profile_maps_each_measurement_to_its_field() -> None:
+    ms = [_measurement("classifier", "cls_a", 1.0, 0.001, 0.002), _measurement("detector", "det_a", 11.0, 0.003, 0.004)]
+    profile = build_profile("p", ms, {"cls_a": 8, "det_a": 32}, "stock", 30_000_000, {"machine": "test"})
+    cls = profile.cost("classifier", "cpu")
+    assert cls is not None
+    assert cls.k_s == pytest.approx(0.001) and cls.b_s == pytest.approx(0.002) and cls.r2 == pytest.approx(1.0)
+    assert cls.max_batch == 8  # per-item latency keeps improving: capped by the model's max_batch_size
+    assert cls.load_time_s == {"disk": 0.22} and cls.load_time_cold_s == pytest.approx(0.32)
+    assert cls.weight_bytes == 42_000_000  # the measured footprint, not the 1 MB file
+    assert cls.activation_bytes_per_item == 1_000_000 and cls.peak_bytes == 42_000_000 + 8_000_000
+    assert cls.measured_expert == "cls_a" and cls.file_bytes == 1_000_000
+    spec = profile.processor("cpu")
+    assert spec.unload_time_s == pytest.approx(1.15) and spec.concurrent_loads == 2
+    assert spec.overhead_fixed_bytes == pytest.approx(40e6, rel=1e-6)
+    assert spec.overhead_bytes_per_file_byte == pytest.approx(2.0)
+    assert spec.footprint_bytes(5_000_000) == pytest.approx(50e6, rel=1e-6)
+    # the YAML format carries every new field and reads back the same profile
+    assert parse_profile(profile_to_data(profile)) == profile
+
+
+def test_profile_parser_names_bad_measured_fields() -> None:
+    data = profile_to_data(build_profile("p", [_measurement("classifier", "c", 1.0, 0.001, 0.0)], {}, "stock", None, {}))
+    data["architectures"]["classifier"]["cpu"]["spread"] = {"k_s": "wide"}
+    with pytest.raises(ConfigError, match=r"architectures\.classifier\.cpu\.spread\.k_s"):
+        parse_profile(data, "p.yaml")
+
+
+def test_a_cached_profile_from_another_unload_mode_is_refused() -> None:
+    profile = build_profile("p", [_measurement("classifier", "c", 1.0, 0.001, 0.0)], {}, "stock", None, {"unload_mode": "stock"})
+    check_unload_mode(profile, "stock", "p.yaml")
+    with pytest.raises(ConfigError, match="unload mode 'stock'.*re-run `coserve profile`"):
+        check_unload_mode(profile, "fast-release", "p.yaml")
+
+
+class FakeNvml:
+    def __init__(self, devices: int, used: Mapping[int, int]) -> None:
+        self.devices, self.used = devices, dict(used)
+
+    def device_count(self) -> int:
+        return self.devices
+
+    def used_bytes_by_pid(self) -> Mapping[int, int]:
+        return self.used
+
+
+def test_gpu_footprint_is_the_nvml_bytes_of_the_models_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.triton import processes
+
+    stubs = [processes.ModelProcess(101, "cls_a", "cls_a_0_0", 70 << 20, 60 << 20, "r", 30 << 20)]
+    monkeypatch.setattr(processes, "model_processes", lambda server, model=None: stubs)
+    monkeypatch.setattr(processes, "memory", lambda pid: processes.ProcessMemory(pid, 0, 35 << 20, 0))
+    nvml = FakeNvml(1, {101: 930 << 20, 999: 5 << 30})  # pid 999: another process on the GPU
+    footprint = model_footprint(1, "cls_a", 30 << 20, nvml)
+    assert footprint.gpu_bytes == 930 << 20 and footprint.total_bytes == 930 << 20  # context included
+    assert footprint.server_growth_bytes == 5 << 20 and footprint.model_uss_bytes == 30 << 20
+    assert model_footprint(1, "cls_a", 30 << 20).total_bytes == (60 << 20) + (5 << 20)  # host view
+
+
+def test_gpu_profiling_without_a_gpu_fails_before_anything_starts(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from orchestrator.coe import parse_coe
+    from orchestrator.triton import launcher
+
+    def no_start(self: object) -> None:
+        raise AssertionError("a server was started")
+
+    monkeypatch.setattr(launcher.EmbeddedTriton, "start", no_start)
+    coe = parse_coe(
+        {"name": "x", "seed": 1, "experts": [{"name": "c", "arch": "classifier", "size_mb": 1}],
+         "routing": [{"component_type": "t", "classifier": "c"}], "board": {"name": "b", "mix": {"t": 1}}}
+    )
+    with pytest.raises(NoGpuError, match="no GPU"):
+        run_profile(coe, tmp_path, kinds=("cpu", "gpu"), gpu=FakeNvml(0, {}))
+    with pytest.raises(NoGpuError):
+        require_gpu(FakeNvml(0, {}))
+    assert require_gpu(FakeNvml(2, {})).device_count() == 2
+
+
+def test_profile_kind_gpu_here_is_one_clear_error(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without NVML (this machine) the error names the package; with it, the empty repository."""
+    coe = tmp_path / "coe.yaml"
+    coe.write_text(
+        "name: x\nseed: 1\nexperts: [{name: c, arch: classifier, size_mb: 1}]\n"
+        "routing: [{component_type: t, classifier: c}]\nboard: {name: b, mix: {t: 1}}\n"
+    )
+    (tmp_path / "repo").mkdir()
+    code = main(["profile", "--coe", str(coe), "--repo", str(tmp_path / "repo"), "--out", str(tmp_path / "p.yaml"),
+                 "--kind", "gpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        assert "nvidia-ml-py" in err
+    assert not (tmp_path / "p.yaml").exists()
