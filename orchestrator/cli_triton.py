@@ -198,32 +198,71 @@ def _override(args: argparse.Namespace) -> ModelConfig | None:
 
 
 def _repo_load(args: argparse.Namespace) -> int:
+    from orchestrator.triton import processes
+    from orchestrator.triton.adapter import check_grpc_url
+
+    check_grpc_url(args.url)  # before --repo is read: a bad URL must not read as "no model NAME"
     override = _override(args)
 
     async def body(adapter: TritonAdapter) -> int:
+        # Triton keeps a model whose process died READY, and a load with the config it runs is a
+        # no-op: on a server of this machine such a model is reloaded with fresh instances.
+        server_pid = processes.find_local_server(args.url)
+        dead = (
+            server_pid is not None
+            and not processes.model_processes(server_pid, args.name)
+            and any(e.name == args.name and e.state == "READY" for e in await adapter.index())
+        )
         try:
-            result = await adapter.load(args.name, override)
+            if dead:
+                config = override or await adapter.model_config(args.name)
+                result = await adapter.reload(args.name, config)
+            else:
+                result = await adapter.load(args.name, override)
         except ModelLoadError as exc:
-            _explain_poll_failure(args, exc)
+            _explain_poll_failure(args, exc, server_pid)
             raise
         config = await adapter.model_config(args.name)
         groups = ", ".join(f"{g.kind.removeprefix('KIND_').lower()} x{g.count}" for g in config.instance_groups)
-        print(f"loaded {args.name} in {result.seconds:.2f} s ({groups})")
+        how = "reloaded" if dead else "loaded"
+        why = " (its model process had died)" if dead else ""
+        print(f"{how} {args.name} in {result.seconds:.2f} s ({groups}){why}")
         return 0
 
     return _with_adapter(args, body)
 
 
-def _explain_poll_failure(args: argparse.Namespace, exc: ModelLoadError) -> None:
+def _server_repository(server_pid: int | None) -> Path | None:
+    """The ``--model-repository`` of a tritonserver of this machine (None if unknown)."""
+    from orchestrator.triton import processes
+
+    if server_pid is None:
+        return None
+    flag = "--model-repository="
+    for arg in processes.read_cmdline(server_pid):
+        if arg.startswith(flag):
+            return Path(arg[len(flag) :])
+    return None
+
+
+def _explain_poll_failure(args: argparse.Namespace, exc: ModelLoadError, server_pid: int | None) -> None:
     """Triton says only "failed to poll from model repository" for an unreadable config.pbtxt:
-    where the repository is at hand, raise the parse error that names the file and the problem."""
+    where the repository is at hand (the local server's own, or --repo), raise the parse error
+    that names the file and the problem; otherwise say where to look."""
     if "failed to poll from model repository" not in (exc.server_message or ""):
         return
     from orchestrator.triton.model_config import ModelConfig
 
-    model_dir = Path(args.repo) / args.name
-    if (model_dir / "config.pbtxt").is_file():
-        ModelConfig.read(model_dir)  # raises ConfigError naming config.pbtxt and the problem
+    candidates = [r for r in (_server_repository(server_pid), Path(args.repo)) if r is not None]
+    for repo in candidates:
+        model_dir = repo / args.name
+        if (model_dir / "config.pbtxt").is_file():
+            ModelConfig.read(model_dir)  # raises ConfigError naming config.pbtxt and the problem
+            return  # it parses here: Triton's own words are all there is
+    raise CoserveError(
+        f"{exc} (Triton says this when {args.name}/config.pbtxt in its repository cannot be read or "
+        "parsed; give --repo DIR, the server's repository, to see the problem)"
+    )
 
 
 def _repo_unload(args: argparse.Namespace) -> int:
