@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "exporter.cli",  # coe generate, export, expert add
     "orchestrator.cli_simulate",  # simulate
     "orchestrator.cli_demo",  # demo
+    "profiler.cli",  # profile
 )
 
 EXIT_INCOMPLETE = 1
