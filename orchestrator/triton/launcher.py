@@ -144,6 +144,8 @@ def remove_stale(tempdir: str | Path | None = None) -> list[str]:
         for home in tempdir.glob(f"{HOME_PREFIX}*"):
             if not home.is_dir() or _owner_alive(home):
                 continue
+            if not (home / OWNER_FILE).exists() and time.time() - home.stat().st_mtime < 60:
+                continue  # just created by a launcher that has not written its owner file yet
             inside = f"{home}/"
             if any(argv and argv[0].startswith(inside) for argv in cmdlines):
                 continue
