@@ -1,4 +1,4 @@
-"""Scenarios for the beyond-paper switches, each with its number.
+"""Scenarios for the beyond-paper features, each with its number.
 
     .venv/bin/python benchmarks/sim_beyond.py [--out benchmarks/sim_results/beyond.json]
 
@@ -47,7 +47,7 @@ def online_scenarios() -> list[dict[str, Any]]:
         wl = build_workload(spec, pre.profile)
         cfg = pre.config(spec.board)
         fixed = Simulation(wl, cfg, pre.profile, "coserve").run()
-        on_cfg = cfg.with_switches(online_probabilities=True, online_half_life=300)
+        on_cfg = cfg.with_features(online_probabilities=True, online_half_life=300)
         # the oracle: the same switch, handed the new mix at the moment it changes
         oracle = Simulation(wl, on_cfg, pre.profile, "coserve", oracle_probabilities=True).run()
         online_sim = Simulation(wl, on_cfg, pre.profile, "coserve")
@@ -77,7 +77,9 @@ def online_scenarios() -> list[dict[str, Any]]:
     return out
 
 
-def _guard_row(scenario: str, bound: float, one_batch: float, free: SimResult, guarded: SimResult) -> dict[str, Any]:
+def _guard_row(
+    scenario: str, bound: float, one_batch: float, free: SimResult, guarded: SimResult
+) -> dict[str, Any]:
     """One starvation-guard result: the same run without (``free``) and with the guard."""
     return {
         "scenario": scenario,
@@ -111,14 +113,20 @@ def starvation_scenarios() -> list[dict[str, Any]]:
             )
             wl = build_workload(spec, prof)
             free = simulate(wl, cfg, prof, "em-ra")
-            g = simulate(wl, cfg.with_switches(starvation_bound_s=bound), prof, "em-ra")
-            out.append(_guard_row(f"hot stream, zipf {zipf}, em-ra, 1 GPU executor", bound, one_batch, free, g))
+            g = simulate(wl, cfg.with_features(starvation_bound_s=bound), prof, "em-ra")
+            out.append(
+                _guard_row(f"hot stream, zipf {zipf}, em-ra, 1 GPU executor", bound, one_batch, free, g)
+            )
     wl = build_workload(PAPER_TASKS["A1"], prof)
     cfg = pre.config("A")
     free = simulate(wl, cfg, prof, "coserve")
     for bound in (10.0, 30.0):
-        g = simulate(wl, cfg.with_switches(starvation_bound_s=bound), prof, "coserve")
-        out.append(_guard_row("paper task A1 burst, coserve (overloaded: 250 img/s offered)", bound, one_batch, free, g))
+        g = simulate(wl, cfg.with_features(starvation_bound_s=bound), prof, "coserve")
+        out.append(
+            _guard_row(
+                "paper task A1 burst, coserve (overloaded: 250 img/s offered)", bound, one_batch, free, g
+            )
+        )
     return out
 
 
@@ -132,7 +140,7 @@ def prefetch_scenarios() -> list[dict[str, Any]]:
                 wl = build_workload(spec, pre.profile)
                 cfg = pre.config(spec.board)
                 off = simulate(wl, cfg, pre.profile, "coserve")
-                on = simulate(wl, cfg.with_switches(prefetch=True), pre.profile, "coserve")
+                on = simulate(wl, cfg.with_features(prefetch=True), pre.profile, "coserve")
                 out.append(
                     {
                         "preset": preset,
@@ -162,7 +170,7 @@ def cpu_cache_scenarios() -> list[dict[str, Any]]:
         cfg = pre.config(spec.board)
         off = simulate(wl, cfg, pre.profile, "coserve")
         on = simulate(
-            wl, replace(cfg, cpu_cache_bytes=int(3e9)).with_switches(cpu_cache=True), pre.profile, "coserve"
+            wl, replace(cfg, cpu_cache_bytes=int(3e9)).with_features(cpu_cache=True), pre.profile, "coserve"
         )
         out.append(
             {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--preset", default=None, help="hardware preset: paper-numa (default) or paper-uma, or a file"
     )
     src.add_argument("--profile", default=None, help="cost profile YAML (measured costs) instead of a preset")
-    src.add_argument("--config", default=None, help="serve config YAML (executors, policy switches)")
+    src.add_argument("--config", default=None, help="serve config YAML (executors, policy, features)")
     wl = p.add_argument_group("workload")
     wl.add_argument("--task", choices=["A1", "A2", "B1", "B2"], default=None, help="a paper task")
     wl.add_argument("--coe", default=None, help="a CoE definition file (requests drawn from its board mix)")
@@ -53,15 +55,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--starvation-bound-s",
         type=positive_number,
         default=None,
-        help="switch: serve a step older than this (seconds, > 0) next",
+        help="feature: serve a step older than this (seconds, > 0) next",
     )
-    pol.add_argument("--prefetch", action="store_true", help="switch: prefetch likely subsequent experts")
-    pol.add_argument("--online-probabilities", action="store_true", help="switch: follow the observed mix")
+    pol.add_argument("--prefetch", action="store_true", help="feature: prefetch likely subsequent experts")
+    pol.add_argument("--online-probabilities", action="store_true", help="feature: follow the observed mix")
     pol.add_argument(
         "--cpu-cache-bytes",
         type=nonneg_number,
         default=None,
-        help="switch: CPU-memory cache tier for GPU loads, in bytes (0: no cache tier)",
+        help="feature: CPU-memory cache tier for GPU loads, in bytes (0: no cache tier)",
     )
     p.add_argument("--json", dest="json_out", default=None, help="write the results as JSON to this file")
     p.set_defaults(func=handler)
@@ -72,7 +74,12 @@ def handler(args: argparse.Namespace) -> int:
     from orchestrator.config_reader import read_yaml_file
     from orchestrator.core.policies import PAPER_POLICIES, get_policy
     from orchestrator.core.profile import CostProfile, parse_profile
-    from orchestrator.core.serve_config import ExecutorConfig, ServeConfig, parse_serve_config
+    from orchestrator.core.serve_config import (
+        ConfigDeprecation,
+        ExecutorConfig,
+        ServeConfig,
+        parse_serve_config,
+    )
     from orchestrator.simulate.presets import load_preset
     from orchestrator.simulate.report import format_table, run_report
     from orchestrator.simulate.workload import PAPER_TASKS, build_workload, workload_from_coe
@@ -128,7 +135,11 @@ def handler(args: argparse.Namespace) -> int:
 
     config: ServeConfig
     if args.config:
-        config = parse_serve_config(read_yaml_file(args.config), args.config)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConfigDeprecation)
+            config = parse_serve_config(read_yaml_file(args.config), args.config)
+        for w in caught:
+            print(f"coserve: warning: {w.message}", file=sys.stderr)
     elif preset is not None:
         config = preset.config(board)
     else:
@@ -140,7 +151,7 @@ def handler(args: argparse.Namespace) -> int:
             total = sum(graph.bytes(e, kind) or 0 for e in graph.experts)
             execs.append(ExecutorConfig(f"{kind}{i}", kind, max(1, total // 4)))
         config = ServeConfig(executors=tuple(execs))
-    sw = {}
+    sw: dict[str, object] = {}
     if args.starvation_bound_s is not None:
         sw["starvation_bound_s"] = args.starvation_bound_s
     if args.prefetch:
@@ -148,11 +159,11 @@ def handler(args: argparse.Namespace) -> int:
     if args.online_probabilities:
         sw["online_probabilities"] = True
     if args.cpu_cache_bytes is not None:
-        # as in a serve config: the switch needs bytes; 0 leaves only Samba-CoE's own cache tier
+        # as in a serve config: the feature needs bytes; 0 leaves only Samba-CoE's own cache tier
         sw["cpu_cache"] = args.cpu_cache_bytes >= 1
         config = replace(config, cpu_cache_bytes=int(args.cpu_cache_bytes))
     if sw:
-        config = config.with_switches(**sw)
+        config = config.with_features(**sw)
 
     report = run_report(wl, config, profile, policies)
     print(format_table(report))

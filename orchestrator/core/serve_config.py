@@ -1,4 +1,4 @@
-"""The serve config: which executors exist, and which policy and switches drive them.
+"""The serve config: which executors exist, the policy (a registered name) and the features.
 
 YAML format::
 
@@ -7,21 +7,28 @@ YAML format::
       - {name: cpu0, kind: cpu, budget_bytes: 12e9}
     cpu_cache_bytes: 0              # CPU memory used as a cache tier for GPU executors' loads
     policy: coserve                 # a registered policy (orchestrator.core.policies)
-    switches:                       # beyond-paper switches, each off by default
-      starvation_bound_s: null      # a step older than this is served next
-      prefetch: false               # load likely subsequent experts into free memory
-      cpu_cache: false              # use cpu_cache_bytes as a cache tier (coserve policies)
-      online_probabilities: false   # follow the observed mix (decayed counts)
-      online_half_life: 400         # observations until an old one weighs half
+    features:                       # beyond-paper features, each off by default
+      prefetch: false               # (orchestrator.core.features lists them all)
+
+``switches:`` is the old name of ``features:``: it is still read, with a ``ConfigDeprecation``
+warning (the word "switches" now means only expert-switch counts). The policy is held as a plain
+name; the registry (``orchestrator.core.policies``) validates it.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.config_reader import Reader, parse_yaml_text
+from orchestrator.core.features import Features, parse_features
+from orchestrator.core.policies import policy_names
 from orchestrator.core.profile import PROCESSOR_KINDS
+
+
+class ConfigDeprecation(FutureWarning):
+    """A config key that still works but has a new name (shown to users by default)."""
 
 
 @dataclass(frozen=True)
@@ -32,23 +39,14 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
-class Switches:
-    starvation_bound_s: float | None = None
-    prefetch: bool = False
-    cpu_cache: bool = False
-    online_probabilities: bool = False
-    online_half_life: float = 400.0
-
-
-@dataclass(frozen=True)
 class ServeConfig:
     executors: tuple[ExecutorConfig, ...]
     policy: str = "coserve"
     cpu_cache_bytes: int = 0
-    switches: Switches = field(default_factory=Switches)
+    features: Features = field(default_factory=Features)
 
-    def with_switches(self, **kw: Any) -> ServeConfig:
-        return replace(self, switches=replace(self.switches, **kw))
+    def with_features(self, **kw: Any) -> ServeConfig:
+        return replace(self, features=replace(self.features, **kw))
 
 
 def parse_executors(raw: Any, r: Reader, path: str) -> tuple[ExecutorConfig, ...]:
@@ -72,37 +70,24 @@ def parse_executors(raw: Any, r: Reader, path: str) -> tuple[ExecutorConfig, ...
 
 
 def parse_serve_config(data: Any, source: str = "<serve-config>") -> ServeConfig:
-    from orchestrator.core.policies import POLICIES
-
     r = Reader(source)
     top = r.mapping(data, "(top level)")
-    r.unknown(top, {"executors", "policy", "cpu_cache_bytes", "switches"}, "")
+    r.unknown(top, {"executors", "policy", "cpu_cache_bytes", "features", "switches"}, "")
     executors = parse_executors(r.required(top, "executors", ""), r, "executors")
-    policy = r.string(top.get("policy", "coserve"), "policy", tuple(sorted(POLICIES)))
+    policy = r.string(top.get("policy", "coserve"), "policy", policy_names())
     cache = int(r.number(top.get("cpu_cache_bytes", 0), "cpu_cache_bytes"))
-    sw = r.mapping(top.get("switches", {}) or {}, "switches")
-    r.unknown(
-        sw,
-        {"starvation_bound_s", "prefetch", "cpu_cache", "online_probabilities", "online_half_life"},
-        "switches",
-    )
-    bound = sw.get("starvation_bound_s")
-    switches = Switches(
-        starvation_bound_s=None
-        if bound is None
-        else r.number(bound, "switches.starvation_bound_s", positive=True),
-        prefetch=r.boolean(sw.get("prefetch", False), "switches.prefetch"),
-        cpu_cache=r.boolean(sw.get("cpu_cache", False), "switches.cpu_cache"),
-        online_probabilities=r.boolean(
-            sw.get("online_probabilities", False), "switches.online_probabilities"
-        ),
-        online_half_life=r.number(
-            sw.get("online_half_life", 400.0), "switches.online_half_life", positive=True
-        ),
-    )
-    if switches.cpu_cache and cache <= 0:
-        raise r.fail("cpu_cache_bytes", "must be > 0 when switches.cpu_cache is true")
-    return ServeConfig(executors=executors, policy=policy, cpu_cache_bytes=cache, switches=switches)
+    key = "features"
+    if "switches" in top:
+        if "features" in top:
+            raise r.fail("switches", "give either features: or its old name switches:, not both")
+        key = "switches"
+        warnings.warn(
+            f"{source}: 'switches:' is deprecated, rename it to 'features:'", ConfigDeprecation, stacklevel=2
+        )
+    features = parse_features(r.mapping(top.get(key, {}) or {}, key), r, key)
+    if features.cpu_cache and cache <= 0:
+        raise r.fail("cpu_cache_bytes", f"must be > 0 when {key}.cpu_cache is true")
+    return ServeConfig(executors=executors, policy=policy, cpu_cache_bytes=cache, features=features)
 
 
 def load_serve_config_text(text: str, source: str) -> ServeConfig:

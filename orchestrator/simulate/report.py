@@ -44,7 +44,7 @@ def compulsory_bound(
         if r.subsequent is not None and workload.verdicts.get(r.id, False):
             first_use.setdefault(r.subsequent, r.arrival_s)
     missing = sorted((t, e) for e, t in first_use.items() if e not in placed)
-    kinds = [e.cfg.kind for e in core.execs]
+    kinds = [x.cfg.kind for x in core.execs]
     kind = "gpu" if "gpu" in kinds else kinds[0]
     slots = [0.0] * profile.storage_concurrent_loads
     heapq.heapify(slots)

@@ -27,7 +27,7 @@ def make_spec(**kw: Any) -> TaskSpec:
 
 
 def make_config(
-    gpu_experts: tuple[float, ...] = (6, 6), cpu_experts: float | None = 12, **switches: Any
+    gpu_experts: tuple[float, ...] = (6, 6), cpu_experts: float | None = 12, **features: Any
 ) -> ServeConfig:
     """Executors sized in classifier experts (plus room for a max batch of activations)."""
     execs = [
@@ -36,4 +36,4 @@ def make_config(
     if cpu_experts is not None:
         execs.append(ExecutorConfig("cpu0", "cpu", int(cpu_experts * EXPERT + 8 * 16_000_000)))
     cfg = ServeConfig(executors=tuple(execs))
-    return cfg.with_switches(**switches) if switches else cfg
+    return cfg.with_features(**features) if features else cfg

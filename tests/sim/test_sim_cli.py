@@ -280,3 +280,11 @@ def test_coe_replay_with_zero_interval(tmp_path: Path, capsys: pytest.CaptureFix
     argv = ["simulate", "--coe", str(coe), "--policy", "coserve", "--interval-ms", "0", "--requests", "20"]
     assert _run(argv) == 0
     assert "coserve" in capsys.readouterr().out
+
+
+def test_old_switches_key_warns_once_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("executors: [{name: g, kind: gpu, budget_bytes: 4e9}]\nswitches: {prefetch: true}\n")
+    assert _run(["simulate", "--config", str(cfg), *SMALL, "--policy", "coserve"]) == 0
+    err = capsys.readouterr().err
+    assert err == f"coserve: warning: {cfg}: 'switches:' is deprecated, rename it to 'features:'\n"

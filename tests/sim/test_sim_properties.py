@@ -1,4 +1,4 @@
-"""Invariants over random workloads, budgets, policies and switches."""
+"""Invariants over random workloads, budgets, policies and features."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.core.features import Features
 from orchestrator.core.policies import POLICIES
-from orchestrator.core.serve_config import ExecutorConfig, ServeConfig, Switches
+from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 from orchestrator.simulate.engine import Simulation
 from orchestrator.simulate.workload import build_workload
 
@@ -34,14 +35,14 @@ def scenarios(draw: st.DrawFn) -> tuple:
     if n_gpu == 0 or draw(st.booleans()):
         execs.append(ExecutorConfig("cpu0", "cpu", int(draw(st.floats(0.3, 10.0)) * EXPERT)))
     cache = draw(st.sampled_from([0, 2 * EXPERT, 10 * EXPERT]))
-    switches = Switches(
+    features = Features(
         starvation_bound_s=draw(st.one_of(st.none(), st.floats(0.05, 5.0))),
         prefetch=draw(st.booleans()),
         cpu_cache=cache > 0 and draw(st.booleans()),
         online_probabilities=draw(st.booleans()),
         online_half_life=draw(st.floats(5.0, 500.0)),
     )
-    config = ServeConfig(executors=tuple(execs), cpu_cache_bytes=cache, switches=switches)
+    config = ServeConfig(executors=tuple(execs), cpu_cache_bytes=cache, features=features)
     policy = draw(st.sampled_from(sorted(POLICIES)))
     failure_rate = draw(st.sampled_from([0.0, 0.0, 0.1, 0.5]))
     return spec, config, policy, failure_rate

@@ -1,4 +1,4 @@
-"""Small deterministic scenarios: the policies' known effects, the bounds, the switches."""
+"""Small deterministic scenarios: the policies' known effects, the bounds, the features."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_starvation_guard_bounds_the_worst_wait() -> None:
     cfg = make_config((30,), None)
     bound = 0.5
     free = simulate(wl, cfg, PROFILE, "em-ra")
-    guarded = simulate(wl, cfg.with_switches(starvation_bound_s=bound), PROFILE, "em-ra")
+    guarded = simulate(wl, cfg.with_features(starvation_bound_s=bound), PROFILE, "em-ra")
     one_batch = 16 * 0.0064 + 0.0086  # the max batch in flight when a step crosses the bound
     assert free.max_wait_s > 2 * (bound + one_batch)
     assert guarded.max_wait_s <= bound + one_batch + 1e-9
@@ -63,7 +63,7 @@ def test_starvation_guard_keeps_the_run_whole_with_detectors() -> None:
     wl = make_workload(types=30, requests=400, detectors=2, detector_share=0.8)
     base = make_config((4, 4), 8)
     free = simulate(wl, base, PROFILE, "coserve")
-    guarded = simulate(wl, base.with_switches(starvation_bound_s=2.0), PROFILE, "coserve")
+    guarded = simulate(wl, base.with_features(starvation_bound_s=2.0), PROFILE, "coserve")
     assert guarded.completed == free.completed == 400
 
 
@@ -82,7 +82,7 @@ def test_cpu_cache_tier_turns_disk_loads_into_cpu_loads() -> None:
     cfg = make_config((4, 4), None)
     without = simulate(wl, cfg, PROFILE, "coserve")
     cached = simulate(
-        wl, replace(cfg, cpu_cache_bytes=int(60 * 178.6e6)).with_switches(cpu_cache=True), PROFILE, "coserve"
+        wl, replace(cfg, cpu_cache_bytes=int(60 * 178.6e6)).with_features(cpu_cache=True), PROFILE, "coserve"
     )
     assert without.loads_by_tier.get("cpu", 0) == 0
     assert cached.loads_by_tier.get("cpu", 0) > 0
@@ -99,7 +99,7 @@ def test_online_probabilities_follow_a_mix_change() -> None:
     oracle = oracle_sim.run()
     assert oracle_sim.graph.usage_prob("cls_t000") == wl.phases[1][1]["cls_t000"]
     online_sim = Simulation(
-        wl, cfg.with_switches(online_probabilities=True, online_half_life=150), PROFILE, "coserve"
+        wl, cfg.with_features(online_probabilities=True, online_half_life=150), PROFILE, "coserve"
     )
     online = online_sim.run()
     # the learnt probabilities ended close to the new mix, far from the old one

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core.policies import POLICIES, executors_for, get_policy
+from orchestrator.core.layout import executors_for
+from orchestrator.core.policies import POLICIES, get_policy
 from orchestrator.core.profile import load_profile_text
 from orchestrator.core.serve_config import load_serve_config_text
 from orchestrator.errors import ConfigError
@@ -49,17 +50,17 @@ def test_profile_errors_name_file_and_field(text: str, field: str) -> None:
 
 def test_serve_config_parse_and_errors() -> None:
     cfg = load_serve_config_text(
-        "executors: [{name: g, kind: gpu, budget_bytes: 4e9}]\npolicy: em-ra\nswitches: {prefetch: true}\n",
+        "executors: [{name: g, kind: gpu, budget_bytes: 4e9}]\npolicy: em-ra\nfeatures: {prefetch: true}\n",
         "s.yaml",
     )
-    assert cfg.executors[0].budget_bytes == 4_000_000_000 and cfg.policy == "em-ra" and cfg.switches.prefetch
+    assert cfg.executors[0].budget_bytes == 4_000_000_000 and cfg.policy == "em-ra" and cfg.features.prefetch
     bad = {
         "executors: []": "executors",
         "executors: [{name: g, kind: tpu, budget_bytes: 1}]": "executors[0].kind",
         "executors: [{name: g, kind: gpu, budget_bytes: -1}]": "executors[0].budget_bytes",
         "executors: [{name: g, kind: gpu, budget_bytes: 1}]\npolicy: magic": "policy",
-        "executors: [{name: g, kind: gpu, budget_bytes: 1}]\nswitches: {cpu_cache: true}": "cpu_cache_bytes",
-        "executors: [{name: g, kind: gpu, budget_bytes: 1}]\nswitches: {starvation_bound_s: 0}": "switches.starvation_bound_s",
+        "executors: [{name: g, kind: gpu, budget_bytes: 1}]\nfeatures: {cpu_cache: true}": "cpu_cache_bytes",
+        "executors: [{name: g, kind: gpu, budget_bytes: 1}]\nfeatures: {starvation_bound_s: 0}": "features.starvation_bound_s",
     }
     for text, field in bad.items():
         with pytest.raises(ConfigError) as ei:
@@ -94,7 +95,10 @@ def test_presets_load() -> None:
     ("text", "problem"),
     [
         ("a: b: c\n", "not valid YAML at line 1, column 5: mapping values are not allowed here"),
-        ("a: \x01\n", "not valid YAML (unacceptable character #x0001: special characters are not allowed, position 3)"),
+        (
+            "a: \x01\n",
+            "not valid YAML (unacceptable character #x0001: special characters are not allowed, position 3)",
+        ),
         ("a: 2001-02-30\n", "not valid YAML (day is out of range for month)"),
         ("[" * 5000, "not valid YAML (nested too deeply)"),
     ],
@@ -130,3 +134,41 @@ def test_simulator_sources_cite_only_documents_in_the_repository() -> None:
         assert "BRIEF" not in text, f
         for cited in re.findall(r"\b((?:docs|orchestrator|benchmarks)/[\w/.-]*\w)", text):
             assert (root / cited).exists(), f"{f.relative_to(root)} cites {cited}"
+
+
+def test_old_switches_key_is_read_with_a_deprecation_warning() -> None:
+    from orchestrator.core.serve_config import ConfigDeprecation
+
+    text = "executors: [{name: g, kind: gpu, budget_bytes: 4e9}]\nswitches: {prefetch: true}\n"
+    with pytest.warns(
+        ConfigDeprecation, match=r"s\.yaml: 'switches:' is deprecated, rename it to 'features:'"
+    ):
+        cfg = load_serve_config_text(text, "s.yaml")
+    assert cfg.features.prefetch
+    with pytest.raises(ConfigError) as ei:
+        load_serve_config_text(text + "features: {prefetch: false}\n", "s.yaml")
+    assert ei.value.field == "switches"
+    bad = "executors: [{name: g, kind: gpu, budget_bytes: 1}]\nswitches: {starvation_bound_s: 0}\n"
+    with pytest.warns(ConfigDeprecation), pytest.raises(ConfigError) as ei:
+        load_serve_config_text(bad, "s.yaml")
+    assert ei.value.field == "switches.starvation_bound_s"
+
+
+def test_core_modules_import_no_circle() -> None:
+    """policies <-> scheduler <-> serve_config was a circle; the core's imports form a DAG."""
+    import ast
+
+    import networkx as nx
+
+    src = Path(__file__).resolve().parents[3] / "orchestrator" / "core"
+    g: nx.DiGraph = nx.DiGraph()
+    for f in sorted(src.glob("*.py")):
+        g.add_node(f.stem)
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("orchestrator.core."):
+                g.add_edge(f.stem, node.module.split(".")[2])  # type: ignore[union-attr]
+    assert {"policies", "serve_config", "scheduler", "assign"} <= set(g)
+    assert list(nx.simple_cycles(g)) == []
+    # policies see a narrow view, never the scheduler; the registry imports no other core module
+    assert not any(n in ("scheduler", "serve_config") for n in g.successors("policies"))
+    assert "scheduler" not in nx.descendants(g, "assign")

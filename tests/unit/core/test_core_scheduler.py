@@ -103,7 +103,7 @@ def test_too_large_expert_is_rejected_with_a_reason() -> None:
 
 def test_eviction_unloads_before_loading_and_never_exceeds_budget() -> None:
     core = _core("samba-lru", 25)  # one executor, room for two 10 MB experts with activations
-    core.cache = None
+    assert core.cache is None  # no CPU executor, no cache bytes: no cache tier
     d = InstantDriver(core)
     for i, e in enumerate(["cls_1", "cls_2", "cls_3", "cls_1"]):
         d.arrive(Request(i, 0.0, e))
@@ -134,12 +134,12 @@ def test_core_is_pure() -> None:
 
 
 def _guard_run(bound: float | None) -> list[str]:
-    from orchestrator.core.serve_config import Switches
+    from orchestrator.core.features import Features
 
     cfg = make_config(200)
     if bound is not None:
-        cfg = cfg.with_switches(starvation_bound_s=bound)
-    assert isinstance(cfg.switches, Switches)
+        cfg = cfg.with_features(starvation_bound_s=bound)
+    assert isinstance(cfg.features, Features)
     core = CoreScheduler(make_graph(), cfg, make_profile(), "em-ra")
     d = InstantDriver(core)
     d.arrive(Request(0, 0.0, "cls_0", "det_0"))  # runs at once
@@ -158,7 +158,7 @@ def test_starvation_guard_serves_an_over_age_step_next() -> None:
 
 
 def test_online_replacement_follows_the_mix_when_the_box_is_idle() -> None:
-    cfg = make_config(35).with_switches(online_probabilities=True)
+    cfg = make_config(35).with_features(online_probabilities=True)
     core = CoreScheduler(make_graph(), cfg, make_profile(), "coserve")
     d = InstantDriver(core)
     d.place()
@@ -204,16 +204,27 @@ def test_failed_load_rejects_the_waiting_requests_and_frees_memory() -> None:
 
 
 def test_private_scheduler_methods_use_every_parameter() -> None:
-    """A parameter a helper ignores (``now`` in ``_make_room`` once) misleads every caller."""
+    """A parameter a helper ignores (``now`` in ``_make_room`` once) misleads every caller (every
+    module of the core)."""
     import ast
+    import importlib
     import inspect
+    import pkgutil
 
-    import orchestrator.core.scheduler as mod
+    import orchestrator.core as core_pkg
 
-    tree = ast.parse(inspect.getsource(mod))
     unused = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name.startswith("_") and not node.name.startswith("__"):
-            used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-            unused += [f"{node.name}({a.arg})" for a in node.args.args[1:] if a.arg not in used]
+    for info in pkgutil.iter_modules(core_pkg.__path__):
+        mod = importlib.import_module(f"orchestrator.core.{info.name}")
+        tree = ast.parse(inspect.getsource(mod))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.FunctionDef)
+                and node.name.startswith("_")
+                and not node.name.startswith("__")
+            ):
+                used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+                unused += [
+                    f"{info.name}.{node.name}({a.arg})" for a in node.args.args[1:] if a.arg not in used
+                ]
     assert unused == []

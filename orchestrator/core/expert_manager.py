@@ -1,0 +1,179 @@
+"""The expert manager: where experts live and what loading one costs.
+
+It owns one ``ExpertPool`` per executor plus the CPU cache tier, chooses the tier a load comes
+from, and answers the one question the scheduler asks before loading (like vLLM's block manager
+answering ``AllocStatus``): can ``need`` bytes be had on this executor
+
+- ``OK``: now (they are free),
+- ``LATER``: once memory in flight comes back (unloads it has just issued for victims chosen by
+  the eviction policy, loads, unloads or batches already running),
+- ``NEVER``: not while the executor holds what it holds (nothing can be evicted or will return).
+
+It issues the ``Load``/``Unload`` decisions and counts them; it never decides what to serve.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+
+from orchestrator.core.costs import CostTable, ExpertCost
+from orchestrator.core.decisions import Decision, Load, Unload
+from orchestrator.core.graph import DependencyGraph
+from orchestrator.core.memory import EvictionPolicy, ExpertPool, ExpertState
+from orchestrator.core.stats import CoreStats
+
+UNLIMITED_BYTES = 1 << 62
+
+
+class AllocStatus(enum.Enum):
+    OK = "ok"
+    LATER = "later"
+    NEVER = "never"
+
+
+class ExpertManager:
+    def __init__(
+        self,
+        graph: DependencyGraph,
+        executors: Sequence[tuple[str, str, int]],
+        costs: Sequence[CostTable],
+        cache_bytes: int,
+        eviction: EvictionPolicy,
+        stats: CoreStats,
+        *,
+        host_copy: bool,
+        unlimited: bool = False,
+    ) -> None:
+        """``executors``: (name, kind, budget bytes) each; ``costs`` their cost tables, in order.
+        ``unlimited``: every pool has (practically) unlimited memory (the all-resident replay)."""
+        self.graph = graph
+        self.pools = [ExpertPool(n, UNLIMITED_BYTES if unlimited else b) for n, _, b in executors]
+        self.kinds = [k for _, k, _ in executors]
+        self.costs = list(costs)
+        self.cache: ExpertPool | None = ExpertPool("cpu-cache", cache_bytes) if cache_bytes > 0 else None
+        self.eviction = eviction
+        self.stats = stats
+        # GPU executors copy an expert from host memory when a CPU executor already holds it
+        self.host_copy = host_copy
+        self._cpu_pools = [p for p, k in zip(self.pools, self.kinds, strict=True) if k == "cpu"]
+        self._prefetched: set[tuple[int, str]] = set()
+
+    # ---- queries ------------------------------------------------------------------------------
+    def tier(self, i: int, expert: str) -> str:
+        """Where executor ``i`` would load ``expert`` from: "cpu" (host memory) or "disk"."""
+        if self.kinds[i] != "gpu":
+            return "disk"
+        if self.cache is not None and self.cache.is_ready(expert):
+            return "cpu"
+        if self.host_copy and any(p.is_ready(expert) for p in self._cpu_pools):
+            return "cpu"
+        return "disk"
+
+    def switch_s(self, i: int, expert: str, c: ExpertCost) -> float:
+        """Predicted load time before executor ``i`` can run ``expert`` (0 if ready or loading)."""
+        if self.pools[i].holds(expert):
+            return 0.0
+        return c.load_s(self.tier(i, expert))
+
+    def busy_switching(self) -> bool:
+        """A load or unload is in flight on some executor."""
+        return any(p.experts_in(ExpertState.LOADING, ExpertState.UNLOADING) for p in self.pools)
+
+    def held_anywhere(self, expert: str) -> bool:
+        return any(p.holds(expert) for p in self.pools)
+
+    # ---- admission ----------------------------------------------------------------------------
+    def admit(
+        self, i: int, need: int, exclude: Iterable[str], busy: bool, now: float, out: list[Decision]
+    ) -> AllocStatus:
+        """Can ``need`` bytes be had on executor ``i``? On ``LATER`` the unloads of the chosen
+        victims (never one of ``exclude``) are appended to ``out``. ``busy``: a batch runs there
+        (its memory comes back when it ends)."""
+        pool = self.pools[i]
+        if pool.free_bytes >= need:
+            return AllocStatus.OK
+        victims = self.eviction.victims(pool, self.graph, need, exclude)
+        if victims is None:
+            # memory held by loads/unloads in flight or pinned batches will come back; wait for it
+            pending = pool.experts_in(ExpertState.LOADING, ExpertState.UNLOADING)
+            if pending or busy or pool.activation_bytes:
+                return AllocStatus.LATER
+            return AllocStatus.NEVER
+        for v in victims:
+            out.append(self.unload(i, v, "evicted", now))
+        return AllocStatus.LATER
+
+    # ---- decisions ----------------------------------------------------------------------------
+    def load(
+        self,
+        i: int,
+        expert: str,
+        c: ExpertCost,
+        tier: str,
+        now: float,
+        *,
+        initial: bool = False,
+        prefetch: bool = False,
+    ) -> Load:
+        """Issue a load (the pool goes LOADING); ``initial``: a placement load before serving."""
+        if tier == "cpu" and "cpu" not in c.load:
+            tier = "disk"
+        self.pools[i].transition(expert, ExpertState.LOADING, c.bytes)
+        if initial:
+            self.stats.initial_loads += 1
+        else:
+            self.stats.loads_by_tier[tier] = self.stats.loads_by_tier.get(tier, 0) + 1
+        if self.cache is not None and self.kinds[i] == "gpu":
+            if tier == "cpu":
+                self.cache.touch(expert, now)
+            else:
+                self._cache_insert(expert, c.bytes, now)
+        if prefetch:
+            self.stats.prefetch_loads += 1
+            self._prefetched.add((i, expert))
+        return Load(self.pools[i].name, expert, tier, c.bytes, prefetch)
+
+    def unload(self, i: int, expert: str, reason: str, now: float) -> Unload:
+        """Issue an unload (the pool goes UNLOADING); a GPU executor's evicted expert stays in the
+        CPU cache tier when there is one."""
+        pool = self.pools[i]
+        pool.transition(expert, ExpertState.UNLOADING)
+        self.stats.unloads += 1
+        if self.cache is not None and self.kinds[i] == "gpu":
+            self._cache_insert(expert, pool.entry_bytes(expert), now)
+        self._prefetched.discard((i, expert))
+        return Unload(pool.name, expert, reason)
+
+    def _cache_insert(self, expert: str, nbytes: int, now: float) -> None:
+        cache = self.cache
+        assert cache is not None
+        if cache.holds(expert) or nbytes > cache.budget_bytes:
+            return
+        victims = self.eviction.victims(cache, self.graph, nbytes)
+        if victims is None:
+            return
+        for v in victims:
+            cache.transition(v, ExpertState.UNLOADING)
+            cache.transition(v, ExpertState.UNLOADED)
+        cache.place(expert, nbytes)
+        cache.touch(expert, now)
+
+    # ---- driver confirmations -----------------------------------------------------------------
+    def load_done(self, i: int, expert: str, ok: bool) -> None:
+        pool = self.pools[i]
+        if ok:
+            pool.transition(expert, ExpertState.READY)
+            return
+        pool.transition(expert, ExpertState.FAILED)
+        self._prefetched.discard((i, expert))
+        pool.transition(expert, ExpertState.UNLOADED)
+
+    def unload_done(self, i: int, expert: str) -> None:
+        self.pools[i].transition(expert, ExpertState.UNLOADED)
+
+    def used(self, i: int, expert: str) -> None:
+        """A batch of ``expert`` was dispatched on ``i`` (a prefetched expert counts as a hit)."""
+        if (i, expert) in self._prefetched:
+            self._prefetched.discard((i, expert))
+            self.stats.prefetch_hits += 1

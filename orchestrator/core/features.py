@@ -1,0 +1,54 @@
+"""Beyond-paper features: on/off flags (and their parameters) a serve config or a policy turns on.
+
+Every feature is off by default, so a policy without features behaves as the CoServe paper
+describes. YAML (the ``features:`` mapping of a serve config; ``switches:`` is the old name)::
+
+    features:
+      starvation_bound_s: null      # a step older than this is served next
+      prefetch: false               # load likely subsequent experts into free memory
+      cpu_cache: false              # use cpu_cache_bytes as a cache tier (coserve policies)
+      online_probabilities: false   # follow the observed mix (decayed counts)
+      online_half_life: 400         # observations until an old one weighs half
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from orchestrator.config_reader import Reader
+
+
+@dataclass(frozen=True)
+class Features:
+    """The beyond-paper flags; the defaults are the paper's behaviour."""
+
+    starvation_bound_s: float | None = None
+    prefetch: bool = False
+    cpu_cache: bool = False
+    online_probabilities: bool = False
+    online_half_life: float = 400.0
+
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Features))
+
+
+def parse_features(raw: Mapping[str, Any], r: Reader, path: str) -> Features:
+    """``raw`` (the YAML mapping at ``path``) as ``Features``; unknown keys and bad values are
+    ``ConfigError``s naming ``path.key``."""
+    r.unknown(raw, set(FEATURE_NAMES), path)
+    bound = raw.get("starvation_bound_s")
+    return Features(
+        starvation_bound_s=None
+        if bound is None
+        else r.number(bound, f"{path}.starvation_bound_s", positive=True),
+        prefetch=r.boolean(raw.get("prefetch", False), f"{path}.prefetch"),
+        cpu_cache=r.boolean(raw.get("cpu_cache", False), f"{path}.cpu_cache"),
+        online_probabilities=r.boolean(
+            raw.get("online_probabilities", False), f"{path}.online_probabilities"
+        ),
+        online_half_life=r.number(
+            raw.get("online_half_life", 400.0), f"{path}.online_half_life", positive=True
+        ),
+    )

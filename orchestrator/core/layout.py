@@ -1,0 +1,29 @@
+"""The executors a policy runs on, derived from the serve config (one job: the layout)."""
+
+from __future__ import annotations
+
+from orchestrator.core.policies import PolicySpec
+from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
+from orchestrator.errors import ConfigError
+
+
+def executors_for(spec: PolicySpec, config: ServeConfig) -> tuple[tuple[ExecutorConfig, ...], int]:
+    """The executors (and CPU cache bytes) a policy runs on, derived from the serve config."""
+    execs = config.executors
+    gpus = [e for e in execs if e.kind == "gpu"]
+    cpus = [e for e in execs if e.kind == "cpu"]
+    if spec.executors == "serve":
+        cache = config.cpu_cache_bytes if (spec.cpu_cache or config.features.cpu_cache) else 0
+        return execs, cache
+    if not gpus:  # a CPU-only box: Samba-CoE runs on the CPU, no cache tier
+        if spec.executors == "single":
+            return (ExecutorConfig("cpu0", "cpu", sum(e.budget_bytes for e in cpus)),), 0
+        return execs, 0
+    gpu_total = sum(e.budget_bytes for e in gpus)
+    cache = sum(e.budget_bytes for e in cpus) + config.cpu_cache_bytes
+    if spec.executors == "single":
+        return (ExecutorConfig("gpu0", "gpu", gpu_total),), cache
+    if spec.executors == "gpu-split":
+        n = len(execs)
+        return tuple(ExecutorConfig(f"gpu{i}", "gpu", gpu_total // n) for i in range(n)), cache
+    raise ConfigError("policy", spec.name, f"unknown executor layout {spec.executors!r}")

@@ -1,0 +1,18 @@
+"""Counters the core keeps for reports (loads by tier, unloads, batches, prefetch, waits)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CoreStats:
+    loads_by_tier: dict[str, int] = field(default_factory=dict)
+    initial_loads: int = 0
+    unloads: int = 0
+    batches: int = 0
+    prefetch_loads: int = 0
+    prefetch_hits: int = 0
+    replacement_loads: int = 0
+    rejected: int = 0
+    max_wait_s: float = 0.0
