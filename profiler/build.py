@@ -6,7 +6,8 @@ Which measured number becomes which profile field (the rules of each fit are in 
 field                   from
 ======================  ======================================================================
 k_s, b_s, r2            least squares over the batch sweep (median latency per size)
-max_batch               the plateau rule of ``fit.max_batch`` (capped by the model's config)
+max_batch               the plateau rule of ``fit.max_batch`` on the fitted line at the swept
+                        sizes (capped by the model's config)
 load_time_s.disk        median warm load (file in the page cache: what a serving box that
                         switches experts all day sees); ``load_time_cold_s``: median cold load
 unload_time_s           median time from the unload call until the memory is back (processes
@@ -42,7 +43,9 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int) -> ArchCost:
     line = fit.fit_linear([float(n) for n in sizes], [medians[n] for n in sizes])
     k_s = max(line.slope, 1e-7)  # the core requires K > 0; a flat sweep means "per item ~ free"
     b_s = max(line.intercept, 0.0)
-    best = min(fit.max_batch(medians), max(1, model_max_batch))
+    # The plateau rule reads the fitted line, not the raw medians: per-item latency K + B/n flattens
+    # smoothly, and sub-millisecond noise in single medians moved the raw rule between 4 and 16.
+    best = min(fit.max_batch({n: line(float(n)) for n in sizes}), max(1, model_max_batch))
     weight = (
         int(statistics.median([f.total_bytes for f in m.footprints])) if m.footprints else m.file_bytes
     )

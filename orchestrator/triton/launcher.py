@@ -18,6 +18,15 @@ Every Python-backend stub of this server uses a /dev/shm region prefix unique to
 ``stop()`` can remove exactly the regions this server leaves behind (a killed stub never removes its
 own) and nothing of another server's.
 
+Fast release (the default; ``fast_release=False`` turns it off): the stock Python backend keeps an
+unloaded model's process, and its memory, for ~1.1 s after the unload call (a ``sleep(1)`` in
+``StubLauncher::UpdateHealth()``, docs/triton.md). The launcher compiles a few lines of C
+(``fast_release/fast_release.c``) with the machine's C compiler into an ``LD_PRELOAD`` shim that
+makes only that ``sleep`` return at once, so Triton ends the stub itself and the memory is back in
+milliseconds. The binary is cached per source hash under ``$XDG_CACHE_HOME/coserve`` (or
+``~/.cache/coserve``). Without a compiler the server runs stock and says so (``unload_mode``,
+``fast_release_problem``): cost profiles record the mode, because ``unload_time_s`` depends on it.
+
 Lifetime: the server dies with the process that started it, even when that process is killed with
 SIGKILL (``PR_SET_PDEATHSIG`` in the child; its model processes exit ~0.3 s after the server is
 reaped). What such a death cannot clean up, the temporary home and /dev/shm regions, the next
@@ -54,6 +63,10 @@ from orchestrator.triton.processes import ModelProcess, ProcessMemory
 
 #: the project's Python-based ONNX backend, installed into every home as backends/coserve_ort/model.py
 BACKEND_MODEL_PY = Path(__file__).with_name("backend_ort") / "model.py"
+#: the fast-release shim's source (see the module doc)
+FAST_RELEASE_C = Path(__file__).with_name("fast_release") / "fast_release.c"
+UNLOAD_MODE_STOCK = "stock"
+UNLOAD_MODE_FAST = "fast-release"
 SHM_PREFIX_BASE = "triton_python_backend_shm_region_"
 #: every embedded server's stubs name their /dev/shm regions ``<SHM_PREFIX_BASE>coserve_<id>_...``
 COSERVE_SHM_PREFIX = f"{SHM_PREFIX_BASE}coserve_"
@@ -102,6 +115,40 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return True
     return False
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "coserve"
+
+
+def build_fast_release() -> tuple[Path | None, str | None]:
+    """The compiled fast-release shim (cached per source hash), or (None, why not)."""
+    import hashlib
+
+    try:
+        source = FAST_RELEASE_C.read_bytes()
+    except OSError as exc:
+        return None, f"shim source missing ({exc})"
+    target = _cache_dir() / f"libcoserve_fast_release-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    if target.is_file():
+        return target, None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None, "no C compiler (cc) on PATH to build the fast-release shim"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        done = subprocess.run(
+            [compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(FAST_RELEASE_C), "-ldl"],
+            capture_output=True, text=True, timeout=120,
+        )
+        if done.returncode != 0:
+            return None, f"building the fast-release shim failed: {(done.stderr or done.stdout).strip()[:300]}"
+        os.replace(partial, target)  # atomic: concurrent builders agree on one file
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"building the fast-release shim failed: {exc}"
+    return target, None
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child before exec
@@ -229,6 +276,7 @@ class EmbeddedTriton:
         stop_timeout_s: float = 4.0,
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
+        fast_release: bool = True,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self._given_home = Path(home).resolve() if home is not None else None
@@ -248,10 +296,12 @@ class EmbeddedTriton:
         self.start_seconds: float | None = None
         self.exit_report: ExitReport | None = None
         self._log_file: object | None = None
-
-    #: how an unloaded expert's memory comes back on this server (recorded in cost profiles, whose
-    #: ``unload_time_s`` depends on it): "stock" = Python backend as shipped (~1.1 s, docs/triton.md)
-    unload_mode = "stock"
+        self.fast_release = fast_release
+        #: how an unloaded expert's memory comes back (module doc); cost profiles record it
+        self.unload_mode = UNLOAD_MODE_STOCK
+        #: why fast release was asked for but is not in effect (None when it is, or was not asked)
+        self.fast_release_problem: str | None = None
+        self._preload: Path | None = None
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -315,6 +365,15 @@ class EmbeddedTriton:
                 shutil.copy2(root / "backends" / "python" / name, python_dir / name)
             shutil.copy2(stub, python_dir / processes.STUB_NAME)
             shutil.copy2(BACKEND_MODEL_PY, ort_dir / "model.py")
+            self._preload = None
+            self.unload_mode = UNLOAD_MODE_STOCK
+            if self.fast_release:
+                shim, self.fast_release_problem = build_fast_release()
+                if shim is not None:
+                    (home / "lib").mkdir(exist_ok=True)
+                    self._preload = home / "lib" / "libcoserve_fast_release.so"
+                    shutil.copy2(shim, self._preload)
+                    self.unload_mode = UNLOAD_MODE_FAST
         except OSError as exc:
             where = self._given_home or tempfile.gettempdir()
             raise ServerStartError(f"cannot assemble the Triton home in {where}: {exc.strerror or exc}") from None
@@ -331,6 +390,8 @@ class EmbeddedTriton:
         # The stub embeds the Python found on PATH's libdir; this venv's bin first so that the model
         # process sees this venv's packages (onnxruntime, numpy<2).
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        if self._preload is not None:
+            env["LD_PRELOAD"] = ":".join([str(self._preload), *filter(None, [env.get("LD_PRELOAD")])])
         return env
 
     def command(self) -> list[str]:
