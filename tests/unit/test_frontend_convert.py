@@ -28,14 +28,15 @@ SHAPE = (3, 8, 6)  # C, H, W: deliberately not square
 
 
 class Catalog:
-    def __init__(self, types: Sequence[str] = ("cap", "res")) -> None:
+    def __init__(self, types: Sequence[str] = ("cap", "res"), shape: tuple[int, int, int] = SHAPE) -> None:
         self.types = list(types)
+        self.shape = shape
 
     def component_types(self) -> Sequence[str]:
         return self.types
 
     def input_shape(self, component_type: str) -> tuple[int, int, int]:
-        return SHAPE
+        return self.shape
 
 
 def _pixels(h: int = SHAPE[1], w: int = SHAPE[2], c: int = 3) -> np.ndarray:
@@ -78,7 +79,7 @@ def test_raw_tensor_is_taken_as_is_little_endian() -> None:
 def test_png_is_decoded_to_the_input_shape() -> None:
     pixels = _pixels()
     req = convert.request_from_proto(_encoded_msg(encode_png(pixels)), Catalog(), now=0.0)
-    np.testing.assert_allclose(req.image, pixels.transpose(2, 0, 1) / 255.0, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(req.image), pixels.transpose(2, 0, 1) / 255.0, atol=1e-7)
 
 
 def test_jpeg_is_accepted() -> None:
@@ -185,8 +186,7 @@ def test_other_image_formats_are_refused() -> None:
 
 def test_truncated_png_is_a_bad_request() -> None:
     data = encode_png(_pixels(h=64, w=48))
-    catalog = Catalog()
-    catalog.input_shape = lambda t: (3, 64, 48)  # type: ignore[method-assign]
+    catalog = Catalog(shape=(3, 64, 48))
     with pytest.raises(BadRequest, match="encoded"):
         convert.request_from_proto(_encoded_msg(data[: len(data) // 2]), catalog, now=0.0)
 
