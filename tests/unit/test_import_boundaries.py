@@ -3,7 +3,12 @@
 - only the Triton seam (``orchestrator/triton/adapter.py``, plus ``model_config.py`` for Triton's
   protobuf schema) imports ``tritonclient``;
 - only the exporter (and the profiler, which will drive it) imports ``torch``;
-- only a future front end (``orchestrator/frontend/``) imports ``grpc`` directly;
+- only the front end (``orchestrator/frontend/``) and the typed client (``orchestrator/client.py``)
+  import ``grpc``, ``grpc_health`` and ``grpc_reflection``; ``grpc_tools`` only the generator;
+  ``google.protobuf`` only they and ``model_config.py`` (Triton's protobuf schema);
+- the engine, core, simulator and Triton seam never import the front end or the client (the
+  front end depends on the engine's types, not the other way round), and the front end sees of
+  the engine only ``orchestrator.engine.types`` (the contract a fake engine can implement too);
 - the orchestrator's library never imports the exporter (``cli_demo.py`` is shell code that
   composes both, lazily);
 - the pure core and the simulator import no clock, I/O, networking or async module.
@@ -45,6 +50,10 @@ def _violations(allowed: Callable[[str], bool], module_prefix: str) -> list[str]
     return bad
 
 
+def _front_end(rel: str) -> bool:
+    return rel.startswith("orchestrator/frontend/") or rel == "orchestrator/client.py"
+
+
 def test_sources_found() -> None:
     assert len(_sources()) > 20
 
@@ -54,7 +63,11 @@ def test_sources_found() -> None:
     [
         ("tritonclient", lambda rel: rel in ("orchestrator/triton/adapter.py", "orchestrator/triton/model_config.py")),
         ("torch", lambda rel: rel.startswith(("exporter/", "profiler/"))),
-        ("grpc", lambda rel: rel.startswith("orchestrator/frontend/")),
+        ("grpc", _front_end),
+        ("grpc_health", _front_end),
+        ("grpc_reflection", _front_end),
+        ("grpc_tools", lambda rel: rel == "orchestrator/frontend/generate.py"),
+        ("google.protobuf", lambda rel: _front_end(rel) or rel == "orchestrator/triton/model_config.py"),
         ("exporter", lambda rel: not rel.startswith("orchestrator/") or rel == "orchestrator/cli_demo.py"),
     ],
 )
@@ -70,4 +83,21 @@ def test_core_and_simulator_are_pure() -> None:
             for line, name in _imports(path):
                 if name.split(".")[0] in forbidden:
                     bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert bad == []
+
+
+def test_nothing_below_the_front_end_imports_it() -> None:
+    below = ("orchestrator/engine/", "orchestrator/core/", "orchestrator/simulate/", "orchestrator/triton/")
+    bad = []
+    for module in ("orchestrator.frontend", "orchestrator.client"):
+        bad += _violations(lambda rel: not rel.startswith(below), module)
+    assert bad == []
+
+
+def test_the_front_end_sees_only_the_engine_contract() -> None:
+    bad = [
+        v
+        for v in _violations(lambda rel: not _front_end(rel), "orchestrator.engine")
+        if not v.endswith(" imports orchestrator.engine.types")
+    ]
     assert bad == []
