@@ -53,7 +53,7 @@ def measure(policy: str, repeats: int) -> dict[str, float]:
         for name in ("on_batch_done", "on_load_done", "on_unload_done"):
             setattr(core, name, timed(getattr(core, name), others))
         sim.run()
-    n = len(wl.requests) * repeats
+    n = len(arrivals)  # every request the core saw, warm-up tasks included
     return {
         "requests": float(n),
         "experts": float(len(wl.graph().experts)),

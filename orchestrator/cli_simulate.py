@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description=(
             "Replay a paper task (--task), a custom synthetic board (--types ... flags) or a CoE file "
             "(--coe) with each policy and print throughput, switches, loads by tier, busy shares, "
-            "latency percentiles and the all-resident and compulsory bounds."
+            "latency percentiles and the all-resident and compulsory bounds. Every policy starts "
+            "from the same state: after --warmup-tasks prior tasks (default 1), or empty (--cold-start)."
         ),
     )
     src = p.add_argument_group("hardware")
@@ -47,6 +48,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--detector-share", type=fraction, default=None, help="share of types handed to a detector, in [0, 1]"
     )
     wl.add_argument("--seed", type=nonneg_int, default=None, help="workload seed (>= 0)")
+    start = p.add_argument_group("start (the same for every policy)")
+    start.add_argument(
+        "--warmup-tasks",
+        type=nonneg_int,
+        default=None,
+        help="prior tasks from the same mix (other seeds) run before the measured one, from an "
+        "empty box; only the measured task counts (default 1: a steady state)",
+    )
+    start.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="start every policy empty; coserve's placement loads are timed like any other load",
+    )
     pol = p.add_argument_group("policies")
     pol.add_argument(
         "--policy", action="append", default=None, help="policy to replay (repeat; default: all)"
@@ -84,6 +98,9 @@ def handler(args: argparse.Namespace) -> int:
     from orchestrator.simulate.report import format_table, run_report
     from orchestrator.simulate.workload import PAPER_TASKS, build_workload, workload_from_coe
 
+    if args.cold_start and args.warmup_tasks:
+        raise ConfigError("--cold-start", "", "give either --cold-start or --warmup-tasks N, not both")
+    warmup = 0 if args.cold_start else (1 if args.warmup_tasks is None else args.warmup_tasks)
     if args.profile and args.preset:
         raise ConfigError("--profile", args.profile, "give either --preset or --profile, not both")
     policies = list(args.policy or PAPER_POLICIES)
@@ -165,7 +182,7 @@ def handler(args: argparse.Namespace) -> int:
     if sw:
         config = config.with_features(**sw)
 
-    report = run_report(wl, config, profile, policies)
+    report = run_report(wl, config, profile, policies, warmup_tasks=warmup)
     print(format_table(report))
     if args.json_out:
         try:

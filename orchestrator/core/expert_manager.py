@@ -58,6 +58,7 @@ class ExpertManager:
         self.host_copy = host_copy
         self._cpu_pools = [p for p, k in zip(self.pools, self.kinds, strict=True) if k == "cpu"]
         self._prefetched: set[tuple[int, str]] = set()
+        self._inflight: dict[tuple[int, str], str] = {}  # (executor, expert) -> tier of its load
 
     # ---- queries ------------------------------------------------------------------------------
     def tier(self, i: int, expert: str) -> str:
@@ -124,11 +125,12 @@ class ExpertManager:
             self.stats.initial_loads += 1
         else:
             self.stats.loads_by_tier[tier] = self.stats.loads_by_tier.get(tier, 0) + 1
+        self._inflight[(i, expert)] = tier
         if self.cache is not None and self.kinds[i] == "gpu":
             if tier == "cpu":
                 self.cache.touch(expert, now)
             else:
-                self._cache_insert(expert, c.bytes, now)
+                self._cache_reserve(expert, c.bytes, now)
         if prefetch:
             self.stats.prefetch_loads += 1
             self._prefetched.add((i, expert))
@@ -145,25 +147,72 @@ class ExpertManager:
         self._prefetched.discard((i, expert))
         return Unload(pool.name, expert, reason)
 
-    def _cache_insert(self, expert: str, nbytes: int, now: float) -> None:
+    def _cache_room(self, expert: str, nbytes: int) -> bool:
+        """Make room for ``expert`` in the cache tier (dropping its victims at once: host memory
+        needs no confirmation); False if it is there already or cannot fit."""
         cache = self.cache
         assert cache is not None
         if cache.holds(expert) or nbytes > cache.budget_bytes:
-            return
+            return False
         victims = self.eviction.victims(cache, self.graph, nbytes)
         if victims is None:
-            return
+            return False
         for v in victims:
             cache.transition(v, ExpertState.UNLOADING)
             cache.transition(v, ExpertState.UNLOADED)
-        cache.place(expert, nbytes)
-        cache.touch(expert, now)
+        return True
+
+    def _cache_insert(self, expert: str, nbytes: int, now: float) -> None:
+        """An expert evicted from a GPU executor stays in host memory (ready at once)."""
+        cache = self.cache
+        assert cache is not None
+        if self._cache_room(expert, nbytes):
+            cache.place(expert, nbytes)
+            cache.touch(expert, now)
+
+    def _cache_reserve(self, expert: str, nbytes: int, now: float) -> None:
+        """A GPU executor's disk load passes through host memory: the cache holds the expert once
+        the read is done (LOADING until then, so no other executor copies it from host memory
+        before it is there)."""
+        cache = self.cache
+        assert cache is not None
+        if self._cache_room(expert, nbytes):
+            cache.transition(expert, ExpertState.LOADING, nbytes)
+            cache.touch(expert, now)
+
+    def _cache_loaded(self, expert: str, nbytes: int, ok: bool, now: float) -> None:
+        cache = self.cache
+        assert cache is not None
+        st = cache.state(expert)
+        if ok:
+            if st is ExpertState.LOADING:
+                cache.transition(expert, ExpertState.READY)
+            elif st is ExpertState.UNLOADED:
+                self._cache_insert(expert, nbytes, now)
+            return
+        still_reading = any(e == expert and t == "disk" for (_, e), t in self._inflight.items())
+        if st is ExpertState.LOADING and not still_reading:
+            cache.transition(expert, ExpertState.FAILED)
+            cache.transition(expert, ExpertState.UNLOADED)
+
+    # ---- in-flight loads ------------------------------------------------------------------------
+    def loading_tier(self, i: int, expert: str) -> str | None:
+        """The tier of executor ``i``'s load of ``expert`` in flight (None: none)."""
+        return self._inflight.get((i, expert))
+
+    def loads_in_flight(self) -> int:
+        return len(self._inflight)
 
     # ---- driver confirmations -----------------------------------------------------------------
-    def load_done(self, i: int, expert: str, ok: bool) -> None:
+    def load_done(self, i: int, expert: str, ok: bool, now: float) -> None:
+        """A load finished (``ok``) or failed. A loaded expert counts as used now (recency)."""
         pool = self.pools[i]
+        tier = self._inflight.pop((i, expert), None)
+        if self.cache is not None and self.kinds[i] == "gpu" and tier == "disk":
+            self._cache_loaded(expert, pool.entry_bytes(expert), ok, now)
         if ok:
             pool.transition(expert, ExpertState.READY)
+            pool.touch(expert, now)
             return
         pool.transition(expert, ExpertState.FAILED)
         self._prefetched.discard((i, expert))

@@ -136,6 +136,14 @@ class CoreScheduler:
     def queued_steps(self) -> int:
         return sum(x.queue.steps() for x in self.execs)
 
+    def queued_steps_on(self, name: str) -> int:
+        """Steps waiting in one executor's queue (for status reports)."""
+        return self._by_name[name].queue.steps()
+
+    def queued_steps_on(self, executor: str) -> int:
+        """Steps queued on one executor (not counting its running batch)."""
+        return self._by_name[executor].queue.steps()
+
     def running_batches(self) -> int:
         return len(self._batches)
 
@@ -178,7 +186,7 @@ class CoreScheduler:
     def on_load_done(self, executor: str, expert: str, now: float, ok: bool = True) -> list[Decision]:
         x = self._by_name[executor]
         out: list[Decision] = []
-        self.experts.load_done(x.idx, expert, ok)
+        self.experts.load_done(x.idx, expert, ok, now)
         if not ok:
             for g in [g for g in x.queue.groups if g.expert == expert]:
                 x.queue.remove(g)

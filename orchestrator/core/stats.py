@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -16,3 +16,9 @@ class CoreStats:
     replacement_loads: int = 0
     rejected: int = 0
     max_wait_s: float = 0.0
+
+    def reset(self) -> None:
+        """Zero every counter in place (the driver starts measuring; the object stays shared)."""
+        fresh = CoreStats()
+        for f in fields(self):
+            setattr(self, f.name, getattr(fresh, f.name))

@@ -64,6 +64,12 @@ PAPER_TASKS: dict[str, TaskSpec] = {
 }
 
 
+def warmup_seed(seed: int, i: int) -> int:
+    """The seed of the ``i``-th warm-up task before a task drawn with ``seed`` (another seed, the
+    same for every policy and every process)."""
+    return (seed + 1) * 1_000_003 + 7_919 * (i + 1)
+
+
 def mix_weights(n: int, s: float, cutoff: float | None) -> list[float]:
     """Normalised p(rank i) ~ i^-s * exp(-i/cutoff) for i = 1..n (cutoff None: pure Zipf)."""
     w = [i ** (-s) * (math.exp(-i / cutoff) if cutoff else 1.0) for i in range(1, n + 1)]
@@ -81,6 +87,10 @@ class Workload:
     verdicts: dict[int, bool]
     request_types: list[str]
     phases: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (first index, expert probs)
+    # how the requests were drawn, so that a task from the same mix can be drawn again (warm-up)
+    type_mix: tuple[tuple[str, ...], tuple[float, ...]] = ((), ())  # the first phase's types and shares
+    interval_s: float = 0.0
+    seed: int = 0
 
     def graph(self) -> DependencyGraph:
         return DependencyGraph(self.graph_nodes, self.routes.values())
@@ -90,6 +100,28 @@ class Workload:
             self.graph_nodes, [replace(r, share=type_probs.get(t, 0.0)) for t, r in self.routes.items()]
         )
         return {n: g.prior(n) for n in g.experts}
+
+    def redraw(self, seed: int, name: str | None = None) -> Workload:
+        """Another task from the same board and mix (the first phase's, no mix change): the same
+        experts and routes, as many requests at the same interval, drawn from ``Random(seed)``."""
+        names, probs = self.type_mix
+        phases: list[tuple[int, Sequence[str], Sequence[float]]] = [(0, names, probs)]
+        requests, verdicts, types = _draw(
+            random.Random(seed), len(self.requests), self.interval_s, phases, self.routes
+        )
+        return Workload(
+            name or f"{self.name}-seed{seed}",
+            self.board,
+            self.graph_nodes,
+            self.routes,
+            requests,
+            verdicts,
+            types,
+            phases=[(0, self.phases[0][1])] if self.phases else [],
+            type_mix=self.type_mix,
+            interval_s=self.interval_s,
+            seed=seed,
+        )
 
     def distinct_experts(self) -> set[str]:
         used: set[str] = set()
@@ -202,6 +234,8 @@ def build_workload(spec: TaskSpec, profile: CostProfile, source: str = "<profile
         phases.append((spec.change_at, tnames, [share2[t] for t in tnames]))
     requests, verdicts, types = _draw(rng, spec.requests, spec.interval_s, phases, routes)
     wl = Workload(spec.name, spec.board, nodes, routes, requests, verdicts, types)
+    wl.type_mix = (tuple(tnames), tuple(share[t] for t in tnames))
+    wl.interval_s, wl.seed = spec.interval_s, spec.seed
     wl.phases = [
         (start, wl.expert_probs(dict(zip(names, probs, strict=True)))) for start, names, probs in phases
     ]
@@ -242,5 +276,7 @@ def workload_from_coe(
     phases: list[tuple[int, Sequence[str], Sequence[float]]] = [(0, tnames, [probs[t] for t in tnames])]
     reqs, verdicts, types = _draw(rng, requests, interval_s, phases, routes)
     wl = Workload(coe.name, "A", nodes, routes, reqs, verdicts, types)
+    wl.type_mix = (tuple(tnames), tuple(probs[t] for t in tnames))
+    wl.interval_s, wl.seed = interval_s, seed
     wl.phases = [(0, wl.expert_probs(probs))]
     return wl

@@ -219,6 +219,8 @@ BAD_NUMBERS = [
     ("--cpu-cache-bytes", "-1", "must be >= 0.0, got -1.0"),
     ("--cpu-cache-bytes", "nan", "must be finite"),
     ("--cpu-cache-bytes", "inf", "must be finite"),
+    ("--warmup-tasks", "-1", "must be >= 0, got -1"),
+    ("--warmup-tasks", "1.5", "must be an integer"),
 ]
 
 
@@ -288,3 +290,22 @@ def test_old_switches_key_warns_once_on_stderr(tmp_path: Path, capsys: pytest.Ca
     assert _run(["simulate", "--config", str(cfg), *SMALL, "--policy", "coserve"]) == 0
     err = capsys.readouterr().err
     assert err == f"coserve: warning: {cfg}: 'switches:' is deprecated, rename it to 'features:'\n"
+
+
+def test_start_modes(tmp_path: Path) -> None:
+    outs = {}
+    for name, extra in (
+        ("default", []),
+        ("warm1", ["--warmup-tasks", "1"]),
+        ("warm2", ["--warmup-tasks", "2"]),
+        ("cold", ["--cold-start"]),
+        ("zero", ["--warmup-tasks", "0"]),
+    ):
+        out = tmp_path / f"{name}.json"
+        assert _run(["simulate", *SMALL, "--policy", "coserve", "--policy", "samba-lru", *extra, "--json", str(out)]) == 0
+        outs[name] = json.loads(out.read_text())
+    assert outs["default"] == outs["warm1"] != outs["warm2"]
+    assert outs["cold"] == outs["zero"] != outs["default"]
+    assert outs["cold"]["coserve"]["initial_loads"] == 0 < outs["default"]["coserve"]["initial_loads"]
+    with pytest.raises(ConfigError):
+        _run(["simulate", *SMALL, "--cold-start", "--warmup-tasks", "2"])

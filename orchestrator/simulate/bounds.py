@@ -1,0 +1,225 @@
+"""Two throughput bounds no policy can beat, computed from the workload and the hardware alone.
+
+Both are lower bounds on the makespan (last completion - first arrival) of *any* policy that runs
+on a layout a registered policy derives from the serve config (``core.layout``), from *any* start
+state that fits the budgets, on the simulator's hardware model (docs/simulator.md, "Bounds").
+They are proven, not replayed: a replay of one policy is not a bound for another.
+
+- **all-resident**: every expert resident everywhere, nothing ever loaded. A request completes no
+  earlier than its arrival plus one batch of one for each step on the fastest executor able to run
+  it; and the work of the requests arriving at or after any arrival time ``t`` (per item at least
+  ``K + B/max_batch`` on the executor doing it) needs at least its fluid makespan after ``t`` (an LP
+  over the executors, bounded below through its dual: any weights ``w`` on the executors summing
+  to 1 give ``sum_a n_a min_e(w_e c_ae)``). The bound is the smallest over the layouts.
+- **compulsory**: additionally, the best conceivable start (as many of the needed experts
+  resident as the largest layout's memory holds, chosen to minimise the bound: a fractional
+  knapsack, which can only make the bound lower), every other needed expert loaded from disk
+  exactly once at the fastest disk load time of any executor able to run it, on the box's
+  ``storage.concurrent_loads`` channels, starting at the first arrival, overlapping compute
+  perfectly; the last of those loads is followed by at least one batch. Never above all-resident.
+  With ``start_empty`` (cold start: every policy starts empty) nothing is resident at the start.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from orchestrator.core.layout import executors_for
+from orchestrator.core.policies import POLICIES
+from orchestrator.core.profile import CostProfile
+from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
+from orchestrator.simulate.engine import SimResult, percentile
+from orchestrator.simulate.workload import Workload
+
+Layout = tuple[tuple[ExecutorConfig, ...], int]  # executors, CPU cache bytes
+
+
+def layouts(config: ServeConfig) -> list[Layout]:
+    """Every distinct layout a registered policy runs on, from this serve config."""
+    out: list[Layout] = []
+    for name in sorted(POLICIES):
+        lay = executors_for(POLICIES[name], config)
+        if lay not in out:
+            out.append(lay)
+    return out
+
+
+@dataclass(frozen=True)
+class Bounds:
+    counted: int  # requests the bounds are for
+    all_resident_s: float  # makespan lower bounds, from the first arrival
+    compulsory_s: float
+    compulsory_loads: int  # needed experts no start state can hold: at least this many disk loads
+    start_resident: int  # needed experts the best start holds
+    needed: int
+    step_floor_s: list[float]  # per counted request: its latency lower bound
+
+    def row(self, name: str, requests: int) -> SimResult:
+        all_res = name == "all-resident"
+        makespan = self.all_resident_s if all_res else self.compulsory_s
+        loads = 0 if all_res else self.compulsory_loads
+        return SimResult(
+            policy=name,
+            requests=requests,
+            completed=self.counted,
+            rejected={},
+            makespan_s=makespan,
+            throughput_img_s=self.counted / makespan if makespan > 0 else 0.0,
+            switches=loads,
+            loads_by_tier={"disk": loads} if loads else {},
+            initial_loads=self.needed if all_res else self.start_resident,
+            p50_latency_s=percentile(self.step_floor_s, 50),
+            p99_latency_s=percentile(self.step_floor_s, 99),
+            busy_share={},
+            max_wait_s=0.0,
+        )
+
+
+def _steps(workload: Workload, ids: Collection[int] | None) -> list[tuple[float, tuple[str, ...]]]:
+    out = []
+    for r in workload.requests:
+        if ids is not None and r.id not in ids:
+            continue
+        steps: tuple[str, ...] = (r.preliminary,)
+        if r.subsequent is not None and workload.verdicts.get(r.id, False):
+            steps = (r.preliminary, r.subsequent)
+        out.append((r.arrival_s, steps))
+    return out
+
+
+def _runs(
+    workload: Workload, profile: CostProfile, execs: Sequence[ExecutorConfig], expert: str
+) -> list[tuple[float, float, float, int]]:
+    """(per-item best cost, batch-of-one time, disk load time, bytes) on each executor of ``execs``
+    (inf where it cannot run ``expert``: no cost entry, no bytes, or too big for its budget)."""
+    graph_nodes = {n.name: n for n in workload.graph_nodes}
+    node = graph_nodes[expert]
+    out = []
+    for e in execs:
+        c = profile.cost(node.arch, e.kind)
+        nbytes = node.bytes_by_kind.get(e.kind)
+        if c is None or nbytes is None or nbytes + c.activation_bytes_per_item > e.budget_bytes:
+            out.append((math.inf, math.inf, math.inf, 0))
+            continue
+        out.append((c.k_s + c.b_s / c.max_batch, c.k_s + c.b_s, c.load_time_s["disk"], nbytes))
+    return out
+
+
+def _layout_floor(
+    workload: Workload,
+    profile: CostProfile,
+    execs: Sequence[ExecutorConfig],
+    steps: list[tuple[float, tuple[str, ...]]],
+    first: float,
+) -> tuple[float, list[float]] | None:
+    """The all-resident makespan bound on one layout and each request's latency floor there
+    (None if the layout cannot serve every counted request)."""
+    experts = sorted({x for _, s in steps for x in s})
+    runs = {x: _runs(workload, profile, execs, x) for x in experts}
+    one = {x: min(r[1] for r in runs[x]) for x in experts}
+    if any(math.isinf(v) for v in one.values()):
+        return None
+    floors = [sum(one[x] for x in s) for _, s in steps]
+    bound = max((t + f - first for (t, _), f in zip(steps, floors, strict=True)), default=0.0)
+    # fluid bound over suffixes, one candidate dual (executor weights) per cost class plus uniform
+    classes = sorted({tuple(r[0] for r in runs[x]) for x in experts})
+    n = len(execs)
+    weights = [[1.0 / n] * n]
+    for cls in classes:
+        rates = [0.0 if math.isinf(c) else 1.0 / c for c in cls]
+        total = sum(rates)
+        weights.append([r / total for r in rates])
+    per_item: dict[str, list[float]] = {}
+    for x in experts:
+        costs = [r[0] for r in runs[x]]
+        per_item[x] = [
+            min(c * w for c, w in zip(costs, ws, strict=True) if not math.isinf(c)) for ws in weights
+        ]
+    suffix = [0.0] * len(weights)
+    for t, s in reversed(steps):
+        for x in s:
+            for j, v in enumerate(per_item[x]):
+                suffix[j] += v
+        bound = max(bound, t - first + max(suffix))
+    return bound, floors
+
+
+def compute_bounds(
+    workload: Workload,
+    config: ServeConfig,
+    profile: CostProfile,
+    *,
+    start_empty: bool = False,
+    ids: Collection[int] | None = None,
+) -> Bounds:
+    """Both bounds for the requests ``ids`` (default: all) of ``workload``; times are measured from
+    the first arrival of the whole task (when loads may start)."""
+    first = workload.requests[0].arrival_s if workload.requests else 0.0
+    steps = _steps(workload, ids)
+    lays = layouts(config)
+    best: tuple[float, list[float]] | None = None
+    floors_min: list[float] | None = None
+    for execs, _ in lays:
+        res = _layout_floor(workload, profile, execs, steps, first)
+        if res is None:
+            continue
+        if best is None or res[0] < best[0]:
+            best = res
+        floors_min = (
+            res[1] if floors_min is None else [min(a, b) for a, b in zip(floors_min, res[1], strict=True)]
+        )
+    if best is None or not steps:
+        return Bounds(len(steps), 1e-12, 1e-12, 0, 0, 0, [])
+    all_resident = max(best[0], 1e-12)
+    # the loads no start state avoids, on the box's storage channels
+    needed = sorted({x for _, s in steps for x in s})
+    all_execs = [e for execs, _ in lays for e in execs]
+    load: dict[str, float] = {}
+    size: dict[str, int] = {}
+    batch: dict[str, float] = {}
+    for x in needed:
+        runs = [r for r in _runs(workload, profile, all_execs, x) if not math.isinf(r[0])]
+        load[x] = min(r[2] for r in runs)
+        size[x] = min(r[3] for r in runs)
+        batch[x] = min(r[1] for r in runs)
+    smallest = min(size.values())
+    capacity = 0
+    if not start_empty:  # an executor too small for any needed expert holds none of them
+        capacity = max(
+            sum(e.budget_bytes for e in ex if e.budget_bytes >= smallest) + cache for ex, cache in lays
+        )
+    # fewest loads: keep the smallest experts; least load time left: fractional knapsack by s/byte
+    kept_count, room = 0, capacity
+    for x in sorted(needed, key=lambda x: (size[x], x)):
+        if size[x] > room:
+            break
+        room -= size[x]
+        kept_count += 1
+    kept_s, frac_room = 0.0, float(capacity)
+    for x in sorted(needed, key=lambda x: (-load[x] / max(size[x], 1), x)):
+        if frac_room <= 0:
+            break
+        share = min(1.0, frac_room / max(size[x], 1))
+        kept_s += share * load[x]
+        frac_room -= share * size[x]
+    left_s = sum(load.values()) - kept_s
+    by_tail = sorted(needed, key=lambda x: (-(load[x] + batch[x]), x))
+    tail, room = 0.0, capacity
+    for x in by_tail:  # the longest load + batch that cannot be kept resident
+        if size[x] > room:
+            tail = load[x] + batch[x]
+            break
+        room -= size[x]
+    loads_s = left_s / profile.storage_concurrent_loads + min(batch.values()) if left_s > 1e-9 else 0.0
+    compulsory = max(all_resident, loads_s, tail)
+    return Bounds(
+        counted=len(steps),
+        all_resident_s=all_resident,
+        compulsory_s=compulsory,
+        compulsory_loads=len(needed) - kept_count,
+        start_resident=kept_count,
+        needed=len(needed),
+        step_floor_s=floors_min or [],
+    )

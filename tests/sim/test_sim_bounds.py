@@ -1,0 +1,99 @@
+"""The two bounds: exact values where they can be worked out by hand, and the cases that broke the
+old compulsory bound (docs/simulator.md, "Bounds")."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from orchestrator.core.profile import parse_profile
+from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
+from orchestrator.simulate.bounds import compute_bounds
+from orchestrator.simulate.engine import simulate
+from orchestrator.simulate.presets import load_preset
+from orchestrator.simulate.workload import PAPER_TASKS, build_workload
+
+from .factories import EXPERT, make_spec
+
+pytestmark = pytest.mark.sim
+
+# CPU disk loads (0.2 s) are faster than GPU disk loads (1.0 s); two loads at a time
+FAST_CPU = parse_profile(
+    {
+        "storage": {"concurrent_loads": 2},
+        "architectures": {
+            "resnet101": {
+                "gpu": {
+                    "k_s": 0.01,
+                    "b_s": 0.02,
+                    "max_batch": 8,
+                    "load_time_s": {"disk": 1.0, "cpu": 0.05},
+                    "weight_bytes": EXPERT,
+                },
+                "cpu": {
+                    "k_s": 0.03,
+                    "b_s": 0.02,
+                    "max_batch": 4,
+                    "load_time_s": {"disk": 0.2},
+                    "weight_bytes": EXPERT,
+                },
+            },
+            "yolov5m": {
+                "gpu": {"k_s": 0.01, "b_s": 0.02, "load_time_s": {"disk": 1.0}, "weight_bytes": EXPERT}
+            },
+            "yolov5l": {
+                "gpu": {"k_s": 0.01, "b_s": 0.02, "load_time_s": {"disk": 1.0}, "weight_bytes": EXPERT}
+            },
+        },
+    },
+    "fast-cpu",
+)
+BOX = ServeConfig(
+    executors=(ExecutorConfig("gpu0", "gpu", 4 * EXPERT), ExecutorConfig("cpu0", "cpu", 6 * EXPERT))
+)
+
+
+def test_compulsory_charges_the_fastest_load_of_any_executor_from_time_zero() -> None:
+    wl = build_workload(make_spec(types=30, requests=60, interval_s=0.0, detectors=0), FAST_CPU)
+    n = len(wl.distinct_experts())
+    assert n > 20
+    cold = compute_bounds(wl, BOX, FAST_CPU, start_empty=True)
+    # every needed expert once at 0.2 s (the CPU's), two at a time, then one batch of one (GPU)
+    assert cold.compulsory_s == pytest.approx(n * 0.2 / 2 + 0.03)
+    assert cold.compulsory_loads == n and cold.start_resident == 0
+    # warm: the best start holds as many as the largest layout's memory: samba-lru's one GPU
+    # executor (4) plus the CPU memory as its cache (6) = 10 experts, any 10 of them
+    warm = compute_bounds(wl, BOX, FAST_CPU)
+    assert warm.start_resident == 10 and warm.compulsory_loads == n - 10
+    assert warm.compulsory_s == pytest.approx((n - 10) * 0.2 / 2 + 0.03)
+
+
+def test_all_resident_is_the_arrival_or_the_fluid_work_whichever_binds() -> None:
+    wl = build_workload(make_spec(types=5, requests=80, interval_s=0.0, detectors=0), FAST_CPU)
+    b = compute_bounds(wl, BOX, FAST_CPU)
+    # everything at once: 80 items on the fastest layout, samba-parallel's two GPU executors at
+    # K + B/max_batch = 0.0125 s per item each: 80 * 0.0125 / 2 = 0.5 s
+    assert b.all_resident_s == pytest.approx(80 * (0.01 + 0.02 / 8) / 2)
+    spread = build_workload(make_spec(types=5, requests=80, interval_s=0.5, detectors=0), FAST_CPU)
+    b = compute_bounds(spread, BOX, FAST_CPU)
+    assert b.all_resident_s == pytest.approx(79 * 0.5 + 0.03)  # the last arrival + one batch of one
+
+
+def test_issue_example_coserve_stays_below_compulsory_and_a_useless_gpu_changes_nothing() -> None:
+    pre = load_preset("paper-uma")
+    spec = replace(
+        PAPER_TASKS["B1"], types=352, requests=100, zipf=1.5, detectors=12, detector_share=0, seed=171
+    )
+    wl = build_workload(spec, pre.profile)
+    cfg = pre.config("B")
+    for warmup in (0, 1):
+        co = simulate(wl, cfg, pre.profile, "coserve", warmup_tasks=warmup)
+        b = compute_bounds(wl, cfg, pre.profile, start_empty=warmup == 0)
+        assert co.makespan_s >= b.compulsory_s
+    cpu_only = ServeConfig(executors=(ExecutorConfig("cpu0", "cpu", 2 * 10**9),))  # < the 27 needed
+    tiny_gpu = replace(cpu_only, executors=(ExecutorConfig("gpu0", "gpu", 10**8), *cpu_only.executors))
+    for start_empty in (True, False):
+        a = compute_bounds(wl, cpu_only, pre.profile, start_empty=start_empty)
+        b = compute_bounds(wl, tiny_gpu, pre.profile, start_empty=start_empty)
+        assert b.compulsory_s == a.compulsory_s
