@@ -2,7 +2,7 @@
 and check this issue's acceptance.
 
     .venv/bin/python benchmarks/paper_table.py [--out benchmarks/sim_results/paper_table.json]
-        [--presets paper-numa paper-uma] [--tasks A1 A2 B1 B2] [--modes warm cold]
+        [--presets paper-numa paper-uma] [--tasks A1 A2 B1 B2] [--modes warm cold] [--markdown F]
 
 Writes one JSON object keyed mode ("warm": one prior task, the default start; "cold": every
 policy starts empty) -> "preset/task" -> policy or bound -> the ``coserve simulate --json`` fields
@@ -79,14 +79,32 @@ def paper_checks(key: str, preset: str, rep: Report) -> list[str]:
     return out
 
 
+Table = dict[str, dict[str, dict[str, dict[str, object]]]]  # mode -> preset/task -> name -> fields
+
+
+def markdown(out: Table) -> str:
+    """One table per start mode: throughput (img/s) / switches per policy and bound."""
+    lines: list[str] = []
+    for mode, tasks in out.items():
+        names = list(next(iter(tasks.values())))
+        lines += [f"{mode} start", "", "| preset/task | " + " | ".join(names) + " |"]
+        lines.append("|---" * (len(names) + 1) + "|")
+        for key, obj in tasks.items():
+            cells = [f"{obj[n]['throughput_img_s']:.2f} / {obj[n]['switches']}" for n in names]
+            lines.append(f"| {key.replace('paper-', '')} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).with_name("sim_results") / "paper_table.json"))
     ap.add_argument("--presets", nargs="*", default=["paper-numa", "paper-uma"])
     ap.add_argument("--tasks", nargs="*", default=list(PAPER_TASKS))
     ap.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--markdown", default=None, help="also write the tables as markdown to this file")
     args = ap.parse_args()
-    out: dict[str, dict[str, object]] = {}
+    out: Table = {}
     failures: list[str] = []
     paper_misses: list[str] = []
     for mode in args.modes:
@@ -117,6 +135,9 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, sort_keys=True, indent=2) + "\n")
     print(f"\nwrote {args.out}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(out))
+        print(f"wrote {args.markdown}")
     if paper_misses:
         print("paper comparison (issue 3) not met, informational:\n  " + "\n  ".join(paper_misses))
     else:

@@ -15,7 +15,7 @@ It issues the ``Load``/``Unload`` decisions and counts them; it never decides wh
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from orchestrator.core.costs import CostTable, ExpertCost
 from orchestrator.core.decisions import Decision, Load, Unload
@@ -43,9 +43,12 @@ class ExpertManager:
         stats: CoreStats,
         *,
         host_copy: bool,
+        load_slots: Mapping[tuple[str, str], int] | None = None,
         unlimited: bool = False,
     ) -> None:
         """``executors``: (name, kind, budget bytes) each; ``costs`` their cost tables, in order.
+        ``load_slots``: loads the box runs at once per channel, ("storage", "disk") for every disk
+        load and (kind, "cpu") for copies from host memory to executors of that kind (missing: 1).
         ``unlimited``: every pool has (practically) unlimited memory (the all-resident replay)."""
         self.graph = graph
         self.pools = [ExpertPool(n, UNLIMITED_BYTES if unlimited else b) for n, _, b in executors]
@@ -59,6 +62,9 @@ class ExpertManager:
         self._cpu_pools = [p for p, k in zip(self.pools, self.kinds, strict=True) if k == "cpu"]
         self._prefetched: set[tuple[int, str]] = set()
         self._inflight: dict[tuple[int, str], str] = {}  # (executor, expert) -> tier of its load
+        self._slots = dict(load_slots or {})
+        self._busy: dict[tuple[str, str], int] = {}  # loads in flight per channel
+        self._ahead: set[tuple[int, str]] = set()  # loaded ahead of its group, not used yet
 
     # ---- queries ------------------------------------------------------------------------------
     def tier(self, i: int, expert: str) -> str:
@@ -81,20 +87,41 @@ class ExpertManager:
         """A load or unload is in flight on some executor."""
         return any(p.experts_in(ExpertState.LOADING, ExpertState.UNLOADING) for p in self.pools)
 
+    def unloading_bytes(self, i: int) -> int:
+        """Bytes of executor ``i``'s experts whose unload is in flight."""
+        pool = self.pools[i]
+        return sum(pool.entry_bytes(e) for e in pool.experts_in(ExpertState.UNLOADING))
+
     def held_anywhere(self, expert: str) -> bool:
         return any(p.holds(expert) for p in self.pools)
 
     # ---- admission ----------------------------------------------------------------------------
     def admit(
-        self, i: int, need: int, exclude: Iterable[str], busy: bool, now: float, out: list[Decision]
+        self,
+        i: int,
+        need: int,
+        exclude: Iterable[str],
+        busy: bool,
+        now: float,
+        out: list[Decision],
+        *,
+        spare_ahead: bool = True,
     ) -> AllocStatus:
         """Can ``need`` bytes be had on executor ``i``? On ``LATER`` the unloads of the chosen
         victims (never one of ``exclude``) are appended to ``out``. ``busy``: a batch runs there
-        (its memory comes back when it ends)."""
+        (its memory comes back when it ends). ``spare_ahead``: experts loaded ahead of their group
+        and not used yet are evicted only if nothing else can be."""
         pool = self.pools[i]
         if pool.free_bytes >= need:
             return AllocStatus.OK
-        victims = self.eviction.victims(pool, self.graph, need, exclude)
+        exclude = set(exclude)
+        victims = None
+        if spare_ahead and self._ahead:
+            ahead = {e for j, e in self._ahead if j == i}
+            if ahead:
+                victims = self.eviction.victims(pool, self.graph, need, exclude | ahead)
+        if victims is None:
+            victims = self.eviction.victims(pool, self.graph, need, exclude)
         if victims is None:
             # memory held by loads/unloads in flight or pinned batches will come back; wait for it
             pending = pool.experts_in(ExpertState.LOADING, ExpertState.UNLOADING)
@@ -116,11 +143,17 @@ class ExpertManager:
         *,
         initial: bool = False,
         prefetch: bool = False,
+        ahead: bool = False,
     ) -> Load:
-        """Issue a load (the pool goes LOADING); ``initial``: a placement load before serving."""
+        """Issue a load (the pool goes LOADING); ``initial``: a placement load before serving;
+        ``ahead``: for a queued group behind the head (lookahead)."""
         if tier == "cpu" and "cpu" not in c.load:
             tier = "disk"
         self.pools[i].transition(expert, ExpertState.LOADING, c.bytes)
+        ch = self.channel(i, tier)
+        self._busy[ch] = self._busy.get(ch, 0) + 1
+        if ahead:
+            self._ahead.add((i, expert))
         if initial:
             self.stats.initial_loads += 1
         else:
@@ -145,6 +178,7 @@ class ExpertManager:
         if self.cache is not None and self.kinds[i] == "gpu":
             self._cache_insert(expert, pool.entry_bytes(expert), now)
         self._prefetched.discard((i, expert))
+        self._ahead.discard((i, expert))
         return Unload(pool.name, expert, reason)
 
     def _cache_room(self, expert: str, nbytes: int) -> bool:
@@ -203,11 +237,31 @@ class ExpertManager:
     def loads_in_flight(self) -> int:
         return len(self._inflight)
 
+    def load_tier(self, i: int, expert: str, c: ExpertCost) -> str:
+        """The tier a load of ``expert`` onto ``i`` would come from now (as ``load`` resolves it)."""
+        tier = self.tier(i, expert)
+        return "disk" if tier == "cpu" and "cpu" not in c.load else tier
+
+    def channel(self, i: int, tier: str) -> tuple[str, str]:
+        """Disk loads share the box's storage; copies from host memory the processor's link."""
+        return ("storage", "disk") if tier == "disk" else (self.kinds[i], tier)
+
+    def slot_free(self, i: int, tier: str) -> bool:
+        """A load onto ``i`` from ``tier`` would start at once (the box's channel has a free slot)."""
+        ch = self.channel(i, tier)
+        return self._busy.get(ch, 0) < self._slots.get(ch, 1)
+
+    def ahead_of_use(self, i: int) -> set[str]:
+        """Experts of ``i`` loaded ahead of their group and not used yet."""
+        return {e for j, e in self._ahead if j == i}
+
     # ---- driver confirmations -----------------------------------------------------------------
     def load_done(self, i: int, expert: str, ok: bool, now: float) -> None:
         """A load finished (``ok``) or failed. A loaded expert counts as used now (recency)."""
         pool = self.pools[i]
         tier = self._inflight.pop((i, expert), None)
+        if tier is not None:
+            self._busy[self.channel(i, tier)] -= 1
         if self.cache is not None and self.kinds[i] == "gpu" and tier == "disk":
             self._cache_loaded(expert, pool.entry_bytes(expert), ok, now)
         if ok:
@@ -216,6 +270,7 @@ class ExpertManager:
             return
         pool.transition(expert, ExpertState.FAILED)
         self._prefetched.discard((i, expert))
+        self._ahead.discard((i, expert))
         pool.transition(expert, ExpertState.UNLOADED)
 
     def unload_done(self, i: int, expert: str) -> None:
@@ -223,6 +278,7 @@ class ExpertManager:
 
     def used(self, i: int, expert: str) -> None:
         """A batch of ``expert`` was dispatched on ``i`` (a prefetched expert counts as a hit)."""
+        self._ahead.discard((i, expert))
         if (i, expert) in self._prefetched:
             self._prefetched.discard((i, expert))
             self.stats.prefetch_hits += 1

@@ -1,4 +1,16 @@
-"""The executors a policy runs on, derived from the serve config (one job: the layout)."""
+"""The executors a policy runs on, derived from the serve config (one job: the layout).
+
+- ``serve`` (CoServe and the ablations): the serve config's executors; the CPU cache tier only with
+  the ``cpu_cache`` feature.
+- ``single`` (Samba-CoE): one GPU executor with all the GPU memory of one process: the serve
+  config's GPU budgets plus the CUDA contexts of the other GPU executor processes it does not run
+  (``gpu_context_bytes`` each); all CPU memory (the CPU executors' budgets plus
+  ``cpu_cache_bytes``) is its cache tier. On a box without a GPU it is one CPU executor with all
+  the CPU budgets and no cache tier.
+- ``gpu-split`` (Samba-CoE Parallel): as many GPU executors as the serve config has executors,
+  sharing the GPU budgets evenly (it runs more processes than the serve config has GPU executors
+  but is not charged their contexts: generous to the baseline), and the same cache tier.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +34,8 @@ def executors_for(spec: PolicySpec, config: ServeConfig) -> tuple[tuple[Executor
     gpu_total = sum(e.budget_bytes for e in gpus)
     cache = sum(e.budget_bytes for e in cpus) + config.cpu_cache_bytes
     if spec.executors == "single":
-        return (ExecutorConfig("gpu0", "gpu", gpu_total),), cache
+        whole = gpu_total + (len(gpus) - 1) * config.gpu_context_bytes
+        return (ExecutorConfig("gpu0", "gpu", whole),), cache
     if spec.executors == "gpu-split":
         n = len(execs)
         return tuple(ExecutorConfig(f"gpu{i}", "gpu", gpu_total // n) for i in range(n)), cache

@@ -19,6 +19,34 @@ A ``PolicySpec`` names the parts the core combines:
 
 Baselines (``samba-*``) and ablations (``none``, ``em``, ``em-ra``) are entries of the registry.
 This module imports nothing else of the core: the serve config validates its ``policy`` name here.
+
+Baseline rules, each beside the rule of the CoServe paper (ASPLOS 2025) it implements. The paper
+compares against Samba-CoE, which serves a CoE on one executor, switching experts on demand with
+LRU replacement and keeping experts in host memory below the accelerator's, and against Samba-CoE
+with FIFO replacement and Samba-CoE Parallel (several executors). Every rule gives the baseline
+what the paper gives it and every fair advantage it does not:
+
+1. *One executor with the device's memory* -> ``executors="single"``: one GPU executor with the GPU
+   memory of one process (the serve config's GPU budgets plus the CUDA contexts of the executor
+   processes it does not run, ``gpu_context_bytes`` each: ``orchestrator.core.layout``).
+2. *Host memory caches experts* -> ``cpu_cache=True``: all CPU memory (the CPU executors' budgets
+   plus ``cpu_cache_bytes``) is a cache tier; it keeps every expert read from disk (once the read
+   is done) and every expert the GPU evicts; a GPU load from it is a host copy ("cpu" tier).
+3. *First come, first served* -> ``assign="round-robin"`` over one executor, ``arrange=False``:
+   strict FCFS order of service; back-to-back requests for the same expert share a batch.
+4. *On-demand switching with LRU (or FIFO) replacement* -> ``eviction="lru"`` / ``"fifo"``,
+   ``initial_placement=False``: nothing placed ahead, a missing expert is loaded when its request
+   reaches the head of the queue, the least recently used (first loaded) expert is evicted.
+5. *As many loads in flight as the device allows* (ours, a fair advantage) -> ``lookahead=True``:
+   while the head's expert loads or its batch runs, the experts of the next distinct queued
+   requests load too whenever the box has a free load slot, evicting by rule 4 but never an expert
+   a request ahead of it needs; the order of service stays strictly FCFS.
+6. *Samba-CoE Parallel* -> ``executors="gpu-split"``: as many GPU executors as the serve config has
+   executors (CoServe's count), sharing the GPU budgets evenly and the cache tier of rule 2 (they
+   are not charged the contexts of their extra processes), requests dealt round-robin, rules 3-5
+   per executor.
+7. *Host copies* (ours, every policy) -> ``host_copy=True``: an expert a CPU executor holds is
+   copied from host memory instead of read from disk again (no Samba layout has a CPU executor).
 """
 
 from __future__ import annotations
@@ -39,6 +67,7 @@ class PolicySpec:
     cpu_cache: bool = False
     description: str = ""
     host_copy: bool = True
+    lookahead: bool = False  # load the next queued groups' experts while the head loads or runs
 
 
 POLICIES: dict[str, PolicySpec] = {}
@@ -64,8 +93,28 @@ def get_policy(name: str) -> PolicySpec:
 
 for _spec in (
     PolicySpec("coserve", "makespan", True, "two-stage", True, description="the paper's method"),
-    PolicySpec("samba-lru", "round-robin", False, "lru", False, "single", True, "Samba-CoE: FCFS, LRU"),
-    PolicySpec("samba-fifo", "round-robin", False, "fifo", False, "single", True, "Samba-CoE with FIFO"),
+    PolicySpec(
+        "samba-lru",
+        "round-robin",
+        False,
+        "lru",
+        False,
+        "single",
+        True,
+        "Samba-CoE: FCFS, LRU",
+        lookahead=True,
+    ),
+    PolicySpec(
+        "samba-fifo",
+        "round-robin",
+        False,
+        "fifo",
+        False,
+        "single",
+        True,
+        "Samba-CoE with FIFO",
+        lookahead=True,
+    ),
     PolicySpec(
         "samba-parallel",
         "round-robin",
@@ -75,6 +124,7 @@ for _spec in (
         "gpu-split",
         True,
         "Samba-CoE, n executors, dealt RR",
+        lookahead=True,
     ),
     PolicySpec("none", "round-robin", False, "lru", False, description="ablation: CoServe executors only"),
     PolicySpec("em", "round-robin", False, "two-stage", True, description="ablation: + expert management"),

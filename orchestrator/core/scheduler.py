@@ -20,13 +20,24 @@ from orchestrator.core.expert_manager import AllocStatus, ExpertManager
 from orchestrator.core.graph import DependencyGraph
 from orchestrator.core.layout import executors_for
 from orchestrator.core.memory import EVICTION_POLICIES, ExpertPool, ExpertState
-from orchestrator.core.placement import idle_replacement, initial_placement, place_everything
+from orchestrator.core.placement import batch_reserve, idle_replacement, initial_placement, place_everything
 from orchestrator.core.policies import PolicySpec, get_policy
-from orchestrator.core.profile import CostProfile
+from orchestrator.core.profile import PROCESSOR_KINDS, CostProfile
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 from orchestrator.core.stats import CoreStats
 
 PREFETCH_MIN_PROB = 0.5
+LOOKAHEAD_GROUPS = 8  # queued groups (the head included) looked at for loads ahead
+
+
+def load_slots(profile: CostProfile) -> dict[tuple[str, str], int]:
+    """Loads the box runs at once per channel: every disk load shares the storage; copies from
+    host memory go through each processor kind's link."""
+    slots = {("storage", "disk"): profile.storage_concurrent_loads}
+    for kind in PROCESSOR_KINDS:
+        slots[(kind, "cpu")] = profile.processor(kind).concurrent_loads
+    return slots
+
 
 __all__ = ["CoreScheduler", "CoreStats", "Request"]
 
@@ -102,8 +113,10 @@ class CoreScheduler:
             EVICTION_POLICIES[self.spec.eviction](),
             self.stats,
             host_copy=self.spec.host_copy,
+            load_slots=load_slots(profile),
             unlimited=unlimited_memory,
         )
+        self._reserve = [batch_reserve(table) for table in tables]
         self.execs = [
             _Executor(i, e, tables[i], ExecutorQueue(tables[i], self.spec.arrange))
             for i, e in enumerate(execs)
@@ -139,10 +152,6 @@ class CoreScheduler:
     def queued_steps_on(self, name: str) -> int:
         """Steps waiting in one executor's queue (for status reports)."""
         return self._by_name[name].queue.steps()
-
-    def queued_steps_on(self, executor: str) -> int:
-        """Steps queued on one executor (not counting its running batch)."""
-        return self._by_name[executor].queue.steps()
 
     def running_batches(self) -> int:
         return len(self._batches)
@@ -193,6 +202,10 @@ class CoreScheduler:
                 for s in g.steps:
                     self._reject(s.request_id, f"loading expert {expert!r} on {executor} failed", out)
         self._pump(x, now, out)
+        if self.spec.lookahead:  # a load slot of the box came free: others may load ahead now
+            for other in self.execs:
+                if other is not x:
+                    self._load_ahead(other, now, out)
         return out
 
     def on_unload_done(self, executor: str, expert: str, now: float) -> list[Decision]:
@@ -251,7 +264,13 @@ class CoreScheduler:
         x.queue.add(step, self.experts.switch_s(qi, step.expert, c) if g is None else 0.0)
 
     def _pump(self, x: _Executor, now: float, out: list[Decision]) -> None:
-        """Serve executor ``x``'s queue until it runs a batch or waits for memory or a load."""
+        """Serve executor ``x``'s queue until it runs a batch or waits for memory or a load; then,
+        with lookahead, load the experts of the groups behind the head."""
+        self._serve(x, now, out)
+        if self.spec.lookahead:
+            self._load_ahead(x, now, out)
+
+    def _serve(self, x: _Executor, now: float, out: list[Decision]) -> None:
         pool = self.experts.pools[x.idx]
         while x.running is None:
             if not x.queue:
@@ -300,6 +319,42 @@ class CoreScheduler:
             x.queue.busy_until_pred = now + c.load_s(load.tier)
             x.queue.switch_issued(g)
             return
+
+    def _load_ahead(self, x: _Executor, now: float, out: list[Decision]) -> None:
+        """While ``x`` runs a batch or its head's expert loads, load the experts of the next queued
+        groups (distinct, in queue order, up to LOOKAHEAD_GROUPS groups) whenever the box has a free
+        load slot for the tier, keeping one max batch of activations free. Victims are chosen by
+        the policy's ranking but never among the experts of the groups up to that one, nor among
+        experts already loaded ahead; the load follows once their unloads are confirmed. Queue
+        order of service is unchanged."""
+        pool = self.experts.pools[x.idx]
+        if not x.queue or not (
+            x.running is not None or pool.state(x.queue.groups[0].expert) is ExpertState.LOADING
+        ):
+            return
+        protect = self.experts.ahead_of_use(x.idx)
+        reserve = self._reserve[x.idx]
+        for j, g in enumerate(x.queue.groups[:LOOKAHEAD_GROUPS]):
+            e = g.expert
+            protect.add(e)
+            if j == 0 or pool.state(e) is not ExpertState.UNLOADED:
+                continue
+            c = x.costs[e]
+            assert c is not None
+            tier = self.experts.load_tier(x.idx, e, c)
+            need = c.bytes + reserve
+            if not self.experts.slot_free(x.idx, tier) or need > pool.budget_bytes:
+                continue
+            if pool.free_bytes < need:
+                if self.experts.unloading_bytes(x.idx):
+                    return  # evicted already: the load follows once the memory is back
+                victims = self.experts.eviction.victims(pool, self.graph, need, protect)
+                if victims:
+                    for v in victims:
+                        out.append(self.experts.unload(x.idx, v, "evicted to load ahead", now))
+                return
+            out.append(self.experts.load(x.idx, e, c, tier, now, ahead=True))
+            x.queue.switch_issued(g)
 
     def _reject_group(self, x: _Executor, g: Group, reason: str, out: list[Decision]) -> None:
         x.queue.remove(g)

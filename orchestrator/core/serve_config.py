@@ -6,6 +6,9 @@ YAML format::
       - {name: gpu0, kind: gpu, budget_bytes: 3.6e9}
       - {name: cpu0, kind: cpu, budget_bytes: 12e9}
     cpu_cache_bytes: 0              # CPU memory used as a cache tier for GPU executors' loads
+    gpu_context_bytes: 0.6e9        # GPU memory each executor process costs (its CUDA context);
+                                    # the budgets above already leave it out. A layout with fewer
+                                    # processes on the GPU gets it back (single-executor Samba-CoE)
     policy: coserve                 # a registered policy (orchestrator.core.policies)
     features:                       # beyond-paper features, each off by default
       prefetch: false               # (orchestrator.core.features lists them all)
@@ -44,6 +47,7 @@ class ServeConfig:
     policy: str = "coserve"
     cpu_cache_bytes: int = 0
     features: Features = field(default_factory=Features)
+    gpu_context_bytes: int = 0
 
     def with_features(self, **kw: Any) -> ServeConfig:
         return replace(self, features=replace(self.features, **kw))
@@ -72,7 +76,9 @@ def parse_executors(raw: Any, r: Reader, path: str) -> tuple[ExecutorConfig, ...
 def parse_serve_config(data: Any, source: str = "<serve-config>") -> ServeConfig:
     r = Reader(source)
     top = r.mapping(data, "(top level)")
-    r.unknown(top, {"executors", "policy", "cpu_cache_bytes", "features", "switches"}, "")
+    r.unknown(
+        top, {"executors", "policy", "cpu_cache_bytes", "gpu_context_bytes", "features", "switches"}, ""
+    )
     executors = parse_executors(r.required(top, "executors", ""), r, "executors")
     policy = r.string(top.get("policy", "coserve"), "policy", policy_names())
     cache = int(r.number(top.get("cpu_cache_bytes", 0), "cpu_cache_bytes"))
@@ -87,7 +93,14 @@ def parse_serve_config(data: Any, source: str = "<serve-config>") -> ServeConfig
     features = parse_features(r.mapping(top.get(key, {}) or {}, key), r, key)
     if features.cpu_cache and cache <= 0:
         raise r.fail("cpu_cache_bytes", f"must be > 0 when {key}.cpu_cache is true")
-    return ServeConfig(executors=executors, policy=policy, cpu_cache_bytes=cache, features=features)
+    context = int(r.number(top.get("gpu_context_bytes", 0), "gpu_context_bytes"))
+    return ServeConfig(
+        executors=executors,
+        policy=policy,
+        cpu_cache_bytes=cache,
+        features=features,
+        gpu_context_bytes=context,
+    )
 
 
 def load_serve_config_text(text: str, source: str) -> ServeConfig:

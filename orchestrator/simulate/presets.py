@@ -20,10 +20,11 @@ class Preset:
     name: str
     profile: CostProfile
     executors: Mapping[str, tuple[ExecutorConfig, ...]]
+    gpu_context_bytes: int = 0
 
     def config(self, board: str, policy: str = "coserve") -> ServeConfig:
         execs = self.executors.get(board) or next(iter(self.executors.values()))
-        return ServeConfig(executors=execs, policy=policy)
+        return ServeConfig(executors=execs, policy=policy, gpu_context_bytes=self.gpu_context_bytes)
 
 
 def preset_names() -> list[str]:
@@ -33,13 +34,14 @@ def preset_names() -> list[str]:
 def parse_preset(data: Any, source: str) -> Preset:
     r = Reader(source)
     top = r.mapping(data, "(top level)")
-    r.unknown(top, {"name", "description", "profile", "executors"}, "")
+    r.unknown(top, {"name", "description", "profile", "executors", "gpu_context_bytes"}, "")
     profile = parse_profile(r.required(top, "profile", ""), source)
     ex = r.mapping(r.required(top, "executors", ""), "executors")
     boards = {str(b): parse_executors(v, r, f"executors.{b}") for b, v in ex.items()}
     if not boards:
         raise r.fail("executors", "must define executors for at least one board")
-    return Preset(str(top.get("name", Path(source).stem)), profile, boards)
+    context = int(r.number(top.get("gpu_context_bytes", 0), "gpu_context_bytes"))
+    return Preset(str(top.get("name", Path(source).stem)), profile, boards, context)
 
 
 def load_preset(name: str) -> Preset:

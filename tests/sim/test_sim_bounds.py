@@ -97,3 +97,27 @@ def test_issue_example_coserve_stays_below_compulsory_and_a_useless_gpu_changes_
         a = compute_bounds(wl, cpu_only, pre.profile, start_empty=start_empty)
         b = compute_bounds(wl, tiny_gpu, pre.profile, start_empty=start_empty)
         assert b.compulsory_s == a.compulsory_s
+
+
+def test_an_expert_left_out_costs_at_least_its_own_load_and_batch() -> None:
+    wl = build_workload(make_spec(types=6, requests=12, interval_s=0.0, detectors=0), FAST_CPU)
+    n = len(wl.distinct_experts())
+    one_short = ServeConfig(executors=(ExecutorConfig("gpu0", "gpu", (n - 1) * EXPERT),))
+    b = compute_bounds(wl, one_short, FAST_CPU)
+    assert b.compulsory_loads == 1
+    # one GPU disk load (1.0 s, no CPU executor in any layout) then its batch of one: the two load
+    # channels do not help a single load (the fractional share would say 1.0 / 2 + 0.03)
+    assert b.compulsory_s == pytest.approx(1.0 + 0.03)
+
+
+def test_warmup_tasks_come_from_the_same_mix_with_other_seeds() -> None:
+    from orchestrator.simulate.engine import Simulation
+
+    wl = build_workload(make_spec(types=30, requests=200), FAST_CPU)
+    sim = Simulation(wl, BOX, FAST_CPU, "coserve", warmup_tasks=2)
+    a, b = sim.warmups
+    assert a.routes == b.routes == wl.routes and a.type_mix == wl.type_mix
+    assert len(a.requests) == len(wl.requests) and a.interval_s == wl.interval_s
+    assert len({tuple(x.request_types) for x in (a, b, wl)}) == 3  # three different draws
+    again = Simulation(wl, BOX, FAST_CPU, "samba-lru", warmup_tasks=2).warmups
+    assert [x.request_types for x in again] == [a.request_types, b.request_types]  # same for every policy

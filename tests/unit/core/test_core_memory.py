@@ -107,3 +107,31 @@ def test_two_stage_evicts_orphaned_subsequent_first_then_by_usage() -> None:
     # now a preliminary is resident: stage 2, ascending usage (cls_5 is the rarest)
     assert pol.victims(p, g, p.free_bytes + 1) == ["cls_5"]
     assert EVICTION_POLICIES["usage"]().victims(p, g, p.free_bytes + 1) == ["cls_5"]
+
+
+def test_two_stage_stage_one_evicts_the_largest_orphan_first() -> None:
+    from orchestrator.core.graph import DependencyGraph, ExpertNode, TypeRoute
+
+    mb = 10**6
+    nodes = [
+        ExpertNode("cls_a", "classifier", {"gpu": 10 * mb}, "preliminary"),
+        ExpertNode("cls_b", "classifier", {"gpu": 10 * mb}, "preliminary"),
+        ExpertNode("cls_c", "classifier", {"gpu": 10 * mb}, "preliminary"),
+        ExpertNode("det_small", "detector", {"gpu": 20 * mb}, "subsequent"),
+        ExpertNode("det_large", "detector", {"gpu": 30 * mb}, "subsequent"),
+    ]
+    routes = [
+        TypeRoute(0.4, "cls_a", "det_small", 0.9),
+        TypeRoute(0.4, "cls_b", "det_large", 0.9),
+        TypeRoute(0.2, "cls_c"),
+    ]
+    g = DependencyGraph(nodes, routes)
+    p = ExpertPool("gpu0", 1000 * mb)
+    for name, size in (("cls_c", 10), ("det_small", 20), ("det_large", 30)):
+        p.place(name, size * mb)
+    pol = EVICTION_POLICIES["two-stage"]()
+    # both detectors are orphans (neither preliminary resident): stage 1, largest first
+    assert pol.victims(p, g, p.free_bytes + 1) == ["det_large"]
+    assert pol.victims(p, g, p.free_bytes + 31 * mb) == ["det_large", "det_small"]
+    p.place("cls_b", 10 * mb)  # det_large's preliminary is back: only det_small is an orphan
+    assert pol.victims(p, g, p.free_bytes + 1) == ["det_small"]

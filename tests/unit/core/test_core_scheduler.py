@@ -228,3 +228,104 @@ def test_private_scheduler_methods_use_every_parameter() -> None:
                     f"{info.name}.{node.name}({a.arg})" for a in node.args.args[1:] if a.arg not in used
                 ]
     assert unused == []
+
+
+class _Loads:
+    """A hand-made ``ExecutorLoad`` view: fixed backlogs and added latencies per executor."""
+
+    def __init__(self, backlog: list[float], added: list[float]) -> None:
+        self.backlog, self.added = backlog, added
+
+    @property
+    def n_executors(self) -> int:
+        return len(self.backlog)
+
+    def predicted_backlog_s(self, q: int, now: float) -> float:
+        return self.backlog[q]
+
+    def added_latency_s(self, q: int, expert: str) -> float:
+        return self.added[q]
+
+
+def test_makespan_assignment_minimises_the_maximum_over_all_queues_then_the_added_latency() -> None:
+    from orchestrator.core.assign import MakespanAssign
+
+    pick = MakespanAssign().choose
+    # q2 dominates the makespan whatever happens; joining q1 (which holds the expert: +K) or
+    # opening a group on the empty q0 (+K+B+load) leaves it at 10 s: the tie goes to the smaller
+    # added latency, q1, although q0's own backlog would stay the smaller
+    view = _Loads([0.0, 3.0, 10.0], [1.02, 0.01, 1.02])
+    assert pick(view, "x", [0, 1], 0.0) == 1
+    # the same with the resident queue first: ties to the added latency, not to the index
+    assert pick(_Loads([3.0, 0.0, 10.0], [0.01, 1.02, 1.02]), "x", [0, 1], 0.0) == 0
+    # when the step itself sets the makespan, the smaller resulting maximum wins
+    assert pick(_Loads([0.0, 3.0], [1.02, 0.01]), "x", [0, 1], 0.0) == 0
+    # a full tie (same maximum, same added latency) goes to the lowest index
+    assert pick(_Loads([0.0, 0.0, 10.0], [1.0, 1.0, 1.0]), "x", [0, 1], 0.0) == 0
+
+
+def test_samba_loads_the_next_distinct_experts_while_the_head_loads_and_serves_strictly_fcfs() -> None:
+    from orchestrator.core.decisions import Load
+
+    core = _core("samba-lru", 100)  # one executor; two loads at a time (profile concurrent_loads)
+    out = core.on_arrival(Request(0, 0.0, "cls_1"), 0.0)
+    assert [(d.expert, d.tier) for d in out if isinstance(d, Load)] == [("cls_1", "disk")]
+    out = core.on_arrival(Request(1, 0.0, "cls_2"), 0.0)
+    assert [d.expert for d in out if isinstance(d, Load)] == ["cls_2"]  # loads while cls_1 loads
+    out = core.on_arrival(Request(2, 0.0, "cls_3"), 0.0)
+    assert not [d for d in out if isinstance(d, Load)]  # both load slots of the box are busy
+    # cls_2 finishes first, but cls_1's request is served first; the freed slot loads cls_3
+    out = core.on_load_done("gpu0", "cls_2", 0.5)
+    assert not [d for d in out if isinstance(d, Dispatch)]
+    assert [d.expert for d in out if isinstance(d, Load)] == ["cls_3"]
+    out = core.on_load_done("gpu0", "cls_1", 1.0)
+    assert [(d.expert, d.request_ids) for d in out if isinstance(d, Dispatch)] == [("cls_1", (0,))]
+
+
+def test_single_executor_samba_gets_the_contexts_of_the_processes_it_does_not_run() -> None:
+    from dataclasses import replace
+
+    from orchestrator.core.layout import executors_for
+    from orchestrator.core.policies import get_policy
+
+    cfg = replace(make_config(100, 100, 100, cpu_mb=300), gpu_context_bytes=5 * MB)
+    (single,), cache = executors_for(get_policy("samba-lru"), cfg)
+    assert single.budget_bytes == 300 * MB + 2 * 5 * MB and cache == 300 * MB
+    parallel, _ = executors_for(get_policy("samba-parallel"), cfg)
+    assert [e.budget_bytes for e in parallel] == [75 * MB] * 4
+    assert executors_for(get_policy("coserve"), cfg)[0] == cfg.executors
+
+
+def test_host_memory_holds_a_disk_load_only_once_it_is_done() -> None:
+    from orchestrator.core.decisions import Load
+
+    cfg = make_config(100, 100, cpu_mb=300)  # samba-parallel: three GPU executors, a cache tier
+    core = CoreScheduler(make_graph(), cfg, make_profile(), "samba-parallel")
+    first = [d for d in core.on_arrival(Request(0, 0.0, "cls_1"), 0.0) if isinstance(d, Load)]
+    assert [(d.executor, d.tier) for d in first] == [("gpu0", "disk")]
+    # the read is not done: another executor must read the disk too, not copy from host memory
+    second = [d for d in core.on_arrival(Request(1, 0.0, "cls_1"), 0.0) if isinstance(d, Load)]
+    assert [(d.executor, d.tier) for d in second] == [("gpu1", "disk")]
+    core.on_load_done("gpu0", "cls_1", 1.0)
+    third = [d for d in core.on_arrival(Request(2, 1.0, "cls_1"), 1.0) if isinstance(d, Load)]
+    assert [(d.executor, d.tier) for d in third] == [("gpu2", "cpu")]
+
+
+def test_samba_never_evicts_for_a_load_ahead_an_expert_a_request_ahead_of_it_needs() -> None:
+    from orchestrator.core.decisions import Load, Unload
+
+    core = _core("samba-lru", 35)  # three 10 MB experts + a max batch (4 x 1 MB) of activations
+    for rid, (t, e) in enumerate([(0.0, "cls_1"), (1.0, "cls_2")]):
+        core.on_arrival(Request(rid, t, e), t)
+        (batch,) = [d for d in core.on_load_done("gpu0", e, t + 0.1) if isinstance(d, Dispatch)]
+        core.on_batch_done(batch.batch_id, t + 0.2, {})
+    # cls_1 (used at 0.2) is older than cls_2 (1.2); cls_3 loads for the head, cls_1 queues behind
+    assert [d.expert for d in core.on_arrival(Request(2, 2.0, "cls_3"), 2.0) if isinstance(d, Load)] == [
+        "cls_3"
+    ]
+    assert core.on_arrival(Request(3, 2.0, "cls_1"), 2.0) == []
+    out = core.on_arrival(Request(4, 2.0, "cls_4"), 2.0)
+    # loading cls_4 ahead needs a victim: LRU would pick cls_1, but request 3 ahead needs it
+    assert [(d.expert, d.reason) for d in out if isinstance(d, Unload)] == [
+        ("cls_2", "evicted to load ahead")
+    ]
