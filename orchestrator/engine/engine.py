@@ -1,0 +1,451 @@
+"""The engine: the second driver of the pure core, against a real (or fake) backend.
+
+It feeds requests to ``CoreScheduler`` and executes the decisions it returns (the driver protocol
+in ``orchestrator.core``) on a ``Backend``:
+
+- ``Load`` -> ``backend.load`` in a task; ``on_load_done`` when it returns (``ok=False`` if it
+  failed). ``Unload`` -> ``backend.unload`` (returns once the memory is free); ``on_unload_done``.
+  The core never issues two operations on one expert of one executor at once, and never unloads
+  an expert a running batch uses (it pins it); the engine adds nothing to that.
+- ``Dispatch`` -> one ``backend.infer`` of the batch; the verdict rules of
+  ``orchestrator.experts_io`` decide each request's outcome; ``on_batch_done`` gets, per request,
+  whether its classifier result calls for the subsequent (detector) step, which the core then
+  queues. A model whose process died is reloaded once and the batch retried; a batch that still
+  fails gives its requests an ``error`` verdict naming the cause.
+- ``Complete`` / ``Reject`` -> the request's verdict.
+
+Events are handled one at a time (asyncio is single-threaded and no core call awaits), ``now`` is
+the event loop's clock since the engine started, so the same code runs on a virtual clock in tests
+and the decision sequence can be compared with the simulator's.
+
+Limits kept: at most ``queue_bound`` requests accepted and not yet answered (``QueueFull``
+beyond); a request whose deadline passes gets ``DeadlinePassed``. Known gap: the core has no
+"withdraw" event yet, so a request whose caller gave up (deadline, disconnect) still runs when
+its turn comes; its result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from orchestrator import experts_io
+from orchestrator.coe import CoEDefinition
+from orchestrator.core.coe_graph import graph_from_coe
+from orchestrator.core.decisions import Complete, Decision, Dispatch, Load, Reject, Unload
+from orchestrator.core.profile import CostProfile
+from orchestrator.core.scheduler import CoreScheduler, Request
+from orchestrator.core.serve_config import ServeConfig
+from orchestrator.engine.backend import Backend
+from orchestrator.engine.types import (
+    BackendUnavailable,
+    BadRequest,
+    DeadlinePassed,
+    EngineStatus,
+    ExecutorStatus,
+    ExpertUse,
+    InspectRequest,
+    NotServing,
+    QueueFull,
+    ResidentExpert,
+    Verdict,
+)
+from orchestrator.errors import CoserveError, ServerUnavailableError
+from orchestrator.images import ImageDecodeError, decode_image
+from orchestrator.triton.adapter import model_process_died
+
+
+@dataclass
+class _Pending:
+    """One accepted request while the core works on it."""
+
+    request: InspectRequest
+    core: Request
+    arrival: float
+    future: asyncio.Future[Verdict]
+    tensors: dict[str, np.ndarray]  # expert -> its input tensor (C, H, W)
+    outcome: str = "pass"
+    defect_class: int | None = None
+    scores: tuple[float, ...] = ()
+    experts: list[ExpertUse] = field(default_factory=list)
+    compute_s: float = 0.0
+    switch_s: float = 0.0
+    error: str | None = None
+    unavailable: str | None = None
+
+
+@dataclass
+class EngineStats:
+    """Counters for reports (``coserve demo``/``bench``): switches are loads from storage."""
+
+    loads: int = 0
+    load_failures: int = 0
+    unloads: int = 0
+    unload_failures: int = 0
+    batches: int = 0
+    reloads: int = 0
+    load_s: float = 0.0
+    unload_s: float = 0.0
+    compute_s: float = 0.0
+
+
+class Engine:
+    """Implements ``orchestrator.engine.types.InspectionService`` over a core and a backend."""
+
+    def __init__(
+        self,
+        coe: CoEDefinition,
+        config: ServeConfig,
+        profile: CostProfile,
+        backend: Backend,
+        *,
+        policy: str | None = None,
+        queue_bound: int = 10_000,
+        versions: Mapping[str, str] | None = None,
+        source: str = "serve config",
+    ) -> None:
+        self.coe = coe
+        self.config = config
+        self.backend = backend
+        self.graph = graph_from_coe(coe, profile, source)
+        self.core = CoreScheduler(self.graph, config, profile, policy)
+        self.policy = policy or config.policy
+        self.queue_bound = queue_bound
+        self.versions = dict(versions or {})
+        self.stats = EngineStats()
+        #: every decision the core returned, in order (the equivalence test compares these)
+        self.decisions: list[Decision] = []
+        #: unloads that failed (their memory stays counted); a watchdog's work
+        self.unload_errors: list[str] = []
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count()
+        self._started = False
+        self._placed = asyncio.Event()
+        self._placing: set[tuple[str, str]] = set()
+        self._draining = False
+        self._t0: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loading_since: dict[tuple[str, str], float] = {}
+        self._ready_at: dict[tuple[str, str], float] = {}
+        self._load_errors: dict[tuple[str, str], str] = {}
+
+    # -- clock -------------------------------------------------------------------------------
+    def now(self) -> float:
+        loop = asyncio.get_running_loop()
+        if self._t0 is None:
+            self._t0 = loop.time()
+        return loop.time() - self._t0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self, wait: bool = True) -> None:
+        """Start the clock (``now`` = 0) and issue the initial placement's loads.
+
+        Requests are accepted from here on (the core queues those whose expert is still loading,
+        as the simulator's cold start does), but ``serving()`` (what health checks report) turns
+        true only once every placement load has finished. ``wait``: return only then.
+        """
+        self._t0 = asyncio.get_running_loop().time()
+        self._started = True
+        decisions = self.core.initial_placement(0.0)
+        self._placing = {(d.executor, d.expert) for d in decisions if isinstance(d, Load)}
+        if not self._placing:
+            self._placed.set()
+        self._apply(decisions)
+        if wait:
+            await self._placed.wait()
+
+    def serving(self) -> bool:
+        """True once the initial placement is loaded, until draining starts (health checks)."""
+        return self._placed.is_set() and not self._draining
+
+    async def drain(self) -> None:
+        """Stop accepting; return once every accepted request has its verdict."""
+        self._draining = True
+        while self._pending:
+            await asyncio.sleep(0.01)
+        await self._wait_tasks()
+
+    async def _wait_tasks(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Cancel what runs (nothing is answered after this) and close the backend."""
+        self._draining = True
+        for task in list(self._tasks):
+            task.cancel()
+        await self._wait_tasks()
+        for p in self._pending.values():
+            if not p.future.done():
+                p.future.set_exception(NotServing("the service stopped before this component was inspected"))
+        self._pending.clear()
+        await self.backend.close()
+
+    # -- InspectionService ---------------------------------------------------------------------
+    def component_types(self) -> Sequence[str]:
+        return sorted(self.coe.routing)
+
+    def input_shape(self, component_type: str) -> tuple[int, int, int]:
+        rule = self.coe.routing.get(component_type)
+        if rule is None:
+            raise BadRequest(f"unknown component type {component_type!r} (this CoE has {len(self.coe.routing)} types)")
+        return self.coe.experts[rule.classifier].input_shape
+
+    async def inspect(self, request: InspectRequest) -> Verdict:
+        """One verdict for ``request`` (see the module doc for the errors)."""
+        if not self._started or self._draining:
+            raise NotServing("the service is not accepting requests (not started yet, or draining)")
+        rule = self.coe.routing.get(request.component_type)
+        if rule is None:
+            raise BadRequest(
+                f"unknown component type {request.component_type!r} (this CoE has {len(self.coe.routing)} types)"
+            )
+        tensors = {rule.classifier: self._tensor(request, rule.classifier)}
+        if rule.detector is not None:
+            tensors[rule.detector] = self._tensor(request, rule.detector)
+        if len(self._pending) >= self.queue_bound:
+            raise QueueFull(f"{len(self._pending)} components are queued (bound {self.queue_bound}); retry later")
+        now = self.now()
+        if request.deadline is not None and request.deadline <= asyncio.get_running_loop().time():
+            raise DeadlinePassed("the request's deadline had passed when it arrived")
+        rid = next(self._ids)
+        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        core_req = Request(rid, now, rule.classifier, rule.detector)
+        self._pending[rid] = _Pending(request, core_req, now, future, tensors)
+        self._apply(self.core.on_arrival(core_req, now))
+        if request.deadline is None:
+            return await asyncio.shield(future)
+        timeout = max(0.0, request.deadline - asyncio.get_running_loop().time())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise DeadlinePassed(
+                f"no verdict within the request's deadline ({timeout:.3f} s after it was accepted)"
+            ) from None
+
+    def _tensor(self, request: InspectRequest, expert: str) -> np.ndarray:
+        shape = self.coe.experts[expert].input_shape
+        if isinstance(request.image, bytes):
+            try:
+                return decode_image(request.image, shape)
+            except ImageDecodeError as exc:
+                raise BadRequest(f"image of component {request.component_id!r}: {exc}") from None
+        image = np.asarray(request.image)
+        if image.dtype != np.float32 or image.shape != shape:
+            raise BadRequest(
+                f"image of component {request.component_id!r}: raw tensor must be float32 {list(shape)}, "
+                f"got {image.dtype} {list(image.shape)}"
+            )
+        return image
+
+    def status(self) -> EngineStatus:
+        """Executors with their budgets, bytes in use and resident experts (the core's accounting)."""
+        execs = []
+        for name in self.core.executor_names():
+            pool = self.core.pool(name)
+            execs.append(
+                ExecutorStatus(
+                    name=name,
+                    kind=self.core.executor_kind(name),
+                    server=self.server_of(name),
+                    budget_bytes=int(pool.budget_bytes),
+                    used_bytes=int(pool.used_bytes),
+                    queue_depth=self.core.queued_steps_on(name),
+                    resident=tuple(ResidentExpert(e, pool.entry_bytes(e)) for e in sorted(pool.resident())),
+                )
+            )
+        return EngineStatus(
+            policy=self.policy, serving=self.serving(), executors=execs, queued=len(self._pending),
+            queue_bound=self.queue_bound,
+        )
+
+    def server_of(self, executor: str) -> str:
+        """The server an executor runs on (its backend knows; the executor's name otherwise)."""
+        server_of = getattr(self.backend, "server_of", None)
+        return str(server_of(executor)) if callable(server_of) else executor
+
+    # -- executing decisions ---------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _apply(self, decisions: list[Decision]) -> None:
+        self.decisions.extend(decisions)
+        for d in decisions:
+            if isinstance(d, Load):
+                self._loading_since[(d.executor, d.expert)] = self.now()
+                self._spawn(self._load_then_report(d))
+            elif isinstance(d, Unload):
+                self._spawn(self._unload_then_report(d))
+            elif isinstance(d, Dispatch):
+                self._spawn(self._run_batch(d))
+            elif isinstance(d, Complete):
+                self._answer(d.request_id)
+            elif isinstance(d, Reject):
+                p = self._pending.get(d.request_id)
+                if p is not None:
+                    p.outcome = "error"
+                    p.error = p.error or self._reject_reason(d)
+                self._answer(d.request_id)
+
+    def _reject_reason(self, d: Reject) -> str:
+        p = self._pending.get(d.request_id)
+        if p is not None:
+            for (_, expert), why in self._load_errors.items():
+                if expert in (p.core.preliminary, p.core.subsequent):
+                    return f"expert {expert} failed to load: {why}"
+        return d.reason
+
+    async def _do_load(self, d: Load) -> None:
+        began = self.now()
+        try:
+            await self.backend.load(d.executor, d.expert, d.tier)
+        except CoserveError as exc:
+            self.stats.load_failures += 1
+            self._load_errors[(d.executor, d.expert)] = str(exc)
+            if isinstance(exc, ServerUnavailableError):
+                self._server_lost(str(exc))
+            raise
+        finally:
+            self.stats.load_s += self.now() - began
+        self.stats.loads += 1
+        self._load_errors.pop((d.executor, d.expert), None)
+        self._ready_at[(d.executor, d.expert)] = self.now()
+
+    async def _load_then_report(self, d: Load) -> None:
+        ok = True
+        try:
+            await self._do_load(d)
+        except CoserveError:
+            ok = False
+        self._apply(self.core.on_load_done(d.executor, d.expert, self.now(), ok=ok))
+        if self._placing:
+            self._placing.discard((d.executor, d.expert))
+            if not self._placing:
+                self._placed.set()
+
+    async def _unload_then_report(self, d: Unload) -> None:
+        began = self.now()
+        try:
+            await self.backend.unload(d.executor, d.expert)
+        except CoserveError as exc:
+            # The memory may still be held, so the core is not told it is free: its bytes stay
+            # counted against the budget (never exceeded) until a watchdog settles it.
+            self.stats.unload_failures += 1
+            self.unload_errors.append(f"{d.expert} on {d.executor}: {exc}")
+            if isinstance(exc, ServerUnavailableError):
+                self._server_lost(str(exc))
+            return
+        self.stats.unloads += 1
+        self.stats.unload_s += self.now() - began
+        self._ready_at.pop((d.executor, d.expert), None)
+        self._apply(self.core.on_unload_done(d.executor, d.expert, self.now()))
+
+    def _server_lost(self, why: str) -> None:
+        """A server stopped answering while the core waits on it: every request still pending
+        gets ``BackendUnavailable`` now rather than waiting for an event that will not come. (The
+        core keeps their steps; their late results, if any, are dropped. Restarting the server
+        and retrying is the watchdog's job.)"""
+        for rid in list(self._pending):
+            self._pending[rid].unavailable = why
+            self._answer(rid)
+
+    async def _run_batch(self, d: Dispatch) -> None:
+        pendings = [self._pending.get(rid) for rid in d.request_ids]
+        images = np.stack([p.tensors[d.expert] if p is not None else self._blank(d.expert) for p in pendings])
+        began = self.now()
+        ready = self._ready_at.get((d.executor, d.expert), began)
+        outputs: dict[str, np.ndarray] | None = None
+        failure: str | None = None
+        try:
+            outputs = await self._infer_with_recovery(d, images)
+        except ServerUnavailableError as exc:
+            failure = str(exc)
+            for p in pendings:
+                if p is not None:
+                    p.unavailable = failure
+            self._server_lost(failure)
+        except CoserveError as exc:
+            failure = f"expert {d.expert} failed: {exc}"
+        took = self.now() - began
+        self.stats.batches += 1
+        self.stats.compute_s += took
+        verdicts: dict[int, bool] = {}
+        for i, (rid, p) in enumerate(zip(d.request_ids, pendings, strict=True)):
+            calls_detector = False
+            if p is not None:
+                p.compute_s += took
+                p.switch_s += max(0.0, ready - max(p.arrival, self._loading_since.get((d.executor, d.expert), ready)))
+                p.experts.append(ExpertUse(d.expert, self.versions.get(d.expert, "1")))
+                if outputs is None:
+                    p.outcome, p.error = "error", failure
+                else:
+                    calls_detector = self._record(p, d, outputs, i)
+            verdicts[rid] = calls_detector
+        self._apply(self.core.on_batch_done(d.batch_id, self.now(), verdicts))
+
+    def _blank(self, expert: str) -> np.ndarray:
+        return np.zeros(self.coe.experts[expert].input_shape, dtype=np.float32)
+
+    async def _infer_with_recovery(self, d: Dispatch, images: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            return await self.backend.infer(d.executor, d.expert, images)
+        except CoserveError as exc:
+            if not model_process_died(exc):
+                raise
+        # Triton keeps a model whose process died READY: reload it once, retry the batch once.
+        self.stats.reloads += 1
+        await self.backend.reload(d.executor, d.expert)
+        return await self.backend.infer(d.executor, d.expert, images)
+
+    def _record(self, p: _Pending, d: Dispatch, outputs: Mapping[str, np.ndarray], i: int) -> bool:
+        """Set ``p``'s outcome from row ``i`` of the batch; True if the detector must run next."""
+        if d.stage == 0:
+            logits = outputs[experts_io.CLASSIFIER_OUTPUT][i : i + 1]
+            no_defect = bool(experts_io.classifier_no_defect(logits)[0])
+            row = logits[0].astype(np.float64)
+            probs = np.exp(row - row.max())
+            probs /= probs.sum()
+            p.scores = tuple(float(x) for x in probs)
+            if not no_defect:
+                p.outcome, p.defect_class = "defect", int(np.argmax(row))
+                return False
+            p.outcome = "pass"
+            return p.core.subsequent is not None
+        boxes = outputs["boxes"][i : i + 1]
+        objectness = outputs["objectness"][i : i + 1]
+        _, h, w = self.coe.experts[d.expert].input_shape
+        ok = bool(experts_io.detector_pass(boxes, objectness, (h, w))[0])
+        p.scores = (float(np.max(objectness)) if objectness.size else 0.0,)
+        p.outcome = "pass" if ok else "fail"
+        return False
+
+    def _answer(self, rid: int) -> None:
+        p = self._pending.pop(rid, None)
+        if p is None or p.future.done():
+            return
+        if p.unavailable is not None:
+            p.future.set_exception(BackendUnavailable(p.unavailable))
+            return
+        latency = self.now() - p.arrival
+        p.future.set_result(
+            Verdict(
+                board_id=p.request.board_id,
+                component_id=p.request.component_id,
+                component_type=p.request.component_type,
+                outcome=p.outcome,  # type: ignore[arg-type]
+                defect_class=p.defect_class,
+                scores=p.scores,
+                experts=tuple(p.experts),
+                queue_s=max(0.0, latency - p.compute_s - p.switch_s),
+                compute_s=p.compute_s,
+                switch_s=p.switch_s,
+                error=p.error,
+            )
+        )
