@@ -66,6 +66,9 @@ def _figures(profile: CostProfile) -> dict[str, float]:
                 out[f"{p}.load_time_cold_s"] = c.load_time_cold_s
             if c.peak_bytes is not None:
                 out[f"{p}.peak_bytes"] = float(c.peak_bytes)
+            # K and B trade off against each other in a fit; what the core uses is K*n + B
+            for n in (1, c.max_batch, 16):
+                out[f"{p}.batch_time_s[{n}]"] = c.batch_time_s(n)
     return out
 
 
