@@ -1,0 +1,86 @@
+"""The production ``Backend``: executors on Triton servers, through the adapter.
+
+Mapping (docs/engine.md): **one executor per Triton server**. Triton has one config, hence one
+instance group, per model name, while the core may hold one expert in two executors' pools at
+once; on separate servers that is simply two loads of one name. It also makes an executor's
+memory measurable: what its server and that server's model processes hold. A CPU executor's
+experts load as KIND_CPU, a GPU executor's as KIND_GPU on its device ids, through the whole-config
+override the adapter sends (the repository's config.pbtxt with its instance group replaced).
+
+Triton has no host-copy tier (instances do not share weights), so a ``Load`` the core planned
+from "cpu" memory is a load from the repository here; simulated numbers of policies that rely on
+that tier (the Samba baselines' CPU cache) are labelled as such in reports.
+
+Deadlines scale with the expert (``orchestrator.triton.deadlines``); a server that stops
+answering is caught by the adapter's liveness probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator import experts_io
+from orchestrator.triton import deadlines
+from orchestrator.triton.adapter import TritonAdapter
+from orchestrator.triton.model_config import ModelConfig
+
+
+@dataclass(frozen=True)
+class ExecutorTarget:
+    """Where one executor's experts run: its server's adapter, the instance kind, GPU ids."""
+
+    server: str
+    adapter: TritonAdapter
+    kind: str  # "cpu" | "gpu"
+    gpus: Sequence[int] = ()
+
+
+class TritonBackend:
+    def __init__(self, repo: str | Path, targets: Mapping[str, ExecutorTarget]) -> None:
+        adapters = [t.adapter for t in targets.values()]
+        if len({id(a) for a in adapters}) != len(adapters):
+            raise ValueError("each executor needs its own Triton server (see the module doc)")
+        self.repo = Path(repo)
+        self.targets = dict(targets)
+        self._configs: dict[tuple[str, str], ModelConfig] = {}
+        self._bytes: dict[str, int] = {}
+
+    def server_of(self, executor: str) -> str:
+        return self.targets[executor].server
+
+    def _config(self, executor: str, expert: str) -> ModelConfig:
+        key = (executor, expert)
+        if key not in self._configs:
+            t = self.targets[executor]
+            self._configs[key] = ModelConfig.read(self.repo / expert).with_instances(t.kind, 1, list(t.gpus))
+        return self._configs[key]
+
+    def _file_bytes(self, expert: str) -> int:
+        if expert not in self._bytes:
+            self._bytes[expert] = deadlines.model_file_bytes(self.repo / expert)
+        return self._bytes[expert]
+
+    async def load(self, executor: str, expert: str, tier: str = "disk") -> None:
+        timeout = deadlines.load_timeout_s(self._file_bytes(expert))
+        await self.targets[executor].adapter.load(expert, self._config(executor, expert), timeout_s=timeout)
+
+    async def reload(self, executor: str, expert: str) -> None:
+        timeout = deadlines.load_timeout_s(self._file_bytes(expert))
+        await self.targets[executor].adapter.reload(expert, self._config(executor, expert), timeout_s=timeout)
+
+    async def unload(self, executor: str, expert: str) -> None:
+        await self.targets[executor].adapter.unload(expert, timeout_s=deadlines.UNLOAD_S)
+
+    async def infer(self, executor: str, expert: str, images: np.ndarray) -> dict[str, np.ndarray]:
+        timeout = deadlines.infer_timeout_s(self._file_bytes(expert), len(images))
+        return await self.targets[executor].adapter.infer(
+            expert, {experts_io.INPUT_NAME: np.ascontiguousarray(images, dtype=np.float32)}, timeout_s=timeout
+        )
+
+    async def close(self) -> None:
+        for t in self.targets.values():
+            await t.adapter.close()
