@@ -13,6 +13,11 @@ YAML format::
     features:                       # beyond-paper features, each off by default
       prefetch: false               # (orchestrator.core.features lists them all)
 
+The same file also carries what only ``coserve serve`` needs (the servers, each executor's
+``server``, the listen address, the queue bound, the CoE, repository and profile paths); the core
+accepts and ignores those keys (``SHELL_KEYS``, ``SHELL_EXECUTOR_KEYS``), so ``coserve simulate
+--config`` reads a serving config unchanged. ``orchestrator.serve_file`` parses them.
+
 ``switches:`` is the old name of ``features:``: it is still read, with a ``ConfigDeprecation``
 warning (the word "switches" now means only expert-switch counts). The policy is held as a plain
 name; the registry (``orchestrator.core.policies``) validates it.
@@ -28,6 +33,12 @@ from orchestrator.config_reader import Reader, parse_yaml_text
 from orchestrator.core.features import Features, parse_features
 from orchestrator.core.policies import policy_names
 from orchestrator.core.profile import PROCESSOR_KINDS
+
+
+#: top-level keys for ``coserve serve`` only (parsed by ``orchestrator.serve_file``)
+SHELL_KEYS = frozenset({"servers", "listen", "queue_bound", "coe", "repo", "profile", "tls", "metrics"})
+#: executor keys for ``coserve serve`` only
+SHELL_EXECUTOR_KEYS = frozenset({"server", "gpus"})
 
 
 class ConfigDeprecation(FutureWarning):
@@ -62,7 +73,7 @@ def parse_executors(raw: Any, r: Reader, path: str) -> tuple[ExecutorConfig, ...
     for i, item in enumerate(items):
         p = f"{path}[{i}]"
         m = r.mapping(item, p)
-        r.unknown(m, {"name", "kind", "budget_bytes"}, p)
+        r.unknown(m, {"name", "kind", "budget_bytes", *SHELL_EXECUTOR_KEYS}, p)
         name = r.string(r.required(m, "name", p), f"{p}.name")
         if name in names:
             raise r.fail(f"{p}.name", f"duplicate executor name {name!r}")
@@ -77,7 +88,9 @@ def parse_serve_config(data: Any, source: str = "<serve-config>") -> ServeConfig
     r = Reader(source)
     top = r.mapping(data, "(top level)")
     r.unknown(
-        top, {"executors", "policy", "cpu_cache_bytes", "gpu_context_bytes", "features", "switches"}, ""
+        top,
+        {"executors", "policy", "cpu_cache_bytes", "gpu_context_bytes", "features", "switches", *SHELL_KEYS},
+        "",
     )
     executors = parse_executors(r.required(top, "executors", ""), r, "executors")
     policy = r.string(top.get("policy", "coserve"), "policy", policy_names())
