@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "orchestrator.cli_simulate",  # simulate
     "orchestrator.cli_demo",  # demo
     "profiler.cli",  # profile
+    "orchestrator.cli_serve",  # serve
 )
 
 EXIT_INCOMPLETE = 1

@@ -1,0 +1,122 @@
+"""The composition root of ``coserve serve``: serve config -> Triton servers + engine + factory API.
+
+``run_service`` starts, in order: the embedded tritonservers the config names (one per executor by
+default; external ones are reached by URL), the engine over a ``TritonBackend``, and the gRPC
+front end (health NOT_SERVING until the engine's initial placement is loaded). It serves until
+``stop`` is set, then stops gracefully: health NOT_SERVING, no new requests, every accepted one
+answered (within ``drain_timeout_s``), front end stopped, engine closed, embedded servers stopped.
+Whatever was started is stopped on any error too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.coe import CoEDefinition, load_coe
+from orchestrator.config_reader import read_yaml_file
+from orchestrator.core.profile import CostProfile, parse_profile
+from orchestrator.engine.engine import Engine
+from orchestrator.engine.triton_backend import ExecutorTarget, TritonBackend
+from orchestrator.errors import CoserveError
+from orchestrator.frontend.server import InspectionServer
+from orchestrator.serve_file import ServeFile
+from orchestrator.triton.adapter import TritonAdapter
+from orchestrator.triton.launcher import EmbeddedTriton
+
+
+@dataclass
+class Service:
+    """The running pieces (for callers that want to look: demo, bench, tests)."""
+
+    spec: ServeFile
+    coe: CoEDefinition
+    profile: CostProfile
+    engine: Engine
+    frontend: InspectionServer
+    embedded: dict[str, EmbeddedTriton] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return self.frontend.address
+
+
+def profile_path(spec: ServeFile) -> Path:
+    return spec.profile or spec.repo / "profile.yaml"
+
+
+def load_serving_profile(spec: ServeFile, unload_mode: str | None) -> CostProfile:
+    """The cost profile the config names (or ``<repo>/profile.yaml``), checked for this server's mode."""
+    from profiler.run import check_unload_mode
+
+    path = profile_path(spec)
+    if not path.is_file():
+        raise CoserveError(
+            f"{spec.source}: profile: no cost profile at {path}; measure one with "
+            f"`coserve profile --coe {spec.coe} --repo {spec.repo} --out {path}`"
+        )
+    profile = parse_profile(read_yaml_file(path), str(path))
+    if unload_mode is not None:
+        check_unload_mode(profile, unload_mode, str(path))
+    return profile
+
+
+async def run_service(
+    spec: ServeFile,
+    stop: asyncio.Event,
+    *,
+    on_ready: Callable[[Service], Awaitable[None] | None] | None = None,
+    drain_timeout_s: float = 30.0,
+    fast_release: bool = True,
+    say: Callable[[str], None] = lambda _: None,
+) -> None:
+    """Serve until ``stop`` is set (module doc). ``on_ready`` runs once the engine serves."""
+    coe = load_coe(spec.coe)
+    if not spec.repo.is_dir():
+        raise CoserveError(f"{spec.source}: repo: {spec.repo} is not a model repository directory")
+    embedded: dict[str, EmbeddedTriton] = {}
+    try:
+        for name, server in spec.servers.items():
+            if server.embedded:
+                triton = EmbeddedTriton(spec.repo, fast_release=fast_release)
+                embedded[name] = triton
+                triton.start()
+                say(f"embedded tritonserver {name} ready at {triton.grpc_url} ({triton.unload_mode})")
+        modes = {t.unload_mode for t in embedded.values()}
+        profile = load_serving_profile(spec, next(iter(modes)) if len(modes) == 1 else None)
+        targets = {}
+        for ex in spec.config.executors:
+            server_name = spec.executor_server[ex.name]
+            if server_name in embedded:
+                triton = embedded[server_name]
+                adapter = TritonAdapter(triton.grpc_url, process_probe=triton.process_probe())
+            else:
+                url = spec.servers[server_name].url
+                assert url is not None
+                adapter = TritonAdapter(url)
+            targets[ex.name] = ExecutorTarget(server_name, adapter, ex.kind, spec.executor_gpus.get(ex.name, ()))
+        engine = Engine(coe, spec.config, profile, TritonBackend(spec.repo, targets), queue_bound=spec.queue_bound,
+                        source=spec.source)
+        frontend = InspectionServer(engine, spec.listen)
+        await frontend.start()
+        try:
+            await engine.start(wait=True)
+            service = Service(spec, coe, profile, engine, frontend, embedded)
+            say(f"serving {coe.name} on {frontend.address} (policy {engine.policy})")
+            if on_ready is not None:
+                result = on_ready(service)
+                if result is not None:
+                    await result
+            await stop.wait()
+            await frontend.set_serving(False)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(engine.drain(), drain_timeout_s)
+        finally:
+            await frontend.stop(grace=2.0)
+            await engine.close()
+    finally:
+        for triton in embedded.values():
+            triton.stop()

@@ -1,0 +1,129 @@
+"""What ``coserve serve`` reads from a serve config beyond the core's part (servers, paths, limits).
+
+One YAML file for both (``orchestrator.core.serve_config`` parses the executors, policy and
+features, and ignores these keys)::
+
+    coe: coe.yaml                   # paths are relative to this file
+    repo: model_repository
+    profile: profile.yaml           # optional: default <repo>/profile.yaml (measured if missing)
+    listen: 127.0.0.1:50051         # the factory API
+    queue_bound: 10000              # components accepted and not yet answered
+    servers:                        # optional: default one embedded server per executor
+      - {name: local0}              # embedded (started by coserve on loopback)
+      - {name: box2, url: 10.0.0.2:8001}   # external, by gRPC URL
+    executors:
+      - {name: cpu0, kind: cpu, budget_bytes: 2.0e8, server: local0}
+      - {name: gpu0, kind: gpu, budget_bytes: 1.0e10, server: box2, gpus: [0]}
+
+One executor per server (``orchestrator.engine.triton_backend`` says why): two executors naming
+the same server is an error naming both. Every error names the file and the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.config_reader import Reader, read_yaml_file
+from orchestrator.core.serve_config import ServeConfig, parse_serve_config
+from orchestrator.triton.adapter import check_grpc_url
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    url: str | None = None  # None: embedded, started by coserve
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None
+
+
+@dataclass(frozen=True)
+class ServeFile:
+    """A whole serve config: the core's part and the shell's."""
+
+    source: str
+    config: ServeConfig
+    coe: Path
+    repo: Path
+    profile: Path | None
+    listen: str
+    queue_bound: int
+    servers: dict[str, ServerSpec]
+    executor_server: dict[str, str]
+    executor_gpus: dict[str, tuple[int, ...]]
+
+
+def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
+    r = Reader(source)
+    top = r.mapping(data, "(top level)")
+    config = parse_serve_config(data, source)
+
+    def path(key: str, required: bool) -> Path | None:
+        if top.get(key) is None:
+            if required:
+                raise r.fail(key, "is required for coserve serve")
+            return None
+        p = Path(r.string(top[key], key))
+        return p if p.is_absolute() else base / p
+
+    coe, repo = path("coe", True), path("repo", True)
+    assert coe is not None and repo is not None
+    listen = r.string(top.get("listen", DEFAULT_LISTEN), "listen")
+    if ":" not in listen or not listen.rsplit(":", 1)[1].isdigit() or not 0 <= int(listen.rsplit(":", 1)[1]) <= 65535:
+        raise r.fail("listen", f"must be HOST:PORT (port 0-65535), got {listen!r}")
+    queue_bound = r.integer(top.get("queue_bound", 10_000), "queue_bound", 1)
+
+    servers: dict[str, ServerSpec] = {}
+    for i, raw in enumerate(r.seq(top.get("servers", []) or [], "servers")):
+        p = f"servers[{i}]"
+        m = r.mapping(raw, p)
+        r.unknown(m, {"name", "url"}, p)
+        name = r.name(r.required(m, "name", p), f"{p}.name")
+        if name in servers:
+            raise r.fail(f"{p}.name", f"duplicate server name {name!r}")
+        url = None
+        if m.get("url") is not None:
+            url = r.string(m["url"], f"{p}.url")
+            try:
+                check_grpc_url(url)
+            except Exception as exc:  # CoserveError naming the URL problem
+                raise r.fail(f"{p}.url", str(exc)) from None
+        servers[name] = ServerSpec(name, url)
+
+    executor_server: dict[str, str] = {}
+    executor_gpus: dict[str, tuple[int, ...]] = {}
+    raw_execs = r.seq(top["executors"], "executors")
+    for i, (raw, ex) in enumerate(zip(raw_execs, config.executors, strict=True)):
+        p = f"executors[{i}]"
+        m = r.mapping(raw, p)
+        if m.get("server") is None:
+            if servers:
+                raise r.fail(f"{p}.server", f"is required when servers are listed ({', '.join(servers)})")
+            name = f"embedded_{ex.name}"
+            servers[name] = ServerSpec(name)
+        else:
+            name = r.string(m["server"], f"{p}.server")
+            if name not in servers:
+                raise r.fail(f"{p}.server", f"names no listed server (servers: {', '.join(servers) or 'none'})")
+        other = next((e for e, s in executor_server.items() if s == name), None)
+        if other is not None:
+            raise r.fail(
+                f"{p}.server", f"server {name!r} already runs executor {other!r}: one executor per Triton server"
+            )
+        executor_server[ex.name] = name
+        gpus = tuple(r.integer(g, f"{p}.gpus[{j}]", 0) for j, g in enumerate(r.seq(m.get("gpus", []) or [], f"{p}.gpus")))
+        if gpus and ex.kind != "gpu":
+            raise r.fail(f"{p}.gpus", "device ids only apply to kind gpu")
+        executor_gpus[ex.name] = gpus
+    return ServeFile(
+        source, config, coe, repo, path("profile", False), listen, queue_bound, servers, executor_server, executor_gpus
+    )
+
+
+def load_serve_file(path: str | Path) -> ServeFile:
+    path = Path(path)
+    return parse_serve_file(read_yaml_file(path), str(path), path.parent)
