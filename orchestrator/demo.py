@@ -1,92 +1,69 @@
-"""The demo: one synthetic board inspected through a real embedded tritonserver.
+"""The demo: one synthetic board inspected through the service, end to end.
 
-What it does, in order (and prints as it goes):
-1. starts the embedded tritonserver on the exported model repository (explicit model control);
-2. takes one board from the deterministic board source as PNG component images and decodes
-   them the way the orchestrator will in production (``orchestrator.images``);
-3. for each classifier needed, most-used first: loads it through the Triton adapter, runs its
-   components' images in batches of the model's ``max_batch_size``, reads the verdicts, and
-   unloads it (confirmed: index and model processes gone; the confirmation overlaps the next
-   load), so at most ``max_resident`` experts ever hold memory at once;
-4. sends every "no defect" component whose type routes to a shared detector to that detector,
-   the same way (preliminary step strictly before subsequent step);
-5. prints per-expert timings, the board's verdicts and the server's memory, and stops the server.
+It is a client of ``coserve serve``, with no scheduling of its own:
+1. a cost profile: ``<repo>/profile.yaml`` when it was measured with this server's unload mode,
+   else a quick ``coserve profile`` of the repository (written there for next time);
+2. a serve config in memory: one CPU executor whose budget holds ``max_resident`` of the largest
+   profiled experts plus one max batch of activations, on an embedded tritonserver (or the server
+   at ``triton_url``), policy ``coserve``;
+3. the service in-process (``orchestrator.serve.run_service``): Triton, the engine, the gRPC API;
+4. the board's PNG component images streamed through ``InspectBoard`` with the typed client,
+   verdicts counted as they arrive (progress bar);
+5. a summary: throughput, switches, verdicts, where time went (queue, compute, load, unload),
+   peak measured footprint against the budget, and how the server ended.
 
-This is deliberately the simplest correct schedule (group by expert, load each once); the
-dependency-aware scheduler of ``orchestrator.core`` drives the real server in a later step.
-
-Faults, and what the board gets (a result never claims more than happened):
-- an expert whose model process died (Triton keeps it READY, requests fail "not healthy") is
-  reloaded once and its batch retried; a load that failed that way is retried once;
-- an expert that still fails gives its components an "error" verdict, and the board carries on;
-- a server that stops answering or dies ends the board: every component not yet inspected gets
-  an "error" verdict naming the cause, said once, and nothing more is sent to it;
-- ``DemoReport.exit_code()`` is non-zero whenever a component has no real verdict.
+A result never claims more than happened: ``DemoReport.exit_code()`` is 0 only when every
+component has a real verdict, 1 when some expert failed (the causes are listed), 3 when the
+Triton server was lost (died, frozen, unreachable): the codes of ``orchestrator.cli``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from orchestrator import experts_io
 from orchestrator.board_source import BoardSource
+from orchestrator.client import InspectionClient, RemoteError, refusal_status
 from orchestrator.coe import CoEDefinition
-from orchestrator.errors import CoserveError, ServerUnavailableError
-from orchestrator.images import decode_image
-from orchestrator.triton import deadlines
-from orchestrator.triton.adapter import TritonAdapter, model_process_died
-from orchestrator.triton.launcher import EmbeddedTriton
-from orchestrator.triton.model_config import ModelConfig
+from orchestrator.core.profile import CostProfile
+from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
+from orchestrator.engine.types import InspectRequest, Verdict
+from orchestrator.frontend.board import BoardSummary
+from orchestrator.serve import Service, run_service
+from orchestrator.serve_file import ServeFile, ServerSpec
+from orchestrator.triton import processes
+from orchestrator.triton.launcher import free_port
 
 #: ``DemoReport.exit_code`` values (the CLI's codes, ``orchestrator.cli``)
 EXIT_OK, EXIT_INCOMPLETE, EXIT_SERVER_LOST = 0, 1, 3
-
-
-@dataclass
-class ExpertRun:
-    """What happened to one expert during the demo."""
-
-    name: str
-    arch: str
-    images: int = 0
-    batches: int = 0
-    load_s: float = 0.0
-    unload_gone_s: float = 0.0
-    infer_s: float = 0.0
-    peak_model_pss_bytes: int = 0
-    error: str | None = None
-    recovered: str | None = None  # a fault it recovered from (reloaded after its process died)
+EXECUTOR = "cpu0"
 
 
 @dataclass
 class DemoReport:
-    """The demo's outcome.
-
-    ``verdicts`` maps request id -> "defect" | "pass" | "fail" | "error" (its expert failed: the
-    component was not inspected and must be re-inspected); ``decided_by`` maps request id ->
-    the expert whose output gave the final verdict; ``component_types`` request id -> its type.
-    """
+    """The demo's outcome. ``verdicts``: component id -> pass | defect | fail | error."""
 
     components: int
-    verdicts: dict[int, str] = field(default_factory=dict)
-    decided_by: dict[int, str] = field(default_factory=dict)
-    component_types: dict[int, str] = field(default_factory=dict)
-    experts: list[ExpertRun] = field(default_factory=list)
+    budget_bytes: int = 0
+    verdicts: dict[str, str] = field(default_factory=dict)
+    causes: dict[str, str] = field(default_factory=dict)  # component id -> why it has no verdict
+    experts: dict[str, list[str]] = field(default_factory=dict)  # component id -> experts that ran
     wall_s: float = 0.0
-    peak_resident: int = 0
-    peak_server_pss_bytes: int = 0
-    #: why the board ended early: the server stopped answering or died (None: it did not)
+    switches: int = 0
+    reloads: int = 0
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    switch_s: float = 0.0
+    load_s: float = 0.0
+    unload_s: float = 0.0
+    peak_footprint_bytes: int = 0
+    #: the server stopped answering, died or could not be reached (None: it did not)
     server_lost: str | None = None
-    #: request id -> why it was not inspected (only for "error" verdicts)
-    causes: dict[int, str] = field(default_factory=dict)
-    #: how the embedded server ended (``ExitReport.describe()``), or None for an external one
+    #: how the embedded server ended (``ExitReport.describe()``), None for an external one
     server_end: str | None = None
 
     def counts(self) -> Counter[str]:
@@ -96,317 +73,163 @@ class DemoReport:
         return sum(1 for v in self.verdicts.values() if v == "error") + (self.components - len(self.verdicts))
 
     def exit_code(self) -> int:
-        """0 when every component has a real verdict; 3 when the server was lost; 1 otherwise."""
         if self.not_inspected() == 0:
             return EXIT_OK
         return EXIT_SERVER_LOST if self.server_lost else EXIT_INCOMPLETE
 
-    def record(self, request_id: int, component_type: str, verdict: str, expert: str) -> None:
-        self.verdicts[request_id] = verdict
-        self.decided_by[request_id] = expert
-        self.component_types[request_id] = component_type
+
+def demo_budget_bytes(profile: CostProfile, max_resident: int) -> int:
+    """Room for ``max_resident`` of the largest experts and one max batch of activations."""
+    costs = [c for per in profile.architectures.values() for c in per.values()]
+    largest = max((c.weight_bytes or 0) for c in costs)
+    batch = max(c.activation_bytes_per_item * c.max_batch for c in costs)
+    return max_resident * largest + batch
 
 
-@dataclass(frozen=True)
-class _Item:
-    request_id: int
-    component_type: str
-    tensor: np.ndarray
+def demo_spec(coe_path: Path, repo: Path, profile_path: Path, budget: int, triton_url: str | None) -> ServeFile:
+    server = ServerSpec("external", triton_url) if triton_url is not None else ServerSpec("embedded")
+    config = ServeConfig((ExecutorConfig(EXECUTOR, "cpu", budget),), policy="coserve")
+    return ServeFile(
+        source="coserve demo", config=config, coe=coe_path, repo=repo, profile=profile_path,
+        listen=f"127.0.0.1:{free_port()}", queue_bound=100_000, servers={server.name: server},
+        executor_server={EXECUTOR: server.name}, executor_gpus={},
+    )
 
 
-def _record_errors(report: DemoReport, items: Sequence[_Item], expert: str, cause: str) -> None:
-    """The expert failed: its components were not inspected and get an "error" verdict."""
-    for item in items:
-        report.record(item.request_id, item.component_type, "error", expert)
-        report.causes[item.request_id] = cause
+def _footprint(service: Service, idle: dict[str, int]) -> int:
+    """The embedded servers' measured footprint now: their growth over idle + model processes."""
+    total = 0
+    for name, triton in service.embedded.items():
+        if triton.pid is None:
+            continue
+        total += max(0, processes.memory(triton.pid).pss_bytes - idle.get(name, 0))
+        total += sum(p.pss_bytes for p in triton.model_processes())
+    return total
 
 
-class _ServerLost(Exception):
-    """The server stopped answering: the board ends, nothing more is sent to it."""
-
-
-def _holding(server: EmbeddedTriton | None, index_live: set[str]) -> set[str]:
-    """Experts holding memory: on the embedded server those with a living model process (a
-    model whose process died reads READY or UNLOADING but holds nothing); elsewhere the index."""
-    if server is not None:
-        return {p.model for p in server.model_processes()}
-    return index_live
-
-
-async def _run_expert(
-    adapter: TritonAdapter,
-    server: EmbeddedTriton | None,
-    repo: Path,
-    name: str,
-    arch: str,
-    items: Sequence[_Item],
-    report: DemoReport,
-    say: Callable[[str], None],
-    unloads: list[asyncio.Task[None]],
-    max_resident: int,
-) -> list[dict[str, np.ndarray]] | None:
-    """Load ``name``, run ``items`` through it in batches, start its confirmed unload.
-
-    Before loading, waits for earlier unloads until fewer than ``max_resident`` experts are
-    loaded or still unloading (they hold memory until their process exits), so the number of
-    experts holding memory never exceeds ``max_resident``. Returns the outputs per batch, or
-    None when the expert failed (load or inference; ``ExpertRun.error`` says why): its components
-    then have an "error" verdict recorded here, and the board carries on. A dead model process is
-    recovered once (module doc). Raises ``_ServerLost`` when the server stops answering.
-    """
-    while len([t for t in unloads if not t.done()]) >= max_resident:
-        await asyncio.wait([t for t in unloads if not t.done()], return_when=asyncio.FIRST_COMPLETED)
-    run = ExpertRun(name, arch, images=len(items))
-    report.experts.append(run)
-    model_bytes = deadlines.model_file_bytes(repo / name)
-    load_timeout = deadlines.load_timeout_s(model_bytes)
-
-    def fail(what: str, exc: CoserveError) -> None:
-        run.error = f"{what}: {exc}"
-        say(f"  {name:<14} {arch:<10} {run.error}")
-        if not isinstance(exc, ServerUnavailableError):  # a lost server is recorded board-wide
-            _record_errors(report, items, name, f"expert {name} {what}")
-
-    try:
-        config = ModelConfig.read(repo / name)
-        try:
-            run.load_s = (await adapter.load(name, config, timeout_s=load_timeout)).seconds
-        except CoserveError as exc:
-            if not model_process_died(exc):
-                raise
-            run.recovered = f"load retried after its model process died ({exc})"
-            run.load_s = (await adapter.load(name, config, timeout_s=load_timeout)).seconds
-    except ServerUnavailableError as exc:
-        fail("load failed", exc)
-        raise _ServerLost(str(exc)) from None
-    except CoserveError as exc:  # a failed load leaves nothing loaded: Triton marks it UNAVAILABLE
-        fail("load failed", exc)
-        return None
-    index_live = {e.name for e in await adapter.index() if e.state in ("READY", "UNLOADING")}
-    if server is not None:  # an external server's processes cannot be seen from here
-        run.peak_model_pss_bytes = sum(p.pss_bytes for p in server.model_processes(name))
-        report.peak_server_pss_bytes = max(
-            report.peak_server_pss_bytes,
-            server.server_memory().pss_bytes + sum(p.pss_bytes for p in server.model_processes()),
-        )
-    report.peak_resident = max(report.peak_resident, len(_holding(server, index_live)))
-    collected: list[dict[str, np.ndarray]] = []
-    outputs: list[dict[str, np.ndarray]] | None = collected
-    step = max(1, config.max_batch_size)
-    t0 = time.perf_counter()
-    lost: str | None = None
-    try:
-        for start in range(0, len(items), step):
-            batch = np.stack([it.tensor for it in items[start : start + step]])
-            timeout = deadlines.infer_timeout_s(model_bytes, len(batch))
-            try:
-                collected.append(await adapter.infer(name, {experts_io.INPUT_NAME: batch}, timeout_s=timeout))
-            except CoserveError as exc:
-                if not model_process_died(exc) or run.recovered:
-                    raise
-                # Triton keeps a model whose process died READY: reload it once, retry the batch.
-                run.recovered = f"reloaded after its model process died ({exc})"
-                say(f"  {name:<14} {arch:<10} model process died; reloading once and retrying its batch")
-                await adapter.reload(name, config, timeout_s=load_timeout)
-                collected.append(await adapter.infer(name, {experts_io.INPUT_NAME: batch}, timeout_s=timeout))
-            run.batches += 1
-    except ServerUnavailableError as exc:
-        fail("inference failed", exc)
-        outputs, lost = None, str(exc)
-    except CoserveError as exc:
-        fail("inference failed", exc)
-        outputs = None
-    run.infer_s = time.perf_counter() - t0
-    if lost is not None:
-        raise _ServerLost(lost)
-
-    async def unload() -> None:
-        try:
-            gone = await adapter.unload(name, timeout_s=deadlines.UNLOAD_S)
-        except CoserveError as exc:
-            run.error = f"{run.error + '; ' if run.error else ''}unload failed: {exc}"
-            say(f"  {name:<14} {arch:<10} {run.error}")
-            return
-        run.unload_gone_s = gone.gone_seconds
-        say(
-            f"  {name:<14} {arch:<10} load {run.load_s * 1e3:7.1f} ms  "
-            f"{run.images:4d} images in {run.batches:3d} batches {run.infer_s * 1e3:8.1f} ms  "
-            f"unload-until-gone {run.unload_gone_s * 1e3:7.1f} ms  model PSS {run.peak_model_pss_bytes / 2**20:6.1f} MiB"
-        )
-
-    # The model process takes ~1.2 s to exit after Triton's unload call returns: confirm that in
-    # the background while the next expert loads, within the ``max_resident`` bound.
-    unloads.append(asyncio.create_task(unload()))
-    return outputs
-
-
-async def inspect_board(
-    coe: CoEDefinition,
-    repo: str | Path,
-    server: EmbeddedTriton | None,
-    *,
-    triton_url: str | None = None,
-    board_seed: int = 0,
-    defect_share: float = 0.05,
-    max_resident: int = 2,
-    say: Callable[[str], None] = print,
-) -> DemoReport:
-    """Inspect one whole board of ``coe`` on ``server`` (embedded) or at ``triton_url`` (external).
-
-    With an external server, unloads are confirmed by the repository index only (its model
-    processes cannot be seen from here) and memory figures stay 0.
-    """
-    repo = Path(repo)
-    t_start = time.perf_counter()
-    source = BoardSource(coe, seed=board_seed, defect_share=defect_share)
-    requests = list(source.requests(None, order="board", encoding="png"))
-    report = DemoReport(components=len(requests))
-    say(f"board {coe.board.name}: {len(requests)} components of {len(coe.board.mix)} types, PNG-encoded")
-
-    by_classifier: dict[str, list[_Item]] = defaultdict(list)
-    for req in requests:
-        assert isinstance(req.image, bytes)
-        rule = coe.routing[req.component_type]
-        shape = coe.experts[rule.classifier].input_shape
-        by_classifier[rule.classifier].append(_Item(req.request_id, req.component_type, decode_image(req.image, shape)))
-
-    if server is not None:
-        adapter = TritonAdapter(server.grpc_url, process_probe=server.process_probe())
-    elif triton_url is not None:
-        adapter = TritonAdapter(triton_url)
-    else:
-        raise ValueError("inspect_board needs an embedded server or a triton_url")
-    unloads: list[asyncio.Task[None]] = []
-    try:
-        await _inspect_steps(coe, repo, server, adapter, by_classifier, report, say, unloads, max_resident)
-    except (_ServerLost, ServerUnavailableError) as lost:
-        report.server_lost = str(lost)
-        say(f"board stopped: {lost}; nothing more is sent to it")
-        everything = [item for items in by_classifier.values() for item in items]
-        _record_errors(
-            report,
-            [item for item in everything if item.request_id not in report.verdicts],
-            "-",
-            f"the server was lost ({lost})",
-        )
-    finally:
-        for task in unloads:
-            task.cancel()
-        await adapter.close()
-    report.wall_s = time.perf_counter() - t_start
-    missing = {r.request_id for r in requests} - set(report.verdicts)
-    if missing:  # every accepted request gets a verdict; a gap here is a bug, never silent
-        raise RuntimeError(f"{len(missing)} components got no verdict: {sorted(missing)[:10]}")
-    return report
-
-
-async def _inspect_steps(
-    coe: CoEDefinition,
-    repo: Path,
-    server: EmbeddedTriton | None,
-    adapter: TritonAdapter,
-    by_classifier: dict[str, list[_Item]],
-    report: DemoReport,
-    say: Callable[[str], None],
-    unloads: list[asyncio.Task[None]],
-    max_resident: int,
+async def _stream_board(
+    service: Service, coe: CoEDefinition, board_seed: int, report: DemoReport, progress: Callable[[int], None]
 ) -> None:
-    """The preliminary step for every classifier, then the subsequent step for every detector."""
-    say("preliminary step: classifiers, most-used first (load -> infer -> confirmed unload)")
-    to_detector: dict[str, list[_Item]] = defaultdict(list)
-    for name, items in sorted(by_classifier.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        outputs = await _run_expert(
-            adapter, server, repo, name, "classifier", items, report, say, unloads, max_resident
-        )
-        if outputs is None:  # the expert failed; its components are recorded as "error"
-            continue
-        logits = np.concatenate([o[experts_io.CLASSIFIER_OUTPUT] for o in outputs])
-        for item, no_defect in zip(items, experts_io.classifier_no_defect(logits), strict=True):
-            detector = coe.routing[item.component_type].detector
-            if not no_defect:
-                report.record(item.request_id, item.component_type, "defect", name)
-            elif detector is None:
-                report.record(item.request_id, item.component_type, "pass", name)
-            else:
-                to_detector[detector].append(item)
+    source = BoardSource(coe, seed=board_seed, defect_share=0.05)
+    requests = [
+        InspectRequest(f"demo-{board_seed}", str(r.request_id), r.component_type, r.image)
+        for r in source.requests(None, order="board", encoding="png")
+    ]
+    idle = {n: processes.memory(t.pid).pss_bytes for n, t in service.embedded.items() if t.pid is not None}
+    done = asyncio.Event()
 
-    say("subsequent step: shared detectors for 'no defect' components routed to them")
-    for name, items in sorted(to_detector.items()):
-        outputs = await _run_expert(
-            adapter, server, repo, name, "detector", items, report, say, unloads, max_resident
-        )
-        if outputs is None:  # the expert failed; its components are recorded as "error"
-            continue
-        boxes = np.concatenate([o["boxes"] for o in outputs])
-        objectness = np.concatenate([o["objectness"] for o in outputs])
-        _, h, w = coe.experts[name].input_shape
-        passed = experts_io.detector_pass(boxes, objectness, (h, w))
-        for item, ok in zip(items, passed, strict=True):
-            report.record(item.request_id, item.component_type, "pass" if ok else "fail", name)
-    await asyncio.gather(*unloads)
+    async def sample() -> None:
+        while not done.is_set():
+            report.peak_footprint_bytes = max(report.peak_footprint_bytes, _footprint(service, idle))
+            await asyncio.sleep(0.1)
+
+    sampler = asyncio.ensure_future(sample())
+    stats_before = (service.engine.stats.loads, service.engine.stats.reloads)
+    began = time.perf_counter()
+    try:
+        async with InspectionClient(service.address) as client:
+            async for item in client.inspect_board(requests):
+                if isinstance(item, BoardSummary):
+                    continue
+                _record(report, item)
+                progress(1)
+    except RemoteError as exc:  # the stream itself failed: what has no verdict says so
+        report.server_lost = report.server_lost or str(exc)
+    finally:
+        done.set()
+        await sampler
+    report.wall_s = time.perf_counter() - began
+    for r in requests:
+        if r.component_id not in report.verdicts:
+            report.verdicts[r.component_id] = "error"
+            report.causes[r.component_id] = f"no verdict: {report.server_lost or 'the stream ended early'}"
+    stats = service.engine.stats
+    report.switches = stats.loads - stats_before[0]
+    report.reloads = stats.reloads - stats_before[1]
+    report.load_s, report.unload_s = stats.load_s, stats.unload_s
+
+
+def _record(report: DemoReport, v: Verdict) -> None:
+    report.verdicts[v.component_id] = v.outcome
+    report.experts[v.component_id] = [e.expert for e in v.experts]
+    report.queue_s += v.queue_s
+    report.compute_s += v.compute_s
+    report.switch_s += v.switch_s
+    if v.outcome == "error":
+        report.causes[v.component_id] = v.error or "error"
+        if refusal_status(v) == "UNAVAILABLE" and report.server_lost is None:
+            report.server_lost = v.error
 
 
 def run_demo(
     coe: CoEDefinition,
+    coe_path: Path,
     repo: str | Path,
+    profile_path: Path,
     *,
     board_seed: int = 0,
     max_resident: int = 2,
     triton_url: str | None = None,
     say: Callable[[str], None] = print,
+    progress: Callable[[int], None] = lambda _: None,
 ) -> DemoReport:
-    """Inspect one board and print a summary.
+    """Inspect one board through the service and print a summary (module doc)."""
+    from orchestrator.config_reader import read_yaml_file
+    from orchestrator.core.profile import parse_profile
 
-    Without ``triton_url``: start the embedded server on ``repo`` and stop it afterwards. With it:
-    use that running server (e.g. NVIDIA's container, which must serve the same repository in
-    explicit model-control mode); ``repo`` still supplies the model configs.
-    """
-    if triton_url is not None:
-        say(f"using the Triton server at {triton_url}")
-        report = asyncio.run(
-            inspect_board(coe, repo, None, triton_url=triton_url, board_seed=board_seed, max_resident=max_resident, say=say)
-        )
-        _summary(report, max_resident, say)
-        return report
-    say(f"starting embedded tritonserver on {repo} (explicit model control)")
-    server = EmbeddedTriton(repo)
-    with server:
-        say(f"  ready at grpc://{server.grpc_url} in {server.start_seconds or 0:.2f} s, "
-            f"server PSS {server.server_memory().pss_bytes / 2**20:.1f} MiB")
-        report = asyncio.run(
-            inspect_board(coe, repo, server, board_seed=board_seed, max_resident=max_resident, say=say)
-        )
-        leftover = server.model_processes()
-    ended = server.exit_report
-    report.server_end = ended.describe() if ended is not None else None
-    if ended is not None and ended.died_before_stop and report.server_lost is None:
-        report.server_lost = ended.describe()
-    _summary(report, max_resident, say)
-    say(f"model processes left after the last unload: {len(leftover)}; {report.server_end}")
+    repo = Path(repo)
+    profile = parse_profile(read_yaml_file(profile_path), str(profile_path))
+    budget = demo_budget_bytes(profile, max_resident)
+    spec = demo_spec(coe_path, repo, profile_path, budget, triton_url)
+    report = DemoReport(components=coe.board.total, budget_bytes=budget)
+    services: list[Service] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def on_ready(service: Service) -> None:
+            services.append(service)
+            try:
+                await _stream_board(service, coe, board_seed, report, progress)
+            finally:
+                stop.set()
+
+        await run_service(spec, stop, on_ready=on_ready, drain_timeout_s=5.0, say=say)
+
+    where = f"the Triton server at {triton_url}" if triton_url else "an embedded tritonserver"
+    say(f"serving {coe.name} ({len(coe.experts)} experts) on {where}: one CPU executor, budget "
+        f"{budget / 2**20:.0f} MiB (room for {max_resident} of the largest experts), policy coserve")
+    asyncio.run(main())
+    for service in services:
+        ends = [t.exit_report for t in service.embedded.values() if t.exit_report is not None]
+        if ends:
+            report.server_end = "; ".join(e.describe() for e in ends)
+            if any(e.died_before_stop for e in ends) and report.server_lost is None:
+                report.server_lost = report.server_end
+    _summary(report, say)
     return report
 
 
-def _summary(report: DemoReport, max_resident: int, say: Callable[[str], None]) -> None:
+def _summary(report: DemoReport, say: Callable[[str], None]) -> None:
     counts = report.counts()
     missing = report.not_inspected()
     say("")
-    say(f"board {'inspected' if not missing else 'INCOMPLETE'} in {report.wall_s:.2f} s: "
-        f"{report.components} components, "
+    say(f"board {'inspected' if not missing else 'INCOMPLETE'} in {report.wall_s:.2f} s "
+        f"({report.components / max(report.wall_s, 1e-9):.1f} img/s): {report.components} components, "
         f"{counts['pass']} pass, {counts['defect']} defect (classifier), {counts['fail']} fail (detector)"
         + (f", {missing} NOT INSPECTED" if missing else ""))
     for cause, n in sorted(Counter(report.causes.values()).items(), key=lambda kv: (-kv[1], kv[0])):
         say(f"  {n} not inspected: {cause}")
     if report.server_lost:
         say(f"  server lost: {report.server_lost}")
-    failed = [run for run in report.experts if run.error]
-    for run in failed:
-        say(f"  expert {run.name} failed ({run.images} components not inspected): {run.error}")
-    for run in report.experts:
-        if run.recovered:
-            say(f"  expert {run.name} recovered: {run.recovered}")
-    loads = len(report.experts) - len(failed)
-    say(f"experts loaded: {loads} (each once{', one reload after a dead process' if any(r.recovered for r in report.experts) else ''}), "
-        f"at most {report.peak_resident} holding memory at a time (bound {max_resident}), "
-        f"peak server+models PSS {report.peak_server_pss_bytes / 2**20:.1f} MiB")
+    say(f"switches (expert loads while serving): {report.switches}"
+        + (f", {report.reloads} reload(s) after a dead model process" if report.reloads else ""))
+    say(f"where time went (summed over components): queue {report.queue_s:.1f} s, compute {report.compute_s:.1f} s, "
+        f"waiting for switches {report.switch_s:.1f} s; the executor spent {report.load_s:.1f} s loading and "
+        f"{report.unload_s:.1f} s unloading")
+    say(f"peak measured footprint {report.peak_footprint_bytes / 2**20:.1f} MiB of a "
+        f"{report.budget_bytes / 2**20:.1f} MiB budget")
+    if report.server_end:
+        say(report.server_end)
     if missing:
         say(f"exit code {report.exit_code()}: {missing} of {report.components} components have no verdict")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,11 +69,14 @@ async def run_service(
     stop: asyncio.Event,
     *,
     on_ready: Callable[[Service], Awaitable[None] | None] | None = None,
+    on_engine: Callable[[Engine, Mapping[str, EmbeddedTriton]], None] | None = None,
     drain_timeout_s: float = 30.0,
     fast_release: bool = True,
     say: Callable[[str], None] = lambda _: None,
 ) -> None:
-    """Serve until ``stop`` is set (module doc). ``on_ready`` runs once the engine serves."""
+    """Serve until ``stop`` is set (module doc). ``on_ready`` runs once the engine serves;
+    ``on_engine(engine, embedded)`` runs once the engine exists, before its initial placement is
+    issued, with the embedded servers (by server name) idle: the hook for a memory sampler."""
     coe = load_coe(spec.coe)
     if not spec.repo.is_dir():
         raise CoserveError(f"{spec.source}: repo: {spec.repo} is not a model repository directory")
@@ -100,6 +103,8 @@ async def run_service(
             targets[ex.name] = ExecutorTarget(server_name, adapter, ex.kind, spec.executor_gpus.get(ex.name, ()))
         engine = Engine(coe, spec.config, profile, TritonBackend(spec.repo, targets), queue_bound=spec.queue_bound,
                         source=spec.source)
+        if on_engine is not None:
+            on_engine(engine, embedded)
         frontend = InspectionServer(engine, spec.listen)
         await frontend.start()
         try:
@@ -116,6 +121,9 @@ async def run_service(
                 await asyncio.wait_for(engine.drain(), drain_timeout_s)
         finally:
             await frontend.stop(grace=2.0)
+            external = [ex for ex, server in spec.executor_server.items() if server not in embedded]
+            if external:  # not ours to stop: leave it as we found it
+                await engine.release_all(external)
             await engine.close()
     finally:
         for triton in embedded.values():

@@ -27,8 +27,9 @@ its turn comes; its result is dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +123,10 @@ class Engine:
         self.decisions: list[Decision] = []
         #: unloads that failed (their memory stays counted); a watchdog's work
         self.unload_errors: list[str] = []
+        #: called as ``listener(event, executor, expert)`` right after each load ("load") or
+        #: unload ("unload") the backend confirmed (a memory sampler reads the footprint then);
+        #: a listener must return at once and not raise
+        self.listeners: list[Callable[[str, str, str], None]] = []
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count()
         self._started = False
@@ -173,6 +178,18 @@ class Engine:
     async def _wait_tasks(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def release_all(self, executors: Sequence[str] | None = None, timeout_s: float = 10.0) -> None:
+        """Unload every expert the core holds on ``executors`` (default: all): a clean stop on a
+        server that is not ours to stop. Best effort within ``timeout_s``; call after ``drain``."""
+        names = list(executors) if executors is not None else self.core.executor_names()
+        jobs = [
+            self.backend.unload(name, expert)
+            for name in names
+            for expert in self.core.pool(name).resident()
+        ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout_s)
 
     async def close(self) -> None:
         """Cancel what runs (nothing is answered after this) and close the backend."""
@@ -317,6 +334,7 @@ class Engine:
         self.stats.loads += 1
         self._load_errors.pop((d.executor, d.expert), None)
         self._ready_at[(d.executor, d.expert)] = self.now()
+        self._notify("load", d.executor, d.expert)
 
     async def _load_then_report(self, d: Load) -> None:
         ok = True
@@ -345,7 +363,12 @@ class Engine:
         self.stats.unloads += 1
         self.stats.unload_s += self.now() - began
         self._ready_at.pop((d.executor, d.expert), None)
+        self._notify("unload", d.executor, d.expert)
         self._apply(self.core.on_unload_done(d.executor, d.expert, self.now()))
+
+    def _notify(self, event: str, executor: str, expert: str) -> None:
+        for listener in self.listeners:
+            listener(event, executor, expert)
 
     def _server_lost(self, why: str) -> None:
         """A server stopped answering while the core waits on it: every request still pending

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator import experts_io
+from orchestrator.errors import CoserveError
 from orchestrator.triton import deadlines
-from orchestrator.triton.adapter import TritonAdapter
+from orchestrator.triton.adapter import TritonAdapter, model_process_died
 from orchestrator.triton.model_config import ModelConfig
 
 
@@ -48,6 +49,7 @@ class TritonBackend:
         self.targets = dict(targets)
         self._configs: dict[tuple[str, str], ModelConfig] = {}
         self._bytes: dict[str, int] = {}
+        self.load_retries = 0  # loads retried after the model process died during the first
 
     def server_of(self, executor: str) -> str:
         return self.targets[executor].server
@@ -65,8 +67,17 @@ class TritonBackend:
         return self._bytes[expert]
 
     async def load(self, executor: str, expert: str, tier: str = "disk") -> None:
+        """Load once more if the first load's model process died after its handshake (Triton
+        answers "not healthy" then, and a second load works; docs/triton.md)."""
         timeout = deadlines.load_timeout_s(self._file_bytes(expert))
-        await self.targets[executor].adapter.load(expert, self._config(executor, expert), timeout_s=timeout)
+        adapter = self.targets[executor].adapter
+        try:
+            await adapter.load(expert, self._config(executor, expert), timeout_s=timeout)
+        except CoserveError as exc:
+            if not model_process_died(exc):
+                raise
+            self.load_retries += 1
+            await adapter.load(expert, self._config(executor, expert), timeout_s=timeout)
 
     async def reload(self, executor: str, expert: str) -> None:
         timeout = deadlines.load_timeout_s(self._file_bytes(expert))

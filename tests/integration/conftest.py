@@ -91,3 +91,24 @@ def tiny_board(tmp_path_factory: pytest.TempPathFactory) -> tuple[CoEDefinition,
     repo = tmp_path_factory.mktemp("demo_repo")
     export_coe(coe, repo, jobs=1)
     return coe, repo
+
+
+@pytest.fixture(scope="session")
+def tiny_profile(tiny_board: tuple[CoEDefinition, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quick cost profile of the tiny board measured on this machine (written once per session)."""
+    from profiler.measure import Plan
+    from profiler.run import run_profile, write_profile
+
+    coe, repo = tiny_board
+    path = tmp_path_factory.mktemp("profile") / "profile.yaml"
+    write_profile(run_profile(coe, repo, ("cpu",), Plan.quick(), command="tests: tiny_profile"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_coe_file(tiny_board: tuple[CoEDefinition, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from orchestrator.coe import dump_coe
+
+    path = tmp_path_factory.mktemp("coe") / "coe.yaml"
+    dump_coe(tiny_board[0], path)
+    return path

@@ -30,6 +30,7 @@ from orchestrator.demo import EXIT_INCOMPLETE, EXIT_OK, EXIT_SERVER_LOST, DemoRe
 from orchestrator.triton import processes
 from orchestrator.triton.adapter import TritonAdapter
 from orchestrator.triton.launcher import COSERVE_SHM_PREFIX, free_port
+from tests.integration.test_demo import expected_verdicts
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -58,18 +59,18 @@ def busiest_classifier(coe: CoEDefinition) -> str:
     return max(sorted(counts), key=lambda name: counts[name])
 
 
-def after_first_expert(repo: Path, action: Callable[[int], None]) -> tuple[Callable[[str], None], list[str]]:
-    """A ``say`` for run_demo that runs ``action(server pid)`` once the first expert is done."""
-    lines: list[str] = []
+def after_verdicts(repo: Path, n: int, action: Callable[[int], None]) -> Callable[[int], None]:
+    """A ``progress`` callback for run_demo that runs ``action(server pid)`` once ``n`` verdicts are in."""
+    seen = [0]
 
-    def say(line: str) -> None:
-        lines.append(line)
-        if "unload-until-gone" in line and sum("unload-until-gone" in seen for seen in lines) == 1:
+    def progress(k: int) -> None:
+        seen[0] += k
+        if seen[0] == n:
             pid = server_for(repo)
             assert pid is not None
             action(pid)
 
-    return say, lines
+    return progress
 
 
 @pytest.fixture
@@ -80,62 +81,66 @@ def board(tiny_board: tuple[CoEDefinition, Path]) -> Iterator[tuple[CoEDefinitio
     assert coserve_regions() <= regions_before, "a /dev/shm region outlived the demo"
 
 
-@pytest.fixture(scope="module")
-def clean_run(tiny_board: tuple[CoEDefinition, Path]) -> DemoReport:
-    coe, repo = tiny_board
-    report = run_demo(coe, repo, max_resident=1, say=lambda _: None)
-    assert report.exit_code() == EXIT_OK
-    return report
-
-
-def test_unreachable_server_means_no_verdicts_and_exit_3(board: tuple[CoEDefinition, Path]) -> None:
-    """Before: "400 NOT INSPECTED (expert failed)" and exit 0."""
+def demo(board: tuple[CoEDefinition, Path], coe_file: Path, profile: Path, **kw: Any) -> DemoReport:
     coe, repo = board
+    kw.setdefault("max_resident", 1)
+    kw.setdefault("say", lambda _: None)
+    return run_demo(coe, coe_file, repo, profile, **kw)
+
+
+def test_unreachable_server_means_no_verdicts_and_exit_3(
+    board: tuple[CoEDefinition, Path], tiny_coe_file: Path, tiny_profile: Path
+) -> None:
+    """Before: "400 NOT INSPECTED (expert failed)" and exit 0."""
+    coe, _ = board
     lines: list[str] = []
     began = time.monotonic()
-    report = run_demo(coe, repo, triton_url=f"127.0.0.1:{free_port()}", say=lines.append)
-    assert time.monotonic() - began < 15
+    report = demo(board, tiny_coe_file, tiny_profile, triton_url=f"127.0.0.1:{free_port()}", say=lines.append)
+    assert time.monotonic() - began < 20
     assert report.exit_code() == EXIT_SERVER_LOST
     assert report.not_inspected() == coe.board.total
     assert "not reachable" in (report.server_lost or "")
-    assert sum("board stopped" in line for line in lines) == 1  # said once
-    assert any(f"{coe.board.total} not inspected" in line for line in lines)
+    assert sum("server lost" in line for line in lines) == 1  # said once
+    assert any(f"{coe.board.total} NOT INSPECTED" in line for line in lines)
 
 
-def test_server_killed_mid_board(board: tuple[CoEDefinition, Path]) -> None:
+def test_server_killed_mid_board(board: tuple[CoEDefinition, Path], tiny_coe_file: Path, tiny_profile: Path) -> None:
     """Before: exit 0 and "server stopped" although tritonserver had been killed."""
     coe, repo = board
-    say, lines = after_first_expert(repo, lambda pid: os.kill(pid, signal.SIGKILL))
-    report = run_demo(coe, repo, max_resident=1, say=say)
+    lines: list[str] = []
+    progress = after_verdicts(repo, 5, lambda pid: os.kill(pid, signal.SIGKILL))
+    report = demo(board, tiny_coe_file, tiny_profile, progress=progress, say=lines.append)
     assert report.exit_code() == EXIT_SERVER_LOST
     assert len(report.verdicts) == coe.board.total  # every component accounted for
     assert 0 < report.not_inspected() < coe.board.total
     assert "had died before it was stopped (killed by SIGKILL)" in (report.server_end or "")
-    assert not any("server stopped" in line for line in lines)
-    first = report.experts[0]
-    assert all(report.verdicts[rid] != "error" for rid, by in report.decided_by.items() if by == first.name)
+    assert not any("stopped (drained)" in line for line in lines)
+    expected = expected_verdicts(coe, repo)
+    assert all(v == expected[cid] for cid, v in report.verdicts.items() if v != "error")  # no false verdict
 
 
-def test_frozen_server_is_detected_within_seconds(board: tuple[CoEDefinition, Path]) -> None:
+def test_frozen_server_is_detected_within_seconds(
+    board: tuple[CoEDefinition, Path], tiny_coe_file: Path, tiny_profile: Path
+) -> None:
     """Before: every call waited out a 60 s deadline (a board would take over 20 minutes)."""
-    coe, repo = board
+    _, repo = board
     frozen_at: list[float] = []
 
     def freeze(pid: int) -> None:
         os.kill(pid, signal.SIGSTOP)
         frozen_at.append(time.monotonic())
 
-    say, lines = after_first_expert(repo, freeze)
-    report = run_demo(coe, repo, max_resident=1, say=say)
-    assert time.monotonic() - frozen_at[0] < 12  # detection (~3-5 s) plus the kill on stop
+    lines: list[str] = []
+    report = demo(board, tiny_coe_file, tiny_profile, progress=after_verdicts(repo, 5, freeze), say=lines.append)
+    assert frozen_at and time.monotonic() - frozen_at[0] < 15  # detection (~3-5 s) plus the stop
     assert report.exit_code() == EXIT_SERVER_LOST
     assert "stopped answering" in (report.server_lost or "")
     assert "frozen" in (report.server_end or "")
-    assert sum("board stopped" in line for line in lines) == 1
+    assert sum("server lost" in line for line in lines) == 1
 
 
 def test_model_process_killed_before_inference_is_reloaded_once(
-    board: tuple[CoEDefinition, Path], clean_run: DemoReport, monkeypatch: pytest.MonkeyPatch
+    board: tuple[CoEDefinition, Path], tiny_coe_file: Path, tiny_profile: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before: its components were lost without a retry, the unload waited 30 s, and the demo
     reported 3 experts holding memory against a bound of 2."""
@@ -155,18 +160,17 @@ def test_model_process_killed_before_inference_is_reloaded_once(
         return await original(self, name, *args, **kwargs)
 
     monkeypatch.setattr(TritonAdapter, "infer", infer)
-    began = time.monotonic()
-    report = run_demo(coe, repo, max_resident=1, say=lambda _: None)
+    report = demo(board, tiny_coe_file, tiny_profile)
     assert killed
     assert report.exit_code() == EXIT_OK
-    assert report.verdicts == clean_run.verdicts  # the retried batch gave the same verdicts
-    [run] = [r for r in report.experts if r.name == victim]
-    assert run.recovered and "died" in run.recovered and run.error is None
-    assert report.peak_resident <= 1
-    assert time.monotonic() - began < clean_run.wall_s + 15
+    assert report.verdicts == expected_verdicts(coe, repo)  # the retried batch gave the right verdicts
+    assert report.reloads == 1
+    assert report.peak_footprint_bytes <= report.budget_bytes
 
 
-def test_model_process_killed_during_load_names_the_cause(board: tuple[CoEDefinition, Path]) -> None:
+def test_model_process_killed_during_load_names_the_cause(
+    board: tuple[CoEDefinition, Path], tiny_coe_file: Path, tiny_profile: Path
+) -> None:
     """Before: the run hung 60 s and reported "server not reachable" although the server was fine."""
     coe, repo = board
     victim = busiest_classifier(coe)
@@ -186,28 +190,28 @@ def test_model_process_killed_during_load_names_the_cause(board: tuple[CoEDefini
     thread.start()
     began = time.monotonic()
     try:
-        report = run_demo(coe, repo, max_resident=1, say=lambda _: None)
+        report = demo(board, tiny_coe_file, tiny_profile)
     finally:
         stop.set()
         thread.join()
     assert killed
     assert time.monotonic() - began < 40
-    [run] = [r for r in report.experts if r.name == victim]
     assert report.server_lost is None  # the server was fine all along
-    assert report.peak_resident <= 1
-    others = [rid for rid, by in report.decided_by.items() if by != victim]
-    assert others and all(report.verdicts[rid] != "error" for rid in others)
-    if run.error is None:  # Triton saw it die after the handshake ("not healthy"): retried once
-        assert run.recovered and report.exit_code() == EXIT_OK
-    else:  # it died before the handshake: Triton keeps the model LOADING for good
-        assert "died during the load" in run.error and "not reachable" not in run.error
+    expected = expected_verdicts(coe, repo)
+    errors = {cid for cid, v in report.verdicts.items() if v == "error"}
+    assert all(report.verdicts[cid] == expected[cid] for cid in set(expected) - errors)
+    if errors:  # it died before the handshake: Triton keeps the model LOADING for good
+        assert all(victim in report.causes[cid] or "died during the load" in report.causes[cid] for cid in errors)
+        assert all("not reachable" not in report.causes[cid] for cid in errors)
         assert report.exit_code() == EXIT_INCOMPLETE
+    else:  # Triton saw it die after the handshake ("not healthy"): the load was retried once
+        assert report.exit_code() == EXIT_OK
 
 
 def _start_demo(repo: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", "demo", "--repo", str(repo), "--coe", str(repo / "coe.yaml"),
-         "--max-resident", "1"],
+         "--max-resident", "1", "--board-seed", "9"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -233,7 +237,7 @@ def test_signals_stop_the_demo_and_its_server(board: tuple[CoEDefinition, Path],
     _, repo = board
     proc = _start_demo(repo)
     try:
-        _wait_for_line(proc, "preliminary step")
+        _wait_for_line(proc, "serving demo on")
         server = server_for(repo)
         assert server is not None
         home = Path(processes.read_cmdline(server)[0]).parents[1]
