@@ -101,8 +101,8 @@ async def run_service(
                 assert url is not None
                 adapter = TritonAdapter(url)
             targets[ex.name] = ExecutorTarget(server_name, adapter, ex.kind, spec.executor_gpus.get(ex.name, ()))
-        engine = Engine(coe, spec.config, profile, TritonBackend(spec.repo, targets), queue_bound=spec.queue_bound,
-                        source=spec.source)
+        backend = TritonBackend(spec.repo, targets, concurrent_loads=profile.storage_concurrent_loads)
+        engine = Engine(coe, spec.config, profile, backend, queue_bound=spec.queue_bound, source=spec.source)
         if on_engine is not None:
             on_engine(engine, embedded)
         frontend = InspectionServer(engine, spec.listen)

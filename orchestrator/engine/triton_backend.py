@@ -11,12 +11,19 @@ Triton has no host-copy tier (instances do not share weights), so a ``Load`` the
 from "cpu" memory is a load from the repository here; simulated numbers of policies that rely on
 that tier (the Samba baselines' CPU cache) are labelled as such in reports.
 
+Loads wait for one of ``concurrent_loads`` channels, shared by every executor of the backend (the
+cost profile's ``storage.concurrent_loads``: what this box runs in parallel, measured by
+``coserve profile``), as the simulator models them. That also keeps an embedded server below
+its 4 model-load threads: a load queued inside Triton would spawn no process, which the
+adapter's process watch could not tell from one that died.
+
 Deadlines scale with the expert (``orchestrator.triton.deadlines``); a server that stops
 answering is caught by the adapter's liveness probe.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +48,7 @@ class ExecutorTarget:
 
 
 class TritonBackend:
-    def __init__(self, repo: str | Path, targets: Mapping[str, ExecutorTarget]) -> None:
+    def __init__(self, repo: str | Path, targets: Mapping[str, ExecutorTarget], concurrent_loads: int = 2) -> None:
         adapters = [t.adapter for t in targets.values()]
         if len({id(a) for a in adapters}) != len(adapters):
             raise ValueError("each executor needs its own Triton server (see the module doc)")
@@ -50,6 +57,7 @@ class TritonBackend:
         self._configs: dict[tuple[str, str], ModelConfig] = {}
         self._bytes: dict[str, int] = {}
         self.load_retries = 0  # loads retried after the model process died during the first
+        self._channels = asyncio.Semaphore(max(1, min(concurrent_loads, 3)))
 
     def server_of(self, executor: str) -> str:
         return self.targets[executor].server
@@ -71,17 +79,19 @@ class TritonBackend:
         answers "not healthy" then, and a second load works; docs/triton.md)."""
         timeout = deadlines.load_timeout_s(self._file_bytes(expert))
         adapter = self.targets[executor].adapter
-        try:
-            await adapter.load(expert, self._config(executor, expert), timeout_s=timeout)
-        except CoserveError as exc:
-            if not model_process_died(exc):
-                raise
-            self.load_retries += 1
-            await adapter.load(expert, self._config(executor, expert), timeout_s=timeout)
+        async with self._channels:
+            try:
+                await adapter.load(expert, self._config(executor, expert), timeout_s=timeout)
+            except CoserveError as exc:
+                if not model_process_died(exc):
+                    raise
+                self.load_retries += 1
+                await adapter.load(expert, self._config(executor, expert), timeout_s=timeout)
 
     async def reload(self, executor: str, expert: str) -> None:
         timeout = deadlines.load_timeout_s(self._file_bytes(expert))
-        await self.targets[executor].adapter.reload(expert, self._config(executor, expert), timeout_s=timeout)
+        async with self._channels:
+            await self.targets[executor].adapter.reload(expert, self._config(executor, expert), timeout_s=timeout)
 
     async def unload(self, executor: str, expert: str) -> None:
         await self.targets[executor].adapter.unload(expert, timeout_s=deadlines.UNLOAD_S)
