@@ -175,18 +175,43 @@ def _owner_alive(home: Path) -> bool:
     return processes.is_alive(pid) and str(processes.start_time(pid)) == start
 
 
-def remove_stale(tempdir: str | Path | None = None) -> list[str]:
-    """Remove temporary homes and /dev/shm regions of embedded servers that died uncleanly.
+def region_tag(region: str) -> str | None:
+    """``coserve_<id>_`` of a region name ``triton_python_backend_shm_region_coserve_<id>_...``."""
+    tag = region[len(SHM_PREFIX_BASE) :].split("_", 2)[:2]
+    return f"{tag[0]}_{tag[1]}_" if len(tag) == 2 and region.startswith(COSERVE_SHM_PREFIX) else None
 
-    A home ``<tempdir>/coserve-triton-*`` is stale when the launcher named in its ``owner`` file
-    is gone and no living process runs a program from inside it; a region
-    ``triton_python_backend_shm_region_coserve_<id>_*`` is stale when no living process names
-    ``coserve_<id>_`` on its command line (the server does in its backend config, stubs in their
-    region argument). Returns what was removed (paths and region names).
+
+def remove_stale(tempdir: str | Path | None = None) -> list[str]:
+    """Remove what embedded servers that died uncleanly left behind.
+
+    - orphan model processes: a stub whose server died while holding their shared health mutex
+      blocks on it for good (``EmbeddedTriton._end_orphan_stubs``); one whose region prefix no
+      living *tritonserver* names is killed (no server can take that mutex any more);
+    - temporary homes ``<tempdir>/coserve-triton-*`` whose launcher (the ``owner`` file) is gone
+      and that no living process runs a program from;
+    - /dev/shm regions ``triton_python_backend_shm_region_coserve_<id>_*`` that no living
+      process names ``coserve_<id>_`` on its command line.
+    Returns what was removed (paths, region names, "orphan stub PID").
     """
     tempdir = Path(tempdir or tempfile.gettempdir())
-    cmdlines = processes.all_cmdlines()
     removed: list[str] = []
+
+    def server_lines() -> list[str]:
+        return [" ".join(argv) for argv in processes.all_cmdlines() if os.path.basename(argv[0]) == "tritonserver"]
+
+    servers = server_lines()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        parsed = processes.parse_stub_cmdline(processes.read_cmdline(int(entry)))
+        tag = region_tag(parsed[2]) if parsed is not None else None
+        if tag is not None and not any(tag in line for line in servers):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), signal.SIGKILL)
+                removed.append(f"orphan stub {entry}")
+    if removed:
+        time.sleep(0.05)  # let the killed stubs go before their homes and regions are judged
+    cmdlines = processes.all_cmdlines()
     with contextlib.suppress(OSError):
         for home in tempdir.glob(f"{HOME_PREFIX}*"):
             if not home.is_dir() or _owner_alive(home):
@@ -202,13 +227,10 @@ def remove_stale(tempdir: str | Path | None = None) -> list[str]:
         regions = [n for n in os.listdir("/dev/shm") if n.startswith(COSERVE_SHM_PREFIX)]
     except OSError:
         regions = []
-    joined = ["\0".join(argv) for argv in cmdlines]
+    joined = [" ".join(argv) for argv in cmdlines]
     for name in regions:
-        tag = name[len(SHM_PREFIX_BASE) :].split("_", 2)[:2]  # ["coserve", "<id>"]
-        if len(tag) < 2:
-            continue
-        marker = f"{tag[0]}_{tag[1]}_"
-        if any(marker in line for line in joined):
+        tag = region_tag(name)
+        if tag is None or any(tag in line for line in joined):
             continue
         with contextlib.suppress(OSError):
             os.unlink(os.path.join("/dev/shm", name))
@@ -512,7 +534,6 @@ class EmbeddedTriton:
         proc = self.process
         if proc is not None:
             died_before = proc.poll() is not None
-            stubs = [p.pid for p in self.model_processes()] if not died_before else []
             how = "exited on its own"
             if not died_before:
                 if processes.state(proc.pid) == "T":
@@ -528,14 +549,7 @@ class EmbeddedTriton:
                     proc.kill()
                     proc.wait()
             self.exit_report = ExitReport(died_before, proc.returncode, how)
-            # Stubs exit ~0.3 s after the server is reaped (they watch the parent); a stuck one is killed.
-            deadline = time.monotonic() + 2.0
-            for pid in stubs:
-                while processes.is_alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                if processes.is_alive(pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+            self._end_orphan_stubs()
             self.process = None
         if self._log_file is not None:
             self._log_file.close()  # type: ignore[attr-defined]
@@ -543,6 +557,19 @@ class EmbeddedTriton:
         self.remove_shm_regions()
         self._cleanup_home()
         return self.exit_report
+
+    def _end_orphan_stubs(self) -> None:
+        """Stubs exit ~0.3 s after their server is reaped (they poll the parent), unless the server
+        died holding the health mutex they share: then the stub's health thread blocks on it for
+        good (seen after a SIGKILL mid-board). With the server gone nothing can take the mutex
+        again, so a stub still alive after 2 s is killed. (While the server lives we never kill
+        a stub: one killed holding that mutex makes tritonserver abort.)"""
+        deadline = time.monotonic() + 2.0
+        while processes.stubs_with_prefix(self.shm_prefix) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for pid in processes.stubs_with_prefix(self.shm_prefix):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _cleanup_home(self) -> None:
         if self._given_home is None and self.home is not None:

@@ -192,3 +192,16 @@ def find_local_server(grpc_url: str) -> int | None:
         if argv and os.path.basename(argv[0]) == "tritonserver" and flag in argv and is_alive(int(entry)):
             return int(entry)
     return None
+
+
+def stubs_with_prefix(prefix: str) -> list[int]:
+    """Living stub processes whose /dev/shm region starts with ``prefix`` (one server's stubs),
+    found by command line, so also after their server died and they were reparented."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        parsed = parse_stub_cmdline(read_cmdline(int(entry)))
+        if parsed is not None and parsed[2].startswith(prefix) and is_alive(int(entry)):
+            found.append(int(entry))
+    return sorted(found)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import socket
 from pathlib import Path
 
@@ -176,3 +177,34 @@ def test_crashed_model_process_is_reported_and_recovered(small_repo):
 
         asyncio.run(body())
     assert server.shm_regions() == []
+
+
+def test_orphan_model_processes_of_a_dead_server_are_ended(tmp_path):
+    """A stub whose server died holding their shared health mutex blocks on it for good (seen after a
+    SIGKILL mid-board: a stub alive 10 minutes later, parent pid 1); with no server left to take that
+    mutex, the next start (``remove_stale``) ends it, and ``stop()`` ends its own server's."""
+    import shutil as _shutil
+    import subprocess as _subprocess
+
+    from orchestrator.triton.launcher import COSERVE_SHM_PREFIX, remove_stale
+
+    fake_stub = tmp_path / processes.STUB_NAME  # a stand-in with a stub's name and command line
+    _shutil.copy(_shutil.which("tail") or "/usr/bin/tail", fake_stub)  # `tail -F` waits on missing files
+    args = ["1", "1", "1", "d", "h", "i", "m"]
+    quiet = {"stderr": _subprocess.DEVNULL, "cwd": tmp_path}
+    region = f"{COSERVE_SHM_PREFIX}deadbeef0001_x"
+    orphan = _subprocess.Popen([str(fake_stub), "-F", region, *args], **quiet)
+    living = f"{COSERVE_SHM_PREFIX}cafe00000001_x"  # named by a "server" that still lives
+    server = _subprocess.Popen(["bash", "-c", f"exec -a tritonserver tail -F x{living}"], **quiet)
+    kept = _subprocess.Popen([str(fake_stub), "-F", living, *args], **quiet)
+    try:
+        time.sleep(0.2)
+        removed = remove_stale(tmp_path)
+        assert f"orphan stub {orphan.pid}" in removed
+        assert orphan.wait(timeout=5) == -9
+        assert kept.poll() is None  # its server is alive: never killed
+    finally:
+        for p in (orphan, server, kept):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
