@@ -276,9 +276,15 @@ class Engine:
                     resident=tuple(ResidentExpert(e, pool.entry_bytes(e)) for e in sorted(pool.resident())),
                 )
             )
+        servers_of = getattr(self.backend, "servers", None)
+        servers = list(servers_of()) if callable(servers_of) else []
+        notes = [
+            f"server {s.name}: memory accounted from the cost profile (an external server's processes "
+            "cannot be seen)" for s in servers if s.accounting == "profile"
+        ]
         return EngineStatus(
-            policy=self.policy, serving=self.serving(), executors=execs, queued=len(self._pending),
-            queue_bound=self.queue_bound,
+            policy=self.policy, serving=self.serving(), servers=servers, executors=execs, queued=len(self._pending),
+            queue_bound=self.queue_bound, notes=tuple(notes + self.unload_errors[-5:]),
         )
 
     def server_of(self, executor: str) -> str:

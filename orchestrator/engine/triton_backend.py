@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator import experts_io
+from orchestrator.engine.types import ServerStatus
 from orchestrator.errors import CoserveError
 from orchestrator.triton import deadlines
 from orchestrator.triton.adapter import TritonAdapter, model_process_died
@@ -61,6 +62,21 @@ class TritonBackend:
 
     def server_of(self, executor: str) -> str:
         return self.targets[executor].server
+
+    def servers(self) -> list[ServerStatus]:
+        """One entry per server: its URL, whether coserve started it (then memory is measured
+        from its processes) or not (an external server: memory is accounted from the cost
+        profile, since its processes cannot be seen), and whether it answers."""
+        return [
+            ServerStatus(
+                name=t.server,
+                url=t.adapter.url,
+                embedded=t.adapter.process_probe is not None,
+                healthy=t.adapter.unresponsive is None,
+                accounting="measured" if t.adapter.process_probe is not None else "profile",
+            )
+            for t in self.targets.values()
+        ]
 
     def _config(self, executor: str, expert: str) -> ModelConfig:
         key = (executor, expert)

@@ -87,6 +87,8 @@ def test_a_board_streams_through_the_service(tiny_board: tuple[CoEDefinition, Pa
     assert status.serving and status.policy == "coserve"
     assert {e.name: e.server for e in status.executors} == {"cpu0": "local0", "cpu1": "local1"}
     assert all(e.used_bytes <= e.budget_bytes == 130 * MB for e in status.executors)
+    assert {(sv.name, sv.embedded, sv.healthy, sv.accounting) for sv in status.servers} == {
+        ("local0", True, True, "measured"), ("local1", True, True, "measured")}
     # the simulator reads the same file (it ignores what only serving needs)
     assert main(["simulate", "--config", str(spec.source), "--coe", str(tmp_path / "coe.yaml"),
                  "--profile", str(tmp_path / "profile.yaml"), "--policy", "coserve"]) == 0
