@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.coe import CoEDefinition, load_coe
 from orchestrator.config_reader import read_yaml_file
 from orchestrator.core.profile import CostProfile, parse_profile
+from orchestrator.core.serve_config import ServeConfig
 from orchestrator.engine.engine import Engine
 from orchestrator.engine.triton_backend import ExecutorTarget, TritonBackend
 from orchestrator.errors import CoserveError
@@ -64,6 +65,22 @@ def load_serving_profile(spec: ServeFile, unload_mode: str | None) -> CostProfil
     return profile
 
 
+def experts_config(spec: ServeFile, profile: CostProfile, embedded: set[str]) -> ServeConfig:
+    """The serve config with each embedded executor's budget reduced by what its server itself
+    keeps growing by while serving (the profile's ``server_growth_bytes``): the budget promises
+    the measured footprint (server growth + model processes), so the experts get the rest."""
+    execs = []
+    for i, ex in enumerate(spec.config.executors):
+        growth = (profile.processor(ex.kind).server_growth_bytes or 0) if spec.executor_server[ex.name] in embedded else 0
+        if growth >= ex.budget_bytes:
+            raise CoserveError(
+                f"{spec.source}: executors[{i}].budget_bytes: {ex.budget_bytes} B does not cover the server's own "
+                f"growth while serving ({growth} B, measured by the cost profile)"
+            )
+        execs.append(replace(ex, budget_bytes=ex.budget_bytes - growth))
+    return replace(spec.config, executors=tuple(execs))
+
+
 async def run_service(
     spec: ServeFile,
     stop: asyncio.Event,
@@ -102,7 +119,8 @@ async def run_service(
                 adapter = TritonAdapter(url)
             targets[ex.name] = ExecutorTarget(server_name, adapter, ex.kind, spec.executor_gpus.get(ex.name, ()))
         backend = TritonBackend(spec.repo, targets, concurrent_loads=profile.storage_concurrent_loads)
-        engine = Engine(coe, spec.config, profile, backend, queue_bound=spec.queue_bound, source=spec.source)
+        config = experts_config(spec, profile, set(embedded))
+        engine = Engine(coe, config, profile, backend, queue_bound=spec.queue_bound, source=spec.source)
         if on_engine is not None:
             on_engine(engine, embedded)
         frontend = InspectionServer(engine, spec.listen)

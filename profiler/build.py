@@ -13,13 +13,16 @@ load_time_s.disk        median warm load (file in the page cache: what a serving
 unload_time_s           median time from the unload call until the memory is back (processes
                         gone on the embedded server; index state on an external one)
 concurrent_loads        ``fit.concurrent_loads`` over 1, 2, 4 loads at once
-weight_bytes            median footprint at load: model process PSS + the server's growth
+weight_bytes            median footprint after load and a first inference: model process PSS
+                        + the server's growth at that load
                         (GPU: NVML bytes of its processes, CUDA context included); the ONNX file
                         size when memory cannot be seen (external server)
 activation_bytes_per_   slope of the peak growth per batch across the sweep
 item
 peak_bytes              weight_bytes + the growth at max_batch
 overhead_*              ``fit.overhead`` of footprint against file size over the architectures
+server_growth_bytes     the server's PSS over its idle PSS after the whole measurement (what it
+                        keeps: an executor's fixed cost)
 ======================  ======================================================================
 """
 
@@ -86,6 +89,7 @@ def processor_spec(
     costs: Sequence[ArchCost],
     unload_mode: str,
     server_idle_bytes: int | None,
+    server_growth_bytes: int | None = None,
 ) -> ProcessorSpec:
     unloads = [s for m in kind_measurements for s in m.unload_s]
     walls: dict[int, float] = {}
@@ -101,6 +105,7 @@ def processor_spec(
         unload_time_s=round(statistics.median(unloads), 4) if unloads else 0.0,
         unload_mode=unload_mode,
         server_idle_bytes=server_idle_bytes,
+        server_growth_bytes=server_growth_bytes,
         overhead_fixed_bytes=int(over.intercept) if measured_memory else None,
         overhead_bytes_per_file_byte=round(over.slope, 4) if measured_memory else None,
     )
@@ -113,6 +118,7 @@ def build_profile(
     unload_mode: str,
     server_idle_bytes: int | None,
     measured: Mapping[str, str],
+    server_growth_bytes: int | None = None,
 ) -> CostProfile:
     """The profile of ``measurements`` (one per architecture and kind)."""
     archs: dict[str, dict[str, ArchCost]] = {}
@@ -124,7 +130,7 @@ def build_profile(
             cost = arch_cost(m, model_max_batch.get(m.expert, 1))
             archs.setdefault(m.arch, {})[kind] = cost
             costs.append(cost)
-        procs[kind] = processor_spec(ms, costs, unload_mode, server_idle_bytes)
+        procs[kind] = processor_spec(ms, costs, unload_mode, server_idle_bytes, server_growth_bytes)
     storage = max((p.concurrent_loads for p in procs.values()), default=1)
     return CostProfile(
         name=name, processors=procs, architectures=archs, storage_concurrent_loads=storage, measured=dict(measured)

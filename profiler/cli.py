@@ -69,7 +69,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     for kind, spec in result.profile.processors.items():
         print(f"{kind}: unload until memory back {spec.unload_time_s * 1e3:.0f} ms ({spec.unload_mode}), "
               f"{spec.concurrent_loads} loads at once"
-              + (f", idle server {spec.server_idle_bytes / 2**20:.0f} MiB" if spec.server_idle_bytes else ""))
+              + (f", idle server {spec.server_idle_bytes / 2**20:.0f} MiB" if spec.server_idle_bytes else "")
+              + (f" (+{spec.server_growth_bytes / 2**20:.1f} MiB while serving)" if spec.server_growth_bytes else ""))
     for arch, per in result.profile.architectures.items():
         for kind, c in per.items():
             print(f"  {arch}/{kind} ({c.measured_expert}, {(c.file_bytes or 0) / 1e6:.1f} MB file): "

@@ -111,6 +111,7 @@ def run_profile(
     gpu_reader = require_gpu(gpu) if "gpu" in kinds else None
     by_arch = experts_by_arch(coe, repo)
     began = time.perf_counter()
+    growth: int | None = None
     if triton_url is not None:
         result = asyncio.run(_measure_all(None, triton_url, repo, by_arch, kinds, plan, False, gpu_reader, tick))
         mode, idle = EXTERNAL_UNLOAD_MODE, None
@@ -121,6 +122,8 @@ def run_profile(
                 _measure_all(server, server.grpc_url, repo, by_arch, kinds, plan, explain, gpu_reader, tick)
             )
             mode = server.unload_mode
+            if idle is not None and server.pid is not None:
+                growth = max(0, processes.memory(server.pid).pss_bytes - idle)
     measurements, version, explained = result
     max_batch = {m.expert: ModelConfig.read(repo / m.expert).max_batch_size for m in measurements}
     measured = {
@@ -134,7 +137,7 @@ def run_profile(
     }
     if measurements and not all(m.cold_cache_dropped for m in measurements):
         measured["cold_load"] = "posix_fadvise(DONTNEED) was refused: cold loads may have read cached pages"
-    profile = build_profile(f"measured-{coe.name}", measurements, max_batch, mode, idle, measured)
+    profile = build_profile(f"measured-{coe.name}", measurements, max_batch, mode, idle, measured, growth)
     return ProfileResult(profile, measurements, time.perf_counter() - began, explained)
 
 

@@ -32,6 +32,7 @@ but a reader (planner, operator) needs to trust or extrapolate it::
       cpu:
         unload_mode: stock           # how the embedded server releases an unloaded expert
         server_idle_bytes: 32000000  # the idle tritonserver's own PSS
+        server_growth_bytes: 10000000   # what it keeps growing by while serving (an executor cost)
         overhead_fixed_bytes: 45000000      # footprint = fixed + per_file_byte * ONNX file bytes
         overhead_bytes_per_file_byte: 1.9
     architectures:
@@ -87,6 +88,9 @@ class ProcessorSpec:
     # measured by ``coserve profile`` (optional; see the module doc)
     unload_mode: str | None = None
     server_idle_bytes: int | None = None
+    #: what the server itself keeps growing by while it serves (allocations it does not return
+    #: after unloads): a fixed cost of the executor, taken from its budget, not per expert
+    server_growth_bytes: int | None = None
     overhead_fixed_bytes: int | None = None
     overhead_bytes_per_file_byte: float | None = None
 
@@ -135,6 +139,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
             unload_time_s=r.number(m.get("unload_time_s", 0.005), f"{path}.unload_time_s"),
             unload_mode=None if m.get("unload_mode") is None else r.string(m["unload_mode"], f"{path}.unload_mode"),
             server_idle_bytes=_opt_bytes(r, m, "server_idle_bytes", path),
+            server_growth_bytes=_opt_bytes(r, m, "server_growth_bytes", path),
             overhead_fixed_bytes=_opt_bytes(r, m, "overhead_fixed_bytes", path),
             overhead_bytes_per_file_byte=_opt_number(r, m, "overhead_bytes_per_file_byte", path),
         )
@@ -192,7 +197,8 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
 
 
 _PROCESSOR_FIELDS = (
-    "concurrent_loads", "unload_time_s", "unload_mode", "server_idle_bytes", "overhead_fixed_bytes",
+    "concurrent_loads", "unload_time_s", "unload_mode", "server_idle_bytes", "server_growth_bytes",
+    "overhead_fixed_bytes",
     "overhead_bytes_per_file_byte",
 )
 _ARCH_FIELDS = (
