@@ -229,7 +229,12 @@ class TritonAdapter:
         meanwhile (an address that never answers); otherwise it is re-raised (status
         DEADLINE_EXCEEDED) for the caller to name.
         """
-        await self._check_responsive()
+        try:
+            await self._check_responsive()
+        except BaseException:
+            if asyncio.iscoroutine(coro):
+                coro.close()  # never started: close it rather than leave it unawaited
+            raise
         call = asyncio.ensure_future(coro)
         try:
             return await self._watch(call)

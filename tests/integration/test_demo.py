@@ -32,7 +32,7 @@ def test_demo_inspects_every_component_like_onnxruntime_within_the_budget(
     report = run_demo(coe, tiny_coe_file, repo, tiny_profile, max_resident=1, say=lines.append)
     assert report.exit_code() == EXIT_OK and report.not_inspected() == 0
     assert report.verdicts == expected_verdicts(coe, repo)
-    for cid, experts in report.experts.items():  # the detector only ever after its classifier
+    for experts in report.experts.values():  # the detector only ever after its classifier
         rule = next(r for r in coe.routing.values() if r.classifier == experts[0])
         assert experts[1:] in ([], [rule.detector])
     assert 0 < report.peak_footprint_bytes <= report.budget_bytes

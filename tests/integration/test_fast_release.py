@@ -16,7 +16,12 @@ import pytest
 
 from orchestrator.triton import processes
 from orchestrator.triton.adapter import TritonAdapter
-from orchestrator.triton.launcher import UNLOAD_MODE_FAST, UNLOAD_MODE_STOCK, EmbeddedTriton, build_fast_release
+from orchestrator.triton.launcher import (
+    UNLOAD_MODE_FAST,
+    UNLOAD_MODE_STOCK,
+    EmbeddedTriton,
+    build_fast_release,
+)
 from orchestrator.triton.model_config import ModelConfig
 from tests.integration import factories
 
