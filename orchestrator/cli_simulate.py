@@ -72,6 +72,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="feature: serve a step older than this (seconds, > 0) next",
     )
     pol.add_argument("--prefetch", action="store_true", help="feature: prefetch likely subsequent experts")
+    for flag, help_text in (
+        ("--queue-aware-eviction", "never evict what queued steps need while another victim exists"),
+        ("--lookahead-loading", "load the next queued groups' experts while the executor works"),
+        ("--serve-resident", "run a group whose expert is ready while the head's loads"),
+        ("--unload-headroom", "evict ahead so that a load never waits for a slow unload"),
+    ):
+        pol.add_argument(flag, action="store_true", help=f"feature: {help_text}")
     pol.add_argument("--online-probabilities", action="store_true", help="feature: follow the observed mix")
     pol.add_argument(
         "--cpu-cache-bytes",
@@ -86,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def handler(args: argparse.Namespace) -> int:
     from orchestrator.coe import load_coe
     from orchestrator.config_reader import read_yaml_file
-    from orchestrator.core.policies import PAPER_POLICIES, get_policy
+    from orchestrator.core.policies import DEFAULT_POLICIES, get_policy
     from orchestrator.core.profile import CostProfile, parse_profile
     from orchestrator.core.serve_config import (
         ConfigDeprecation,
@@ -103,7 +110,7 @@ def handler(args: argparse.Namespace) -> int:
     warmup = 0 if args.cold_start else (1 if args.warmup_tasks is None else args.warmup_tasks)
     if args.profile and args.preset:
         raise ConfigError("--profile", args.profile, "give either --preset or --profile, not both")
-    policies = list(args.policy or PAPER_POLICIES)
+    policies = list(args.policy or DEFAULT_POLICIES)
     for name in policies:
         get_policy(name)
 
@@ -175,6 +182,9 @@ def handler(args: argparse.Namespace) -> int:
         sw["prefetch"] = True
     if args.online_probabilities:
         sw["online_probabilities"] = True
+    for name in ("queue_aware_eviction", "lookahead_loading", "serve_resident", "unload_headroom"):
+        if getattr(args, name):
+            sw[name] = True
     if args.cpu_cache_bytes is not None:
         # as in a serve config: the feature needs bytes; 0 leaves only Samba-CoE's own cache tier
         sw["cpu_cache"] = args.cpu_cache_bytes >= 1

@@ -33,9 +33,21 @@ class Group:
     steps: deque[Step]
     switch_pred_s: float  # predicted load time still ahead of this group (0 once issued)
     pred_s: float = 0.0  # this group's share of the queue's predicted backlog
+    _oldest: float = float("inf")  # the oldest arrival among its steps (kept as steps come and go)
 
     def oldest_arrival(self) -> float:
-        return min(s.arrival_s for s in self.steps)
+        return self._oldest
+
+    def append(self, step: Step) -> None:
+        self.steps.append(step)
+        if step.arrival_s < self._oldest:
+            self._oldest = step.arrival_s
+
+    def popleft(self) -> Step:
+        s = self.steps.popleft()
+        if s.arrival_s <= self._oldest:
+            self._oldest = min((x.arrival_s for x in self.steps), default=float("inf"))
+        return s
 
 
 def join_cost_s(group: Group, c: ExpertCost) -> float:
@@ -100,7 +112,7 @@ class ExecutorQueue:
             self.groups.append(g)
             if self.arrange:
                 self.by_expert[step.expert] = g
-        g.steps.append(step)
+        g.append(step)
         self.repred(g)
         return g
 
@@ -111,16 +123,23 @@ class ExecutorQueue:
             del self.by_expert[g.expert]
 
     def take(self, g: Group, n: int) -> list[Step]:
-        """Pop the first ``n`` steps of the head group ``g`` (removing it once empty)."""
-        steps = [g.steps.popleft() for _ in range(n)]
+        """Pop the first ``n`` steps of group ``g`` (the head, or a ready group served while the
+        head loads), removing it once empty."""
+        steps = [g.popleft() for _ in range(n)]
         if g.steps:
             self.repred(g)
         else:
-            self.groups.pop(0)
-            self.backlog_s -= g.pred_s
-            if self.by_expert.get(g.expert) is g:
-                del self.by_expert[g.expert]
+            self.remove(g)
         return steps
+
+    def needed_after(self) -> list[tuple[str, float]]:
+        """(expert, predicted seconds of queued work ahead of its group), in queue order."""
+        out = []
+        t = 0.0
+        for g in self.groups:
+            out.append((g.expert, t))
+            t += g.pred_s
+        return out
 
     # ---- the starvation guard ---------------------------------------------------------------
     def select_head(self, now: float, bound_s: float | None) -> Group:

@@ -15,7 +15,7 @@ It issues the ``Load``/``Unload`` decisions and counts them; it never decides wh
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from orchestrator.core.costs import CostTable, ExpertCost
 from orchestrator.core.decisions import Decision, Load, Unload
@@ -45,11 +45,19 @@ class ExpertManager:
         host_copy: bool,
         load_slots: Mapping[tuple[str, str], int] | None = None,
         unlimited: bool = False,
+        needed: Callable[[int], Mapping[str, float]] | None = None,
+        count_returning: Sequence[bool] = (),
     ) -> None:
         """``executors``: (name, kind, budget bytes) each; ``costs`` their cost tables, in order.
         ``load_slots``: loads the box runs at once per channel, ("storage", "disk") for every disk
         load and (kind, "cpu") for copies from host memory to executors of that kind (missing: 1).
-        ``unlimited``: every pool has (practically) unlimited memory (the all-resident replay)."""
+        ``unlimited``: every pool has (practically) unlimited memory (the all-resident replay).
+        ``needed`` (queue-aware eviction): executor -> {expert: seconds until a queued step needs
+        it}; victims are chosen around them (``EvictionPolicy.victims``), and experts loaded ahead
+        get no extra protection (their queue position is their protection). ``count_returning``
+        (per executor): memory whose unload is in flight counts as coming back, so no further
+        victims are chosen for what it covers (with slow unloads every event in the window would
+        evict another)."""
         self.graph = graph
         self.pools = [ExpertPool(n, UNLIMITED_BYTES if unlimited else b) for n, _, b in executors]
         self.kinds = [k for _, k, _ in executors]
@@ -65,6 +73,8 @@ class ExpertManager:
         self._slots = dict(load_slots or {})
         self._busy: dict[tuple[str, str], int] = {}  # loads in flight per channel
         self._ahead: set[tuple[int, str]] = set()  # loaded ahead of its group, not used yet
+        self._needed = needed
+        self._count_returning = list(count_returning) or [False] * len(self.pools)
 
     # ---- queries ------------------------------------------------------------------------------
     def tier(self, i: int, expert: str) -> str:
@@ -114,14 +124,19 @@ class ExpertManager:
         pool = self.pools[i]
         if pool.free_bytes >= need:
             return AllocStatus.OK
+        if self._count_returning[i]:
+            returning = self.unloading_bytes(i)
+            if pool.free_bytes + returning >= need:
+                return AllocStatus.LATER
+            need -= returning
         exclude = set(exclude)
         victims = None
-        if spare_ahead and self._ahead:
+        if spare_ahead and self._ahead and self._needed is None:
             ahead = {e for j, e in self._ahead if j == i}
             if ahead:
-                victims = self.eviction.victims(pool, self.graph, need, exclude | ahead)
+                victims = self.victims(i, need, exclude | ahead)
         if victims is None:
-            victims = self.eviction.victims(pool, self.graph, need, exclude)
+            victims = self.victims(i, need, exclude)
         if victims is None:
             # memory held by loads/unloads in flight or pinned batches will come back; wait for it
             pending = pool.experts_in(ExpertState.LOADING, ExpertState.UNLOADING)
@@ -131,6 +146,11 @@ class ExpertManager:
         for v in victims:
             out.append(self.unload(i, v, "evicted", now))
         return AllocStatus.LATER
+
+    def victims(self, i: int, need: int, exclude: Iterable[str]) -> list[str] | None:
+        """The eviction policy's victims on ``i`` for ``need`` bytes (queue-aware when on)."""
+        needed = self._needed(i) if self._needed is not None else None
+        return self.eviction.victims(self.pools[i], self.graph, need, exclude, needed)
 
     # ---- decisions ----------------------------------------------------------------------------
     def load(

@@ -9,12 +9,18 @@ describes. YAML (the ``features:`` mapping of a serve config; ``switches:`` is t
       cpu_cache: false              # use cpu_cache_bytes as a cache tier (coserve policies)
       online_probabilities: false   # follow the observed mix (decayed counts)
       online_half_life: 400         # observations until an old one weighs half
+      queue_aware_eviction: false   # never evict what queued steps need while another victim exists
+      lookahead_loading: false      # load the next queued groups' experts while the executor works
+      serve_resident: false         # run a group whose expert is ready while the head's loads
+      unload_headroom: false        # evict ahead so that a load never waits for a slow unload
+
+``coserve+`` (``orchestrator.core.policies``) turns on the ones that help on the paper's tasks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from orchestrator.config_reader import Reader
@@ -29,8 +35,21 @@ class Features:
     cpu_cache: bool = False
     online_probabilities: bool = False
     online_half_life: float = 400.0
+    queue_aware_eviction: bool = False
+    lookahead_loading: bool = False
+    serve_resident: bool = False
+    unload_headroom: bool = False
 
 
+FLAGS: tuple[str, ...] = (
+    "prefetch",
+    "cpu_cache",
+    "online_probabilities",
+    "queue_aware_eviction",
+    "lookahead_loading",
+    "serve_resident",
+    "unload_headroom",
+)  # the boolean features (a policy may turn these on)
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Features))
 
 
@@ -51,4 +70,18 @@ def parse_features(raw: Mapping[str, Any], r: Reader, path: str) -> Features:
         online_half_life=r.number(
             raw.get("online_half_life", 400.0), f"{path}.online_half_life", positive=True
         ),
+        queue_aware_eviction=r.boolean(
+            raw.get("queue_aware_eviction", False), f"{path}.queue_aware_eviction"
+        ),
+        lookahead_loading=r.boolean(raw.get("lookahead_loading", False), f"{path}.lookahead_loading"),
+        serve_resident=r.boolean(raw.get("serve_resident", False), f"{path}.serve_resident"),
+        unload_headroom=r.boolean(raw.get("unload_headroom", False), f"{path}.unload_headroom"),
     )
+
+
+def with_flags(features: Features, flags: tuple[str, ...]) -> Features:
+    """``features`` with the boolean features named in ``flags`` turned on."""
+    unknown = set(flags) - set(FLAGS)
+    if unknown:
+        raise ValueError(f"unknown feature flags {sorted(unknown)}")
+    return replace(features, **dict.fromkeys(flags, True)) if flags else features

@@ -25,7 +25,8 @@ def executors_for(spec: PolicySpec, config: ServeConfig) -> tuple[tuple[Executor
     gpus = [e for e in execs if e.kind == "gpu"]
     cpus = [e for e in execs if e.kind == "cpu"]
     if spec.executors == "serve":
-        cache = config.cpu_cache_bytes if (spec.cpu_cache or config.features.cpu_cache) else 0
+        on = spec.cpu_cache or config.features.cpu_cache or "cpu_cache" in spec.features
+        cache = config.cpu_cache_bytes if on else 0
         return execs, cache
     if not gpus:  # a CPU-only box: Samba-CoE runs on the CPU, no cache tier
         if spec.executors == "single":

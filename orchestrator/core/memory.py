@@ -13,7 +13,7 @@ with a running batch is pinned and never chosen for eviction.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -209,14 +209,28 @@ class EvictionPolicy:
         raise NotImplementedError
 
     def victims(
-        self, pool: ExpertPool, graph: DependencyGraph, need_bytes: int, exclude: Iterable[str] = ()
+        self,
+        pool: ExpertPool,
+        graph: DependencyGraph,
+        need_bytes: int,
+        exclude: Iterable[str] = (),
+        needed: Mapping[str, float] | None = None,
     ) -> list[str] | None:
-        """Experts to unload so that ``need_bytes`` more fit, or None if impossible right now."""
+        """Experts to unload so that ``need_bytes`` more fit, or None if impossible right now.
+
+        ``needed`` (queue-aware eviction): expert -> seconds until a queued step needs it. Experts
+        no queued step needs go first, in this policy's order; the needed ones only after them,
+        the one needed last first (Belady's rule over the known queue)."""
         shortfall = need_bytes - pool.free_bytes
         if shortfall <= 0:
             return []
         cands = pool.evictable(exclude)
-        cands.sort(key=lambda n: (*self.rank(n, pool, graph), n))
+        if needed:
+            cands.sort(
+                key=lambda n: (1.0, -needed[n], n) if n in needed else (0.0, *self.rank(n, pool, graph), n)
+            )
+        else:
+            cands.sort(key=lambda n: (*self.rank(n, pool, graph), n))
         out: list[str] = []
         freed = 0
         for n in cands:

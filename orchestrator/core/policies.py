@@ -18,7 +18,8 @@ A ``PolicySpec`` names the parts the core combines:
   executor of the box already holds it, instead of reading it from disk again.
 
 Baselines (``samba-*``) and ablations (``none``, ``em``, ``em-ra``) are entries of the registry.
-This module imports nothing else of the core: the serve config validates its ``policy`` name here.
+This module imports no other core module but ``features``: the serve config validates its ``policy``
+name here.
 
 Baseline rules, each beside the rule of the CoServe paper (ASPLOS 2025) it implements. The paper
 compares against Samba-CoE, which serves a CoE on one executor, switching experts on demand with
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.core.features import FLAGS
 from orchestrator.errors import ConfigError
 
 
@@ -68,12 +70,23 @@ class PolicySpec:
     description: str = ""
     host_copy: bool = True
     lookahead: bool = False  # load the next queued groups' experts while the head loads or runs
+    features: tuple[str, ...] = ()  # boolean features (core/features.py) the policy turns on
 
 
 POLICIES: dict[str, PolicySpec] = {}
 
+# coserve+ = coserve with the features that help (benchmarks/sim_beyond.py, "features";
+# docs/simulator.md): queue-aware eviction on every paper task; loads ahead where they do not
+# compete for the disk (they are inert otherwise); headroom where unloads are slow (inert
+# otherwise). serve_resident is off: it loses 1-5% on the paper's bursts (a group served early
+# stops gathering the burst's later steps, which then need their expert again).
+COSERVE_PLUS_FEATURES: tuple[str, ...] = ("queue_aware_eviction", "lookahead_loading", "unload_headroom")
+
 
 def register_policy(spec: PolicySpec) -> None:
+    unknown = set(spec.features) - set(FLAGS)
+    if unknown:
+        raise ValueError(f"policy {spec.name!r}: unknown features {sorted(unknown)}")
     POLICIES[spec.name] = spec
 
 
@@ -126,6 +139,15 @@ for _spec in (
         "Samba-CoE, n executors, dealt RR",
         lookahead=True,
     ),
+    PolicySpec(
+        "coserve+",
+        "makespan",
+        True,
+        "two-stage",
+        True,
+        description="coserve + the beyond-paper features that help",
+        features=COSERVE_PLUS_FEATURES,
+    ),
     PolicySpec("none", "round-robin", False, "lru", False, description="ablation: CoServe executors only"),
     PolicySpec("em", "round-robin", False, "two-stage", True, description="ablation: + expert management"),
     PolicySpec("em-ra", "round-robin", True, "two-stage", True, description="ablation: + request arranging"),
@@ -141,3 +163,4 @@ PAPER_POLICIES: tuple[str, ...] = (
     "em",
     "em-ra",
 )
+DEFAULT_POLICIES: tuple[str, ...] = (*PAPER_POLICIES, "coserve+")  # what `coserve simulate` replays

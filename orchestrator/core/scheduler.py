@@ -17,6 +17,7 @@ from orchestrator.core.costs import CostTable, ExpertCost, cost_table
 from orchestrator.core.decisions import Complete, Decision, Dispatch, Reject
 from orchestrator.core.executor_queue import ExecutorQueue, Group, Step, join_cost_s
 from orchestrator.core.expert_manager import AllocStatus, ExpertManager
+from orchestrator.core.features import with_flags
 from orchestrator.core.graph import DependencyGraph
 from orchestrator.core.layout import executors_for
 from orchestrator.core.memory import EVICTION_POLICIES, ExpertPool, ExpertState
@@ -27,7 +28,22 @@ from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 from orchestrator.core.stats import CoreStats
 
 PREFETCH_MIN_PROB = 0.5
-LOOKAHEAD_GROUPS = 8  # queued groups (the head included) looked at for loads ahead
+LOOKAHEAD_GROUPS = 8  # queued groups (the head included) looked at for loads ahead / ready groups
+HEADROOM_MIN_RATIO = 0.5  # eviction headroom acts where unloads take >= this x the fastest load
+
+
+def headroom_bytes(costs: CostTable, unload_s: float) -> int:
+    """Memory to keep free (or coming back) on an executor so that a load never waits for a slow
+    unload: its largest expert plus one max batch of activations; 0 where unloads are fast
+    against loads (shorter than HEADROOM_MIN_RATIO x its fastest disk load: the loads evictions
+    make room for)."""
+    runnable = [c for c in costs.values() if c is not None]
+    if not runnable:
+        return 0
+    fastest = min(c.load["disk"] for c in runnable)
+    if unload_s < HEADROOM_MIN_RATIO * fastest:
+        return 0
+    return max(c.bytes for c in runnable) + batch_reserve(costs)
 
 
 def load_slots(profile: CostProfile) -> dict[tuple[str, str], int]:
@@ -100,11 +116,24 @@ class CoreScheduler:
         self.graph = graph
         self.profile = profile
         self.spec = policy if isinstance(policy, PolicySpec) else get_policy(policy or config.policy)
-        self.features = config.features
+        self.features = with_flags(config.features, self.spec.features)
+        # the feature's loads ahead pay only where no two executors compete for a disk load slot
+        execs_n = len(executors_for(self.spec, config)[0])
+        self._strict_ahead = (
+            not self.spec.lookahead
+            and self.features.lookahead_loading
+            and execs_n <= profile.storage_concurrent_loads
+        )
+        self._lookahead = self.spec.lookahead or self._strict_ahead
+        self._serve_resident = self.features.serve_resident and self.spec.arrange
         execs, cache_bytes = executors_for(self.spec, config)
         self.unlimited = unlimited_memory
         self.stats = CoreStats()
         tables = [cost_table(graph, profile, e.kind) for e in execs]
+        headroom = [
+            headroom_bytes(table, profile.processor(e.kind).unload_time_s) if self.features.unload_headroom else 0
+            for table, e in zip(tables, execs, strict=True)
+        ]
         self.experts = ExpertManager(
             graph,
             [(e.name, e.kind, e.budget_bytes) for e in execs],
@@ -115,8 +144,11 @@ class CoreScheduler:
             host_copy=self.spec.host_copy,
             load_slots=load_slots(profile),
             unlimited=unlimited_memory,
+            needed=self._needed if self.features.queue_aware_eviction else None,
+            count_returning=[h > 0 for h in headroom],
         )
         self._reserve = [batch_reserve(table) for table in tables]
+        self._headroom = headroom
         self.execs = [
             _Executor(i, e, tables[i], ExecutorQueue(tables[i], self.spec.arrange))
             for i, e in enumerate(execs)
@@ -202,7 +234,7 @@ class CoreScheduler:
                 for s in g.steps:
                     self._reject(s.request_id, f"loading expert {expert!r} on {executor} failed", out)
         self._pump(x, now, out)
-        if self.spec.lookahead:  # a load slot of the box came free: others may load ahead now
+        if self._lookahead:  # a load slot of the box came free: others may load ahead now
             for other in self.execs:
                 if other is not x:
                     self._load_ahead(other, now, out)
@@ -267,8 +299,10 @@ class CoreScheduler:
         """Serve executor ``x``'s queue until it runs a batch or waits for memory or a load; then,
         with lookahead, load the experts of the groups behind the head."""
         self._serve(x, now, out)
-        if self.spec.lookahead:
+        if self._lookahead:
             self._load_ahead(x, now, out)
+        if self._headroom[x.idx]:
+            self._keep_headroom(x, now, out)
 
     def _serve(self, x: _Executor, now: float, out: list[Decision]) -> None:
         pool = self.experts.pools[x.idx]
@@ -300,6 +334,8 @@ class CoreScheduler:
                 self._dispatch(x, g, n, c, now, out)
                 return
             if st in (ExpertState.LOADING, ExpertState.UNLOADING):
+                if st is ExpertState.LOADING and self._serve_resident:
+                    self._serve_ready(x, g, now, out)
                 return  # wait for the driver's confirmation
             # unloaded (failed experts are cleaned up in on_load_done)
             need = c.bytes + c.act
@@ -326,14 +362,21 @@ class CoreScheduler:
         load slot for the tier, keeping one max batch of activations free. Victims are chosen by
         the policy's ranking but never among the experts of the groups up to that one, nor among
         experts already loaded ahead; the load follows once their unloads are confirmed. Queue
-        order of service is unchanged."""
+        order of service is unchanged.
+
+        Samba-CoE's rule (``PolicySpec.lookahead``) runs as said. The feature
+        ``lookahead_loading`` is stricter: it never evicts an expert any queued step needs (on a
+        CPU executor: nor one a GPU executor's queue would copy from it), and it runs only where
+        the box has no more executors than disk load slots. Where executors share a saturated
+        disk, a load ahead for one delays the next demand load of another and evicts earlier,
+        knowing less: measured -4% to -15% on the paper tasks (docs/simulator.md)."""
         pool = self.experts.pools[x.idx]
         if not x.queue or not (
             x.running is not None or pool.state(x.queue.groups[0].expert) is ExpertState.LOADING
         ):
             return
         protect = self.experts.ahead_of_use(x.idx)
-        reserve = self._reserve[x.idx]
+        reserve = self._reserve[x.idx] + self._headroom[x.idx]  # leave the headroom free too
         for j, g in enumerate(x.queue.groups[:LOOKAHEAD_GROUPS]):
             e = g.expert
             protect.add(e)
@@ -348,13 +391,77 @@ class CoreScheduler:
             if pool.free_bytes < need:
                 if self.experts.unloading_bytes(x.idx):
                     return  # evicted already: the load follows once the memory is back
-                victims = self.experts.eviction.victims(pool, self.graph, need, protect)
+                if self._strict_ahead:
+                    protect |= set(self._needed(x.idx))
+                victims = self.experts.victims(x.idx, need, protect)
                 if victims:
                     for v in victims:
                         out.append(self.experts.unload(x.idx, v, "evicted to load ahead", now))
                 return
             out.append(self.experts.load(x.idx, e, c, tier, now, ahead=True))
             x.queue.switch_issued(g)
+
+    def _serve_ready(self, x: _Executor, head: Group, now: float, out: list[Decision]) -> None:
+        """Feature ``serve_resident``: while the head's expert loads, run one batch of the first
+        queued group (within LOOKAHEAD_GROUPS) whose expert is ready and whose activations fit
+        the free memory (nothing is evicted or loaded for it, so each queued expert is still
+        loaded at most once). With the starvation guard on, only if the batch ends before the
+        head's load is predicted to, or the head's oldest step stays within the bound."""
+        pool = self.experts.pools[x.idx]
+        bound = self.features.starvation_bound_s
+        for g in x.queue.groups[1:LOOKAHEAD_GROUPS]:
+            if not pool.is_ready(g.expert):
+                continue
+            c = x.costs[g.expert]
+            assert c is not None
+            n = min(c.maxb, len(g.steps))
+            if c.act > 0:
+                n = min(n, pool.free_bytes // c.act)
+            if n < 1:
+                continue
+            if bound is not None:
+                end = now + c.k * n + c.b
+                hc = x.costs[head.expert]
+                assert hc is not None
+                head_batch = hc.k * min(hc.maxb, len(head.steps)) + hc.b
+                if end > x.queue.busy_until_pred and end + head_batch - head.oldest_arrival() > bound:
+                    continue
+            self._dispatch(x, g, n, c, now, out)
+            return
+
+    def _keep_headroom(self, x: _Executor, now: float, out: list[Decision]) -> None:
+        """Feature ``unload_headroom``: where unloads are slow against loads, keep the executor's
+        headroom (its largest expert + one max batch) free or on its way back by evicting ahead,
+        so that the next load never waits for an unload. Only while steps are queued; victims by
+        the eviction policy but never an expert a queued step needs or one loaded ahead."""
+        if not x.queue:
+            return  # no load is coming: nothing to keep room for (and idle re-placement may fill it)
+        pool = self.experts.pools[x.idx]
+        coming = pool.free_bytes + self.experts.unloading_bytes(x.idx)
+        want = self._headroom[x.idx]
+        if coming >= want:
+            return
+        # never a victim a queued step needs (it would be loaded again): only spare experts
+        keep = set(self._needed(x.idx)) | self.experts.ahead_of_use(x.idx)
+        victims = self.experts.victims(x.idx, want - coming + pool.free_bytes, keep)
+        for v in victims or ():
+            out.append(self.experts.unload(x.idx, v, "evicted ahead (slow unloads)", now))
+
+    def _needed(self, i: int) -> dict[str, float]:
+        """Queue-aware eviction on executor ``i``: expert -> predicted seconds of queued work
+        before a step needs it, over ``i``'s queue; for a CPU executor also over the GPU
+        executors' queues that would copy the expert from its host memory."""
+        out: dict[str, float] = {}
+        host = self.execs[i].cfg.kind == "cpu"
+        for x in self.execs:
+            own = x.idx == i
+            if not own and not (host and x.cfg.kind == "gpu"):
+                continue
+            pool = self.experts.pools[x.idx]
+            for e, t in x.queue.needed_after():
+                if (own or not pool.holds(e)) and t < out.get(e, float("inf")):
+                    out[e] = t
+        return out
 
     def _reject_group(self, x: _Executor, g: Group, reason: str, out: list[Decision]) -> None:
         x.queue.remove(g)
@@ -376,7 +483,8 @@ class CoreScheduler:
         b = _Batch(bid, x.idx, g.expert, steps, act)
         self._batches[bid] = b
         x.running = b
-        x.queue.busy_until_pred = now + c.k * n + c.b
+        # a batch run while the head's expert loads does not hide the rest of the load
+        x.queue.busy_until_pred = max(x.queue.busy_until_pred, now + c.k * n + c.b)
         self.stats.batches += 1
         self.experts.used(x.idx, g.expert)
         out.append(Dispatch(bid, x.cfg.name, g.expert, tuple(s.request_id for s in steps), steps[0].stage))

@@ -8,7 +8,9 @@ the order they were scheduled, so a run is a pure function of its inputs.
 
 Start (the same for every policy): ``warmup_tasks`` (default 1) prior tasks drawn from the same mix
 with other seeds run first, from an empty box, and only the measured task that follows counts: a
-steady state, as on a factory line inspecting board after board. With ``warmup_tasks=0`` (cold
+steady state, as on a factory line inspecting board after board. Each task's first request arrives
+when the previous task's last request is answered (loads or unloads still in flight carry over:
+no policy gets idle time between tasks for free). With ``warmup_tasks=0`` (cold
 start) the measured task itself starts from an empty box. Either way the policy's initial placement
 (coserve) is issued at the first task's first arrival and its loads are timed like any other.
 """
@@ -113,6 +115,7 @@ class Simulation:
         self.ledger = MemoryLedger({n: self.core.pool(n).budget_bytes for n in names})
         self._verdicts: dict[int, bool] = {}
         self._stage_done: dict[int, int] = {}
+        self._open = 0  # requests of the current task without a Complete or Reject yet
         self._reset_measurement()
 
     def _reset_measurement(self) -> None:
@@ -191,8 +194,10 @@ class Simulation:
                 self._push(self.now + dur, _BATCH, d)
             elif isinstance(d, Complete):
                 self.done_at[d.request_id] = self.now
+                self._open -= 1
             elif isinstance(d, Reject):
                 self.rejected[d.request_id] = d.reason
+                self._open -= 1
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> SimResult:
@@ -216,13 +221,16 @@ class Simulation:
                     at = wl.requests[min(start, len(wl.requests) - 1)].arrival_s + offset
                     self._push(at, _PHASE, probs)
             self._verdicts = wl.verdicts
-            self._drain()
+            self._open = len(wl.requests)
+            self._drain(until_answered=not measured)
             t = self.now
         return self._result()
 
-    def _drain(self) -> None:
+    def _drain(self, until_answered: bool = False) -> None:
+        """Run events; with ``until_answered``, stop once every request of the task has its
+        Complete or Reject (loads and unloads still in flight carry over into the next task)."""
         core = self.core
-        while self._events:
+        while self._events and not (until_answered and self._open == 0):
             t, _, kind, data = heapq.heappop(self._events)
             self.now = t
             if kind == _ARRIVAL:

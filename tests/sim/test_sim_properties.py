@@ -84,6 +84,10 @@ def scenarios(draw: st.DrawFn) -> tuple[Any, ...]:
         cpu_cache=cache > 0 and draw(st.booleans()),
         online_probabilities=draw(st.booleans()),
         online_half_life=draw(st.floats(5.0, 500.0)),
+        queue_aware_eviction=draw(st.booleans()),
+        lookahead_loading=draw(st.booleans()),
+        serve_resident=draw(st.booleans()),
+        unload_headroom=draw(st.booleans()),
     )
     config = ServeConfig(executors=tuple(execs), cpu_cache_bytes=cache, features=features)
     policy = draw(st.sampled_from(sorted(POLICIES)))

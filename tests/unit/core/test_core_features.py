@@ -1,0 +1,191 @@
+"""The section-2 features of issue 7 and coserve+: each test fails on the mutation named in
+tests/MUTATIONS.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.core.decisions import Dispatch, Load, Unload
+from orchestrator.core.memory import EVICTION_POLICIES, ExpertPool
+from orchestrator.core.profile import parse_profile
+from orchestrator.core.scheduler import CoreScheduler, Request
+
+from .factories import MB, make_config, make_graph, make_profile
+
+
+def _loads(out: list[Any]) -> list[str]:
+    return [d.expert for d in out if isinstance(d, Load)]
+
+
+def _unloads(out: list[Any]) -> list[str]:
+    return [d.expert for d in out if isinstance(d, Unload)]
+
+
+def test_queue_aware_victims_spare_what_the_queue_needs_then_evict_the_one_needed_last() -> None:
+    g = make_graph()
+    p = ExpertPool("gpu0", 40 * MB)
+    for name in ("cls_0", "cls_1", "cls_2", "cls_5"):
+        p.place(name, 10 * MB)
+    pol = EVICTION_POLICIES["two-stage"]()
+    assert pol.victims(p, g, 10 * MB) == ["cls_5"]  # the paper: the least likely
+    needed = {"cls_5": 0.0, "cls_2": 3.0, "cls_1": 1.0}
+    assert pol.victims(p, g, 10 * MB, needed=needed) == ["cls_0"]  # the only one nobody queued
+    assert pol.victims(p, g, 20 * MB, needed=needed) == ["cls_0", "cls_2"]  # then Belady: cls_2 last
+
+
+def test_queue_aware_eviction_keeps_a_queued_expert_in_the_core() -> None:
+    def victim(**features: bool) -> list[str]:
+        cfg = make_config(35).with_features(**features)  # three 10 MB experts + a 4 MB batch
+        core = CoreScheduler(make_graph(), cfg, make_profile(), "em-ra")
+        for rid, e in enumerate(["cls_3", "cls_5"]):
+            core.on_arrival(Request(rid, 0.0, e), 0.0)
+            (b,) = [d for d in core.on_load_done("gpu0", e, 0.1) if isinstance(d, Dispatch)]
+            core.on_batch_done(b.batch_id, 0.2, {})
+        core.on_arrival(Request(2, 1.0, "cls_4"), 1.0)
+        (running,) = [d for d in core.on_load_done("gpu0", "cls_4", 1.1) if isinstance(d, Dispatch)]
+        core.on_arrival(Request(3, 1.2, "cls_0"), 1.2)  # queued: needs a load, a victim
+        core.on_arrival(Request(4, 1.2, "cls_5"), 1.2)  # queued behind it: cls_5 is needed
+        return _unloads(core.on_batch_done(running.batch_id, 1.3, {}))
+
+    # the paper ranks by probability: cls_5 is the least likely; queue-aware spares the queued one
+    assert victim() == ["cls_5"]
+    assert victim(queue_aware_eviction=True) == ["cls_4"]  # not queued; the paper's order among them
+
+
+def test_lookahead_loads_the_next_group_while_the_head_loads_on_a_single_executor() -> None:
+    cfg = make_config(100).with_features(lookahead_loading=True)
+    core = CoreScheduler(make_graph(), cfg, make_profile(), "coserve")
+    assert _loads(core.on_arrival(Request(0, 0.0, "cls_1"), 0.0)) == ["cls_1"]
+    assert _loads(core.on_arrival(Request(1, 0.0, "cls_2"), 0.0)) == ["cls_2"]  # ahead, a slot free
+    assert _loads(core.on_arrival(Request(2, 0.0, "cls_3"), 0.0)) == []  # both slots busy
+    plain = CoreScheduler(make_graph(), make_config(100), make_profile(), "coserve")
+    plain.on_arrival(Request(0, 0.0, "cls_1"), 0.0)
+    assert _loads(plain.on_arrival(Request(1, 0.0, "cls_2"), 0.0)) == []  # the paper: head only
+
+
+def test_lookahead_stays_off_where_executors_outnumber_the_disk_slots() -> None:
+    # three executors, two disk slots; only gpu0 can hold an expert (the others are too small)
+    cfg = make_config(100, 5, 5).with_features(lookahead_loading=True)
+    core = CoreScheduler(make_graph(), cfg, make_profile(), "coserve")
+    assert _loads(core.on_arrival(Request(0, 0.0, "cls_1"), 0.0)) == ["cls_1"]
+    assert _loads(core.on_arrival(Request(1, 0.0, "cls_2"), 0.0)) == []  # a slot is free, yet none
+
+
+def test_lookahead_never_evicts_an_expert_a_queued_step_needs() -> None:
+    core = CoreScheduler(
+        make_graph(), make_config(55).with_features(lookahead_loading=True), make_profile(), "coserve"
+    )
+    for rid, e in enumerate(["cls_3", "cls_5", "cls_4"]):  # resident, used (cls_5 the least likely)
+        core.on_arrival(Request(rid, 0.0, e), 0.0)
+        (b,) = [d for d in core.on_load_done("gpu0", e, 0.1) if isinstance(d, Dispatch)]
+        core.on_batch_done(b.batch_id, 0.2, {})
+    assert _loads(core.on_arrival(Request(10, 1.0, "cls_1"), 1.0)) == ["cls_1"]  # the head
+    assert _loads(core.on_arrival(Request(11, 1.0, "cls_0"), 1.0)) == ["cls_0"]  # ahead
+    core.on_arrival(Request(12, 1.0, "cls_2"), 1.0)  # both slots busy
+    core.on_arrival(Request(13, 1.0, "cls_5"), 1.0)  # queued behind cls_2: cls_5 is needed
+    out = core.on_load_done("gpu0", "cls_0", 1.5)  # a slot is free: cls_2 ahead needs a victim
+    assert _unloads(out) == ["cls_4"]  # not cls_5, the least likely, which a queued step needs
+
+
+def test_serve_resident_runs_a_ready_group_while_the_head_loads_but_never_for_fcfs() -> None:
+    def dispatched(policy: str, **features: bool) -> list[str]:
+        core = CoreScheduler(make_graph(), make_config(100).with_features(**features), make_profile(), policy)
+        core.on_arrival(Request(0, 0.0, "cls_1"), 0.0)
+        (b,) = [d for d in core.on_load_done("gpu0", "cls_1", 0.5) if isinstance(d, Dispatch)]
+        core.on_batch_done(b.batch_id, 0.6, {})
+        core.on_arrival(Request(1, 1.0, "cls_2"), 1.0)  # needs a load: the head waits for it
+        out = core.on_arrival(Request(2, 1.0, "cls_1"), 1.0)  # cls_1 is ready
+        return [d.expert for d in out if isinstance(d, Dispatch)]
+
+    assert dispatched("em-ra") == []
+    assert dispatched("em-ra", serve_resident=True) == ["cls_1"]
+    assert dispatched("samba-lru", serve_resident=True) == []  # strict FCFS stays strict
+
+
+SLOW = {
+    "k_s": 0.01,
+    "b_s": 0.01,
+    "max_batch": 4,
+    "load_time_s": {"disk": 0.2},
+    "activation_bytes_per_item": MB,
+}
+
+
+def _slow_profile(unload_s: float) -> Any:
+    return parse_profile(
+        {
+            "processors": {"gpu": {"concurrent_loads": 2, "unload_time_s": unload_s}},
+            "architectures": {"classifier": {"gpu": SLOW}, "detector": {"gpu": SLOW}},
+        },
+        "slow",
+    )
+
+
+class _SlowUnloads:
+    """Confirms loads at once and keeps unloads in flight (they take ~1 s); records decisions."""
+
+    def __init__(self, core: CoreScheduler) -> None:
+        self.core, self.unloads, self.batches = core, [], []  # type: ignore[var-annotated]
+
+    def run(self, ds: list[Any]) -> list[Any]:
+        seen = list(ds)
+        for d in ds:
+            if isinstance(d, Load):
+                seen += self.run(self.core.on_load_done(d.executor, d.expert, 0.0))
+            elif isinstance(d, Unload):
+                self.unloads.append(d)
+            elif isinstance(d, Dispatch):
+                self.batches.append(d)
+        return seen
+
+    def arrive(self, rid: int, expert: str) -> list[Any]:
+        return self.run(self.core.on_arrival(Request(rid, 0.0, expert), 0.0))
+
+    def finish(self) -> list[Any]:
+        return self.run(self.core.on_batch_done(self.batches.pop(0).batch_id, 0.0, {}))
+
+
+def _slow_run(unload_s: float, **features: bool) -> tuple[list[str], list[str], list[str]]:
+    """Three experts fill the pool; cls_0 and cls_1 queue while cls_5 runs; then cls_5 ends.
+    Returns the unload reasons issued before cls_5 ends, when it ends, and after one more event."""
+    core = CoreScheduler(
+        make_graph(), make_config(35).with_features(**features), _slow_profile(unload_s), "em-ra"
+    )
+    d = _SlowUnloads(core)
+    d.arrive(0, "cls_3")  # runs at once
+    d.arrive(1, "cls_4")
+    d.arrive(2, "cls_5")
+    d.finish()  # cls_4 loads and runs
+    d.finish()  # cls_5 loads and runs: the pool holds three experts
+    d.arrive(20, "cls_0")
+    d.arrive(21, "cls_1")
+    before = [u.reason for u in d.unloads]
+    at_end = [x.reason for x in d.finish() if isinstance(x, Unload)]
+    later = [x.reason for x in d.arrive(22, "cls_2") if isinstance(x, Unload)]
+    return before, at_end, later
+
+
+def test_headroom_evicts_ahead_only_where_unloads_are_slow_and_waits_for_memory_coming_back() -> None:
+    # fast unloads: the gate keeps the feature off (the paper's behaviour)
+    assert "evicted ahead (slow unloads)" not in sum(_slow_run(0.005, unload_headroom=True), [])
+    # the paper's core with slow unloads: cls_0 evicts, and the next event, while that unload is
+    # still in flight, evicts again
+    before, at_end, later = _slow_run(1.1)
+    assert before == [] and at_end == ["evicted"] and later == ["evicted"]
+    # headroom: an expert was evicted ahead while cls_5 ran; then nothing more is evicted while
+    # that memory is on its way back
+    before, at_end, later = _slow_run(1.1, unload_headroom=True)
+    # (the headroom is the largest expert, the 20 MB detector, plus a batch: two 10 MB victims)
+    assert before == ["evicted ahead (slow unloads)"] * 2 and at_end == [] and later == []
+
+
+def test_coserve_plus_is_coserve_with_its_features() -> None:
+    from orchestrator.core.policies import COSERVE_PLUS_FEATURES, get_policy
+
+    plus = CoreScheduler(make_graph(), make_config(50), make_profile(), "coserve+")
+    assert get_policy("coserve+").features == COSERVE_PLUS_FEATURES
+    for name in COSERVE_PLUS_FEATURES:
+        assert getattr(plus.features, name) is True
+    assert not plus.features.serve_resident
+    plain = CoreScheduler(make_graph(), make_config(50), make_profile(), "coserve")
+    assert not any(getattr(plain.features, name) for name in COSERVE_PLUS_FEATURES)
