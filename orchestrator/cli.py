@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "orchestrator.cli_demo",  # demo
     "profiler.cli",  # profile
     "orchestrator.cli_serve",  # serve
+    "orchestrator.cli_bench",  # bench
 )
 
 EXIT_INCOMPLETE = 1

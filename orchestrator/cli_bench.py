@@ -1,0 +1,78 @@
+"""``coserve bench``: every policy on the real embedded Triton, beside the simulator (thin CLI).
+
+The library is ``orchestrator.bench`` (what is run and how each figure is defined).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from orchestrator.cli_numbers import nonneg_number, positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "bench",
+        help="run each policy on the real Triton through the gRPC API, beside the simulator's prediction",
+        description=(
+            "For each policy (default: all paper policies) start the service in-process (one embedded "
+            "tritonserver per executor), stream an untimed warm-up of 200 requests, then the measured "
+            "board task through InspectBoard, and report throughput, switches, p50/p99 latency and peak "
+            "measured memory beside what the simulator predicts on the same profile, workload and "
+            "config; also the all-resident case (run for real) and the compulsory bound."
+        ),
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", default=None, help="serve config YAML (docs/serving.md)")
+    src.add_argument("--coe", default=None, help="CoE definition (with --repo and --budget-bytes)")
+    p.add_argument("--repo", default=None, help="model repository (with --coe)")
+    p.add_argument(
+        "--budget-bytes", type=positive_int, default=None,
+        help="with --coe: two CPU executors splitting this many bytes (one per core)",
+    )
+    p.add_argument(
+        "--profile", default=None,
+        help="cost profile YAML (default: <repo>/profile.yaml if it matches, else a quick one is measured there)",
+    )
+    p.add_argument("--policy", action="append", default=None, help="policy to run (repeat; default: all)")
+    p.add_argument("--requests", type=positive_int, default=600, help="requests in the measured task (default 600)")
+    p.add_argument(
+        "--interval-ms", type=nonneg_number, default=4.0, help="time between requests, ms (default 4; 0: all at once)"
+    )
+    p.add_argument("--json", dest="json_out", default=None, help="write the flat result object as JSON here")
+    p.add_argument("--plot", default=None, help="draw throughput and switches per policy as a PNG here")
+    p.add_argument("--cold-start", action="store_true", help="skip the untimed warm-up of 200 requests")
+    p.set_defaults(func=handler, _parser=p)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from orchestrator.bench import budget_serve_file, format_table, plot, run_bench, write_json
+    from orchestrator.errors import ConfigError
+    from orchestrator.serve_file import load_serve_file
+
+    if args.config is not None:
+        for flag, value in (("--repo", args.repo), ("--budget-bytes", args.budget_bytes)):
+            if value is not None:
+                raise ConfigError(flag, str(value), "give either --config or --coe/--repo/--budget-bytes, not both")
+        spec = load_serve_file(args.config)
+    else:
+        if args.repo is None or args.budget_bytes is None:
+            raise ConfigError("--coe", args.coe, "needs --repo DIR and --budget-bytes N too")
+        spec = budget_serve_file(args.coe, args.repo, args.budget_bytes)
+    result = run_bench(
+        spec,
+        policies=args.policy,
+        profile=args.profile,
+        requests=args.requests,
+        interval_s=args.interval_ms / 1000.0,
+        cold_start=args.cold_start,
+        say=lambda line: print(line, flush=True),
+    )
+    print(format_table(result))
+    share = result.sampler_cpu_share()
+    print(f"memory sampler: at most {share:.2%} of one core")
+    if args.json_out:
+        write_json(result, args.json_out)
+    if args.plot:
+        plot(result, args.plot)
+    return 1 if any(r.errors for r in result.runs.values()) else 0
