@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from orchestrator.coe import CoEDefinition
+from orchestrator.core.coe_graph import bytes_by_kind, coe_nodes_and_routes
 from orchestrator.core.graph import DependencyGraph, ExpertNode, TypeRoute
-from orchestrator.core.profile import PROCESSOR_KINDS, CostProfile
+from orchestrator.core.profile import CostProfile
 from orchestrator.core.scheduler import Request
 from orchestrator.errors import ConfigError
 
@@ -33,7 +34,6 @@ CLASSIFIER_ARCH = "resnet101"
 DETECTOR_ARCHS = ("yolov5m", "yolov5l")
 # A CoE file names roles (classifier/detector); a profile without those keys (the paper presets)
 # costs them as the paper's networks.
-COE_ARCH_ALIASES = {"classifier": CLASSIFIER_ARCH, "detector": DETECTOR_ARCHS[0]}
 
 
 @dataclass(frozen=True)
@@ -132,23 +132,6 @@ class Workload:
         return used
 
 
-def _bytes_by_kind(profile: CostProfile, arch: str, fallback: int | None, source: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for kind in PROCESSOR_KINDS:
-        c = profile.cost(arch, kind)
-        if c is None:
-            continue
-        b = c.weight_bytes if c.weight_bytes is not None else fallback
-        if b is None:
-            raise ConfigError(
-                source, f"architectures.{arch}.{kind}.weight_bytes", "is required for synthetic workloads"
-            )
-        out[kind] = int(b)
-    if not out:
-        raise ConfigError(source, f"architectures.{arch}", "is missing: the workload uses this architecture")
-    return out
-
-
 def _draw(
     rng: random.Random,
     n: int,
@@ -203,14 +186,14 @@ def build_workload(spec: TaskSpec, profile: CostProfile, source: str = "<profile
     tnames = [f"t{i:03d}" for i in range(spec.types)]
     nodes = [
         ExpertNode(
-            f"cls_{t}", CLASSIFIER_ARCH, _bytes_by_kind(profile, CLASSIFIER_ARCH, None, source), "preliminary"
+            f"cls_{t}", CLASSIFIER_ARCH, bytes_by_kind(profile, CLASSIFIER_ARCH, None, source), "preliminary"
         )
         for t in tnames
     ]
     dets = [f"det_{j}" for j in range(spec.detectors)]
     for j, d in enumerate(dets):
         arch = DETECTOR_ARCHS[j % len(DETECTOR_ARCHS)]
-        nodes.append(ExpertNode(d, arch, _bytes_by_kind(profile, arch, None, source), "subsequent"))
+        nodes.append(ExpertNode(d, arch, bytes_by_kind(profile, arch, None, source), "subsequent"))
     if spec.zipf is not None:
         weights = mix_weights(spec.types, spec.zipf, None)
     else:
@@ -253,25 +236,8 @@ def workload_from_coe(
         raise ConfigError("workload", "requests", f"must be >= 1, got {requests}")
     _check_interval(interval_s)
     rng = random.Random(seed)
-    nodes: list[ExpertNode] = []
-    subsequent = {r.detector for r in coe.routing.values() if r.detector}
-    for e in coe.experts.values():
-        arch = e.arch
-        if arch not in profile.architectures and COE_ARCH_ALIASES.get(arch) in profile.architectures:
-            arch = COE_ARCH_ALIASES[arch]
-        nodes.append(
-            ExpertNode(
-                e.name,
-                arch,
-                _bytes_by_kind(profile, arch, int(e.size_mb * 1e6), source),
-                "subsequent" if e.name in subsequent else "preliminary",
-            )
-        )
+    nodes, routes = coe_nodes_and_routes(coe, profile, source)  # the engine builds its graph the same way
     probs = coe.type_probabilities()
-    routes = {
-        t: TypeRoute(probs.get(t, 0.0), r.classifier, r.detector, r.no_defect_prob if r.detector else 1.0)
-        for t, r in coe.routing.items()
-    }
     tnames = sorted(t for t in routes if probs.get(t, 0.0) > 0)
     phases: list[tuple[int, Sequence[str], Sequence[float]]] = [(0, tnames, [probs[t] for t in tnames])]
     reqs, verdicts, types = _draw(rng, requests, interval_s, phases, routes)
