@@ -34,7 +34,6 @@ from orchestrator.core.features import Features, parse_features
 from orchestrator.core.policies import policy_names
 from orchestrator.core.profile import PROCESSOR_KINDS
 
-
 #: top-level keys for ``coserve serve`` only (parsed by ``orchestrator.serve_file``)
 SHELL_KEYS = frozenset({"servers", "listen", "queue_bound", "coe", "repo", "profile", "tls", "metrics"})
 #: executor keys for ``coserve serve`` only
