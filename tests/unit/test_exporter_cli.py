@@ -11,6 +11,7 @@ import yaml
 from exporter.generate import top_share
 from orchestrator.cli import main
 from orchestrator.coe import load_coe
+from tests.unit.exporter_factories import tiny_coe_yaml
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -129,14 +130,4 @@ def test_export_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     assert 'backend: "onnxruntime"' in (tmp_path / "repo" / "det_0" / "config.pbtxt").read_text()
 
 
-OK_COE = '''
-name: cli_tiny
-seed: 1
-image: {channels: 3, height: 32, width: 32}
-experts:
-  - {name: cls_t000, arch: classifier, size_mb: 0.5}
-  - {name: det_0, arch: detector, size_mb: 0.6}
-routing:
-  - {component_type: t000, classifier: cls_t000, no_defect_prob: 0.9, detector: det_0}
-board: {name: b, mix: {t000: 5}}
-'''
+OK_COE = tiny_coe_yaml("cli_tiny", 1)

@@ -11,18 +11,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
+from tests.unit.exporter_factories import tiny_coe_yaml
 
-COE = '''
-name: numbers_tiny
-seed: 1
-image: {channels: 3, height: 32, width: 32}
-experts:
-  - {name: cls_t000, arch: classifier, size_mb: 0.5}
-  - {name: det_0, arch: detector, size_mb: 0.6}
-routing:
-  - {component_type: t000, classifier: cls_t000, no_defect_prob: 0.9, detector: det_0}
-board: {name: b, mix: {t000: 5}}
-'''
+COE = tiny_coe_yaml("numbers_tiny", 1)
 
 GEN = ["coe", "generate", "--out", "{tmp}/x.yaml"]
 EXP = ["export", "--coe", "{tmp}/ok.yaml", "--out", "{tmp}/r"]

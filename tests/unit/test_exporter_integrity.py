@@ -16,18 +16,10 @@ from exporter.build import add_expert, export_coe
 from orchestrator.cli import main
 from orchestrator.coe import load_coe
 from orchestrator.errors import ExportError
+from tests.unit import exporter_factories
+from tests.unit.exporter_factories import tiny_coe_yaml
 
-TINY_COE = '''
-name: integrity_tiny
-seed: 3
-image: {channels: 3, height: 32, width: 32}
-experts:
-  - {name: cls_t000, arch: classifier, size_mb: 0.5}
-  - {name: det_0, arch: detector, size_mb: 0.6}
-routing:
-  - {component_type: t000, classifier: cls_t000, no_defect_prob: 0.9, detector: det_0}
-board: {name: b, mix: {t000: 5}}
-'''
+TINY_COE = tiny_coe_yaml("integrity_tiny", 3)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -64,21 +56,7 @@ def zero_weights(path: Path, n: int = 4096) -> None:
 
 def user_onnx(path: Path, seed: int = 0) -> Path:
     """A small valid single-file ONNX model (a 64x64 MatMul, 16 KB of weights, dynamic batch)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.random.default_rng(seed).standard_normal((64, 64)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["image", "w"], ["logits"])],
-        "user",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 64])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 64])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return exporter_factories.user_onnx(path, np.random.default_rng(seed).standard_normal((64, 64)))
 
 
 @pytest.fixture
