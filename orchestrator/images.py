@@ -9,6 +9,7 @@ misconfigured camera or CoE file.
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 
@@ -41,13 +42,22 @@ def decode_image(data: bytes, expected_shape: tuple[int, int, int]) -> np.ndarra
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
         raise ImageDecodeError("image data is empty or not bytes")
     try:
-        with Image.open(io.BytesIO(bytes(data))) as img:
-            img.load()
+        with warnings.catch_warnings():
+            # Pillow warns of (and past twice its limit refuses) images that claim a huge size;
+            # the size check below refuses every size but the expected one, so say that instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(bytes(data)))
+        with opened as img:
+            # the size is in the header: check it before decoding, so that a small file that
+            # claims a huge image (a decompression bomb) costs nothing
             if img.size != (w, h):
                 raise ImageDecodeError(f"image is {img.size[0]}x{img.size[1]} (WxH), expected {w}x{h}")
+            img.load()
             arr = np.asarray(img.convert(mode), dtype=np.uint8)
     except ImageDecodeError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"image claims a size far beyond the expected {w}x{h}: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageDecodeError(f"cannot decode image ({len(data)} bytes): {exc}") from None
     return to_tensor(arr)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -89,3 +92,24 @@ def test_decode_image_errors(data: bytes, shape: tuple[int, int, int], message: 
     with pytest.raises(ImageDecodeError, match=message) as info:
         decode_image(data, shape)
     assert isinstance(info.value, ValueError) and isinstance(info.value, CoserveError)
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A few hundred bytes that claim a ``w`` x ``h`` grayscale PNG (the pixel data is truncated)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [5_000, 12_000, 20_000])
+def test_decode_image_refuses_a_claimed_huge_size_before_decoding(side: int) -> None:
+    # the size is refused from the header: decoding first (the mutation) reports a truncated
+    # file instead, after allocating side*side bytes; past Pillow's bomb limit (20000^2) its
+    # DecompressionBombError must still become an ImageDecodeError, not escape as a bug
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no DecompressionBombWarning leaks to the log
+        with pytest.raises(ImageDecodeError, match=f"{side}x{side}|far beyond the expected 32x32"):
+            decode_image(_png_header_only(side, side), (1, 32, 32))
