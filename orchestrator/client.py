@@ -22,6 +22,10 @@ raised                       also an instance of    gRPC status
 ``RemoteError``              -                      anything else (server down, ...)
 ===========================  =====================  ==========================================
 
+TLS: pass ``credentials=tls_credentials(root_cert_file=..., cert_file=..., key_file=...)`` (the
+CA that signed the server's certificate, and a client certificate where the server requires one);
+``server_name=`` checks the server's certificate for that name instead of the target's host.
+
 In a board stream a refused component is not an exception: its verdict has outcome ``error`` and
 an error text starting with the status name (``refusal_status`` reads it back).
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -67,7 +72,31 @@ __all__ = [
     "RemoteQueueFull",
     "SyncInspectionClient",
     "refusal_status",
+    "tls_credentials",
 ]
+
+
+def tls_credentials(
+    root_cert_file: str | Path | None = None,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
+) -> grpc.ChannelCredentials:
+    """Channel TLS credentials from PEM files: ``root_cert_file`` the CA(s) to trust for the
+    server (None: the system's), ``cert_file``/``key_file`` this client's certificate (both or
+    neither; for a server that requires client certificates)."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("tls_credentials: cert_file and key_file go together")
+
+    def read(path: str | Path | None) -> bytes | None:
+        return Path(path).read_bytes() if path is not None else None
+
+    return grpc.ssl_channel_credentials(read(root_cert_file), read(key_file), read(cert_file))
+
+
+def _channel_options(options: Sequence[tuple[str, Any]], server_name: str | None) -> list[tuple[str, Any]]:
+    if server_name is None:
+        return list(options)
+    return [("grpc.ssl_target_name_override", server_name), *options]
 
 
 class RemoteError(InspectionError):
@@ -173,8 +202,9 @@ def _board_item(resp: pb.InspectBoardResponse) -> Verdict | BoardSummary:
 class InspectionClient:
     """asyncio client of ``target`` (``HOST:PORT``). Create and use it on one running event loop.
 
-    ``timeout``: the default per-call timeout in seconds (None: no gRPC deadline). TLS is a later
-    issue: ``credentials`` is the hook and raises ``NotImplementedError`` today.
+    ``timeout``: the default per-call timeout in seconds (None: no gRPC deadline).
+    ``credentials``: TLS (``tls_credentials``); None: plaintext. ``server_name``: the name the
+    server's certificate must carry, when it is not the target's host.
     """
 
     def __init__(
@@ -183,15 +213,16 @@ class InspectionClient:
         *,
         timeout: float | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if credentials is not None:
-            raise NotImplementedError(
-                "TLS is not implemented yet (a later issue); connect without credentials"
-            )
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target, options=list(options))
+        opts = _channel_options(options, server_name)
+        if credentials is not None:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=opts)
         self._stub = pb_grpc.InspectionStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -340,15 +371,16 @@ class SyncInspectionClient:
         *,
         timeout: float | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if credentials is not None:
-            raise NotImplementedError(
-                "TLS is not implemented yet (a later issue); connect without credentials"
-            )
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=list(options))
+        opts = _channel_options(options, server_name)
+        if credentials is not None:
+            self._channel = grpc.secure_channel(target, credentials, options=opts)
+        else:
+            self._channel = grpc.insecure_channel(target, options=opts)
         self._stub = pb_grpc.InspectionStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -3,9 +3,10 @@
 ``run_service`` starts, in order: the embedded tritonservers the config names (one per executor by
 default; external ones are reached by URL), the engine over a ``TritonBackend``, and the gRPC
 front end (health NOT_SERVING until the engine's initial placement is loaded). It serves until
-``stop`` is set, then stops gracefully: health NOT_SERVING, no new requests, every accepted one
-answered (within ``drain_timeout_s``), front end stopped, engine closed, embedded servers stopped.
-Whatever was started is stopped on any error too.
+``stop`` is set (with ``metrics: {listen: ...}`` a Prometheus endpoint serves ``orchestrator.metrics``
+beside it; with ``tls:`` the API is TLS only), then stops gracefully: health NOT_SERVING, no new
+requests, every accepted one answered (within ``drain_timeout_s``), front end stopped, engine
+closed, embedded servers stopped. Whatever was started is stopped on any error too.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from orchestrator.core.profile import CostProfile, parse_profile
 from orchestrator.core.serve_config import ServeConfig
 from orchestrator.engine.engine import Engine
 from orchestrator.engine.triton_backend import ExecutorTarget, TritonBackend
+from orchestrator.engine.types import InspectionService
 from orchestrator.errors import CoserveError
-from orchestrator.frontend.server import InspectionServer
+from orchestrator.frontend.server import InspectionServer, tls_credentials
+from orchestrator.metrics.service_metrics import ServiceMetrics
 from orchestrator.serve_file import ServeFile
 from orchestrator.triton.adapter import TritonAdapter
 from orchestrator.triton.launcher import EmbeddedTriton
@@ -39,6 +42,7 @@ class Service:
     engine: Engine
     frontend: InspectionServer
     embedded: dict[str, EmbeddedTriton] = field(default_factory=dict)
+    metrics: ServiceMetrics | None = None  # the metrics endpoint, where the config asks for one
 
     @property
     def address(self) -> str:
@@ -123,11 +127,19 @@ async def run_service(
         engine = Engine(coe, config, profile, backend, queue_bound=spec.queue_bound, source=spec.source)
         if on_engine is not None:
             on_engine(engine, embedded)
-        frontend = InspectionServer(engine, spec.listen)
+        metrics = ServiceMetrics(engine) if spec.metrics_listen is not None else None
+        api_service: InspectionService = engine if metrics is None else metrics.wrap(engine)
+        credentials = None
+        if spec.tls is not None:
+            credentials = tls_credentials(spec.tls.cert_file, spec.tls.key_file, spec.tls.client_ca_file)
+        frontend = InspectionServer(api_service, spec.listen, credentials=credentials)
         await frontend.start()
         try:
+            if metrics is not None and spec.metrics_listen is not None:
+                endpoint = metrics.start(spec.metrics_listen)
+                say(f"metrics on {endpoint.url}")
             await engine.start(wait=True)
-            service = Service(spec, coe, profile, engine, frontend, embedded)
+            service = Service(spec, coe, profile, engine, frontend, embedded, metrics)
             say(f"serving {coe.name} on {frontend.address} (policy {engine.policy})")
             if on_ready is not None:
                 result = on_ready(service)
@@ -139,6 +151,8 @@ async def run_service(
                 await asyncio.wait_for(engine.drain(), drain_timeout_s)
         finally:
             await frontend.stop(grace=2.0)
+            if metrics is not None:
+                metrics.stop()
             external = [ex for ex, server in spec.executor_server.items() if server not in embedded]
             if external:  # not ours to stop: leave it as we found it
                 await engine.release_all(external)

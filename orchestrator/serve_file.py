@@ -8,6 +8,11 @@ features, and ignores these keys)::
     profile: profile.yaml           # optional: default <repo>/profile.yaml (measured if missing)
     listen: 127.0.0.1:50051         # the factory API
     queue_bound: 10000              # components accepted and not yet answered
+    metrics: {listen: 127.0.0.1:9464}   # optional: Prometheus /metrics (orchestrator.metrics)
+    tls:                            # optional: TLS for the factory API (paths relative to this file)
+      cert_file: server.crt         # PEM certificate chain
+      key_file: server.key          # PEM private key
+      client_ca_file: clients.crt   # optional: require client certificates signed by these (mTLS)
     servers:                        # optional: default one embedded server per executor
       - {name: local0}              # embedded (started by coserve on loopback)
       - {name: box2, url: 10.0.0.2:8001}   # external, by gRPC URL
@@ -21,6 +26,7 @@ the same server is an error naming both. Every error names the file and the fiel
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +48,15 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """TLS for the factory API: PEM files, checked to load (and the key to match) when parsed."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None  # set: clients must present a certificate it signed
+
+
+@dataclass(frozen=True)
 class ServeFile:
     """A whole serve config: the core's part and the shell's."""
 
@@ -55,6 +70,8 @@ class ServeFile:
     servers: dict[str, ServerSpec]
     executor_server: dict[str, str]
     executor_gpus: dict[str, tuple[int, ...]]
+    metrics_listen: str | None = None  # HOST:PORT of /metrics; None: no metrics endpoint
+    tls: TlsFiles | None = None  # None: the factory API is plaintext
 
 
 def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
@@ -120,8 +137,51 @@ def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
             raise r.fail(f"{p}.gpus", "device ids only apply to kind gpu")
         executor_gpus[ex.name] = gpus
     return ServeFile(
-        source, config, coe, repo, path("profile", False), listen, queue_bound, servers, executor_server, executor_gpus
+        source, config, coe, repo, path("profile", False), listen, queue_bound, servers, executor_server, executor_gpus,
+        metrics_listen=_parse_metrics(r, top.get("metrics")), tls=_parse_tls(r, top.get("tls"), base),
     )
+
+
+def _parse_metrics(r: Reader, raw: object) -> str | None:
+    if raw is None:
+        return None
+    m = r.mapping(raw, "metrics")
+    r.unknown(m, {"listen"}, "metrics")
+    listen = r.string(r.required(m, "listen", "metrics"), "metrics.listen")
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise r.fail("metrics.listen", f"must be HOST:PORT (port 0-65535), got {listen!r}")
+    return listen
+
+
+def _parse_tls(r: Reader, raw: object, base: Path) -> TlsFiles | None:
+    """The ``tls`` block, with its files loaded once by ``ssl`` so that a wrong path, a bad PEM
+    or a key that does not match the certificate is an error naming the field, not a failed bind."""
+    if raw is None:
+        return None
+    m = r.mapping(raw, "tls")
+    r.unknown(m, {"cert_file", "key_file", "client_ca_file"}, "tls")
+
+    def file(key: str) -> Path:
+        p = Path(r.string(r.required(m, key, "tls"), f"tls.{key}"))
+        p = p if p.is_absolute() else base / p
+        if not p.is_file():
+            raise r.fail(f"tls.{key}", f"no such file: {p}")
+        return p
+
+    cert, key = file("cert_file"), file("key_file")
+    ca = file("client_ca_file") if m.get("client_ca_file") is not None else None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise r.fail("tls.key_file", f"{cert} and {key} are not a PEM certificate and its private key: {exc}") from None
+    if ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise r.fail("tls.client_ca_file", f"{ca} holds no PEM CA certificate: {exc}") from None
+    return TlsFiles(cert, key, ca)
 
 
 def load_serve_file(path: str | Path) -> ServeFile:

@@ -14,8 +14,11 @@ Messages up to ``max_message_bytes`` (default twice the encoded-image limit) are
 an oversized image gets the front end's precise INVALID_ARGUMENT; beyond that gRPC itself refuses
 the message with RESOURCE_EXHAUSTED.
 
-TLS is a later issue: ``credentials`` is the hook (a ``grpc.ServerCredentials`` would go to
-``add_secure_port``); passing one raises ``NotImplementedError`` today.
+TLS: ``credentials`` (from ``tls_credentials``: certificate chain and key, and optionally the CA
+that client certificates must chain to, which makes them required: mTLS) serves the port with
+TLS only; a plaintext client's handshake then fails (UNAVAILABLE on its side). Without it the port
+is plaintext. Either way no method of the API loads or unloads a model: model control stays with
+the engine, and Triton's own (unauthenticated) API stays on loopback or an internal network.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -48,6 +52,24 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+def tls_credentials(
+    cert_file: str | Path, key_file: str | Path, client_ca_file: str | Path | None = None
+) -> grpc.ServerCredentials:
+    """Server TLS credentials from PEM files; with ``client_ca_file`` a client must present a
+    certificate signed by one of its CAs (mutual TLS). Raises ``CoserveError`` naming an unreadable file."""
+
+    def read(path: str | Path) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise CoserveError(f"TLS: cannot read {path}: {exc.strerror or exc}") from None
+
+    ca = read(client_ca_file) if client_ca_file is not None else None
+    return grpc.ssl_server_credentials(
+        [(read(key_file), read(cert_file))], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
 class ListenError(CoserveError):
     """The server cannot listen on the address (in use, not local, malformed)."""
 
@@ -70,8 +92,7 @@ class InspectionServer:
         health_poll_s: float = 0.05,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if credentials is not None:
-            raise NotImplementedError("TLS is not implemented yet (a later issue); serve without credentials")
+        self.credentials = credentials
         self.service = service
         self.listen = listen
         self.health_poll_s = health_poll_s
@@ -110,7 +131,10 @@ class InspectionServer:
             await self._health.set(name, _NOT_SERVING)
         self._reported = False
         try:
-            self.port = server.add_insecure_port(self.listen)
+            if self.credentials is not None:
+                self.port = server.add_secure_port(self.listen, self.credentials)
+            else:
+                self.port = server.add_insecure_port(self.listen)
         except RuntimeError as exc:
             raise ListenError(f"cannot listen on {self.listen}: {exc}") from None
         if self.port == 0:  # older grpc returns 0 instead of raising

@@ -799,17 +799,14 @@ def test_stop_after_the_grace_period_cancels_what_is_left() -> None:
     run(body)
 
 
-def test_listen_errors_and_the_tls_hook() -> None:
+def test_listen_errors() -> None:
+    # TLS (credentials) is tested in tests/unit/test_tls.py
     async def body() -> None:
         async with serve(FakeEngine()) as (server, _):
             with pytest.raises(ListenError, match=f"127.0.0.1:{server.port}"):
                 await InspectionServer(FakeEngine(), f"127.0.0.1:{server.port}").start()
 
     run(body)
-    with pytest.raises(NotImplementedError, match="TLS"):
-        InspectionServer(FakeEngine(), credentials=grpc.ssl_server_credentials([(b"k", b"c")]))
-    with pytest.raises(NotImplementedError, match="TLS"):
-        SyncInspectionClient("127.0.0.1:1", credentials=grpc.ssl_channel_credentials())
 
 
 def test_sync_client() -> None:
