@@ -126,6 +126,22 @@ def handler(args: argparse.Namespace) -> int:
         if args.task:
             raise ConfigError("--coe", args.coe, "give either --task or --coe, not both")
         coe = load_coe(args.coe)
+        # the CoE file fixes its board's types, mix and detectors: a flag that would change them
+        # is refused rather than silently ignored
+        fixed = [
+            flag
+            for flag, value in (
+                ("--types", args.types),
+                ("--zipf", args.zipf),
+                ("--detectors", args.detectors),
+                ("--detector-share", args.detector_share),
+            )
+            if value is not None
+        ]
+        if fixed:
+            raise ConfigError(
+                ", ".join(fixed), "", "these shape a paper task's board; with --coe the CoE file defines it"
+            )
         wl = workload_from_coe(
             coe,
             profile,

@@ -130,6 +130,18 @@ def test_profile_and_coe_replay(tmp_path: Path) -> None:
     assert data["coserve"]["throughput_img_s"] > 0
 
 
+@pytest.mark.parametrize("flag", [["--types", "10"], ["--zipf", "1.2"], ["--detectors", "2"], ["--detector-share", "0.5"]])
+def test_coe_refuses_flags_that_shape_a_paper_board(flag: list[str], tmp_path: Path) -> None:
+    # these flags were silently ignored with --coe (the CoE fixes its board): refused, naming the flag
+    from orchestrator.coe import dump_coe
+    from tests.unit.core.factories import make_coe
+
+    coe = tmp_path / "coe.yaml"
+    dump_coe(make_coe(types=8), coe)
+    with pytest.raises(CoserveError, match=f"{flag[0]}.*CoE file defines"):
+        _run(["simulate", "--coe", str(coe), "--requests", "20", "--policy", "coserve", *flag])
+
+
 @pytest.mark.parametrize(
     "argv",
     [
