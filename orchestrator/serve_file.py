@@ -13,6 +13,8 @@ features, and ignores these keys)::
       cert_file: server.crt         # PEM certificate chain
       key_file: server.key          # PEM private key
       client_ca_file: clients.crt   # optional: require client certificates signed by these (mTLS)
+    verdict_log:                    # optional: default verdicts.sqlite beside this file, on
+      path: verdicts.sqlite         # (orchestrator.verdicts.config has every key; enabled: false = off)
     servers:                        # optional: default one embedded server per executor
       - {name: local0}              # embedded (started by coserve on loopback)
       - {name: box2, url: 10.0.0.2:8001}   # external, by gRPC URL
@@ -33,6 +35,7 @@ from pathlib import Path
 from orchestrator.config_reader import Reader, read_yaml_file
 from orchestrator.core.serve_config import ServeConfig, parse_serve_config
 from orchestrator.triton.adapter import check_grpc_url
+from orchestrator.verdicts.config import VerdictLogConfig, parse_verdict_log
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
@@ -72,6 +75,9 @@ class ServeFile:
     executor_gpus: dict[str, tuple[int, ...]]
     metrics_listen: str | None = None  # HOST:PORT of /metrics; None: no metrics endpoint
     tls: TlsFiles | None = None  # None: the factory API is plaintext
+    #: None: no verdict log (the default of a ServeFile built in code: demo, bench, benchmarks);
+    #: a parsed file logs unless ``verdict_log: {enabled: false}`` (orchestrator.verdicts.config)
+    verdict_log: VerdictLogConfig | None = None
 
 
 def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
@@ -139,6 +145,7 @@ def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
     return ServeFile(
         source, config, coe, repo, path("profile", False), listen, queue_bound, servers, executor_server, executor_gpus,
         metrics_listen=_parse_metrics(r, top.get("metrics")), tls=_parse_tls(r, top.get("tls"), base),
+        verdict_log=parse_verdict_log(top.get("verdict_log"), r, base),
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 
@@ -139,6 +140,27 @@ class DependencyGraph:
         self._requests_w *= s
         for k in self._counts:
             self._counts[k] *= s
+
+    def usage_snapshot(self) -> dict[str, Any]:
+        """What online observation has learned, as plain data (``restore_usage`` takes it back, a
+        warm restart): the decayed request count and use counts per expert, in units of the
+        newest observation's weight (so the snapshot does not depend on when it was taken)."""
+        return {
+            "requests": self._requests_w / self._w,
+            "uses": {n: c / self._w for n, c in sorted(self._counts.items())},
+        }
+
+    def restore_usage(self, snapshot: Mapping[str, Any]) -> None:
+        """Continue observing from ``snapshot`` (``usage_snapshot``'s form); uses of experts this
+        graph lacks are dropped. ``ValueError`` if it is malformed (then nothing changes)."""
+        try:
+            requests = float(snapshot["requests"])
+            uses = {str(n): float(c) for n, c in dict(snapshot["uses"]).items() if n in self._prior}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a usage snapshot: {exc!r}") from None
+        if not all(math.isfinite(v) and v >= 0.0 for v in (requests, *uses.values())):
+            raise ValueError("a usage snapshot's counts must be finite and >= 0")
+        self._w, self._requests_w, self._counts = 1.0, requests, uses
 
     def usage_prob(self, expert: str) -> float:
         p = self._prior.get(expert, 0.0)

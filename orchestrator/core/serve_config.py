@@ -35,7 +35,9 @@ from orchestrator.core.policies import policy_names
 from orchestrator.core.profile import PROCESSOR_KINDS
 
 #: top-level keys for ``coserve serve`` only (parsed by ``orchestrator.serve_file``)
-SHELL_KEYS = frozenset({"servers", "listen", "queue_bound", "coe", "repo", "profile", "tls", "metrics"})
+SHELL_KEYS = frozenset(
+    {"servers", "listen", "queue_bound", "coe", "repo", "profile", "tls", "metrics", "verdict_log"}
+)
 #: executor keys for ``coserve serve`` only
 SHELL_EXECUTOR_KEYS = frozenset({"server", "gpus"})
 
