@@ -47,6 +47,7 @@ class ExpertManager:
         unlimited: bool = False,
         needed: Callable[[int], Mapping[str, float]] | None = None,
         count_returning: Sequence[bool] = (),
+        dedup: bool = False,
     ) -> None:
         """``executors``: (name, kind, budget bytes) each; ``costs`` their cost tables, in order.
         ``load_slots``: loads the box runs at once per channel, ("storage", "disk") for every disk
@@ -75,6 +76,7 @@ class ExpertManager:
         self._ahead: set[tuple[int, str]] = set()  # loaded ahead of its group, not used yet
         self._needed = needed
         self._count_returning = list(count_returning) or [False] * len(self.pools)
+        self._dedup = dedup
 
     # ---- queries ------------------------------------------------------------------------------
     def tier(self, i: int, expert: str) -> str:
@@ -92,6 +94,14 @@ class ExpertManager:
         if self.pools[i].holds(expert):
             return 0.0
         return c.load_s(self.tier(i, expert))
+
+    def disk_wait_s(self, c: ExpertCost) -> float:
+        """Predicted seconds a disk load issued now waits for a storage slot: the disk loads in
+        flight beyond the free slots, each taken as long as this one, shared by the slots."""
+        ch = ("storage", "disk")
+        slots = self._slots.get(ch, 1)
+        ahead = self._busy.get(ch, 0) - slots + 1
+        return ahead * c.load["disk"] / slots if ahead > 0 else 0.0
 
     def busy_switching(self) -> bool:
         """A load or unload is in flight on some executor."""
@@ -150,7 +160,14 @@ class ExpertManager:
     def victims(self, i: int, need: int, exclude: Iterable[str]) -> list[str] | None:
         """The eviction policy's victims on ``i`` for ``need`` bytes (queue-aware when on)."""
         needed = self._needed(i) if self._needed is not None else None
-        return self.eviction.victims(self.pools[i], self.graph, need, exclude, needed)
+        elsewhere = self.held_elsewhere(i) if self._dedup else None
+        return self.eviction.victims(self.pools[i], self.graph, need, exclude, needed, elsewhere)
+
+    def held_elsewhere(self, i: int) -> set[str]:
+        """Experts ready on executor ``i`` that another executor of the box holds ready too
+        (duplicates: evicting one here keeps the expert in the box)."""
+        others = [p for j, p in enumerate(self.pools) if j != i]
+        return {e for e in self.pools[i].experts_in(ExpertState.READY) if any(p.is_ready(e) for p in others)}
 
     # ---- decisions ----------------------------------------------------------------------------
     def load(

@@ -13,6 +13,8 @@ describes. YAML (the ``features:`` mapping of a serve config; ``switches:`` is t
       lookahead_loading: false      # load the next queued groups' experts while the executor works
       serve_resident: false         # run a group whose expert is ready while the head's loads
       unload_headroom: false        # evict ahead so that a load never waits for a slow unload
+      dedup_eviction: false         # evict first what another executor also holds (duplicates)
+      disk_aware_assign: false      # a disk switch also waits for the loads ahead on the storage
 
 ``coserve+`` (``orchestrator.core.policies``) turns on the ones that help on the paper's tasks.
 """
@@ -39,6 +41,8 @@ class Features:
     lookahead_loading: bool = False
     serve_resident: bool = False
     unload_headroom: bool = False
+    dedup_eviction: bool = False
+    disk_aware_assign: bool = False
 
 
 FLAGS: tuple[str, ...] = (
@@ -49,6 +53,8 @@ FLAGS: tuple[str, ...] = (
     "lookahead_loading",
     "serve_resident",
     "unload_headroom",
+    "dedup_eviction",
+    "disk_aware_assign",
 )  # the boolean features (a policy may turn these on)
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Features))
 
@@ -76,6 +82,8 @@ def parse_features(raw: Mapping[str, Any], r: Reader, path: str) -> Features:
         lookahead_loading=r.boolean(raw.get("lookahead_loading", False), f"{path}.lookahead_loading"),
         serve_resident=r.boolean(raw.get("serve_resident", False), f"{path}.serve_resident"),
         unload_headroom=r.boolean(raw.get("unload_headroom", False), f"{path}.unload_headroom"),
+        dedup_eviction=r.boolean(raw.get("dedup_eviction", False), f"{path}.dedup_eviction"),
+        disk_aware_assign=r.boolean(raw.get("disk_aware_assign", False), f"{path}.disk_aware_assign"),
     )
 
 

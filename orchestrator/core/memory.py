@@ -13,7 +13,7 @@ with a running batch is pinned and never chosen for eviction.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -215,17 +215,31 @@ class EvictionPolicy:
         need_bytes: int,
         exclude: Iterable[str] = (),
         needed: Mapping[str, float] | None = None,
+        elsewhere: Set[str] | None = None,
     ) -> list[str] | None:
         """Experts to unload so that ``need_bytes`` more fit, or None if impossible right now.
 
         ``needed`` (queue-aware eviction): expert -> seconds until a queued step needs it. Experts
         no queued step needs go first, in this policy's order; the needed ones only after them,
-        the one needed last first (Belady's rule over the known queue)."""
+        the one needed last first (Belady's rule over the known queue). ``elsewhere`` (duplicate-
+        first eviction): experts another executor of the box also holds; among the experts no
+        queued step needs they go first (the box keeps them), then the rest in this policy's
+        order; the needed ones stay in Belady's order."""
         shortfall = need_bytes - pool.free_bytes
         if shortfall <= 0:
             return []
         cands = pool.evictable(exclude)
-        if needed:
+        if elsewhere is not None:
+            dup = elsewhere
+            need = needed or {}
+            cands.sort(
+                key=lambda n: (
+                    (1.0, -need[n], n not in dup, n)
+                    if n in need
+                    else (0.0, n not in dup, *self.rank(n, pool, graph), n)
+                )
+            )
+        elif needed:
             cands.sort(
                 key=lambda n: (1.0, -needed[n], n) if n in needed else (0.0, *self.rank(n, pool, graph), n)
             )

@@ -78,9 +78,18 @@ POLICIES: dict[str, PolicySpec] = {}
 # coserve+ = coserve with the features that help (benchmarks/sim_beyond.py, "features";
 # docs/simulator.md): queue-aware eviction on every paper task; loads ahead where they do not
 # compete for the disk (they are inert otherwise); headroom where unloads are slow (inert
-# otherwise). serve_resident is off: it loses 1-5% on the paper's bursts (a group served early
-# stops gathering the burst's later steps, which then need their expert again).
-COSERVE_PLUS_FEATURES: tuple[str, ...] = ("queue_aware_eviction", "lookahead_loading", "unload_headroom")
+# otherwise); duplicate-first eviction and disk-aware assignment where the shared disk is the
+# bottleneck (fewer disk loads: the box keeps more distinct experts, a step joins the executor
+# holding its expert rather than queueing another read; inert on one executor). serve_resident is
+# off: it loses 1-5% on the paper's bursts (a group served early stops gathering the burst's later
+# steps, which then need their expert again).
+COSERVE_PLUS_FEATURES: tuple[str, ...] = (
+    "queue_aware_eviction",
+    "lookahead_loading",
+    "unload_headroom",
+    "dedup_eviction",
+    "disk_aware_assign",
+)
 
 
 def register_policy(spec: PolicySpec) -> None:

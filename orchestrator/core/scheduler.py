@@ -146,6 +146,7 @@ class CoreScheduler:
             unlimited=unlimited_memory,
             needed=self._needed if self.features.queue_aware_eviction else None,
             count_returning=[h > 0 for h in headroom],
+            dedup=self.features.dedup_eviction,
         )
         self._reserve = [batch_reserve(table) for table in tables]
         self._headroom = headroom
@@ -210,7 +211,10 @@ class CoreScheduler:
         g = x.queue.joinable(expert)
         if g is not None:
             return join_cost_s(g, c)
-        return c.k + c.b + self.experts.switch_s(q, expert, c)
+        switch = self.experts.switch_s(q, expert, c)
+        if self.features.disk_aware_assign and switch and self.experts.tier(q, expert) == "disk":
+            switch += self.experts.disk_wait_s(c)
+        return c.k + c.b + switch
 
     # ---- events ------------------------------------------------------------------------------
     def on_arrival(self, request: Request, now: float) -> list[Decision]:

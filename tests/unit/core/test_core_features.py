@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from orchestrator.core.decisions import Dispatch, Load, Unload
 from orchestrator.core.memory import EVICTION_POLICIES, ExpertPool
 from orchestrator.core.profile import parse_profile
@@ -189,3 +191,53 @@ def test_coserve_plus_is_coserve_with_its_features() -> None:
     assert not plus.features.serve_resident
     plain = CoreScheduler(make_graph(), make_config(50), make_profile(), "coserve")
     assert not any(getattr(plain.features, name) for name in COSERVE_PLUS_FEATURES)
+
+
+def test_duplicate_first_victims_go_before_the_experts_only_this_pool_holds() -> None:
+    g = make_graph()
+    p = ExpertPool("gpu0", 40 * MB)
+    for name in ("cls_0", "cls_1", "cls_2", "cls_5"):
+        p.place(name, 10 * MB)
+    pol = EVICTION_POLICIES["two-stage"]()
+    assert pol.victims(p, g, 10 * MB) == ["cls_5"]  # the paper: the least likely
+    assert pol.victims(p, g, 10 * MB, elsewhere={"cls_1"}) == ["cls_1"]  # the box keeps cls_1
+    # among duplicates the paper's order: cls_1 is less likely than cls_0
+    assert pol.victims(p, g, 20 * MB, elsewhere={"cls_0", "cls_1"}) == ["cls_1", "cls_0"]
+    # a duplicate a queued step needs still goes after every expert no queued step needs
+    assert pol.victims(p, g, 10 * MB, needed={"cls_1": 0.0}, elsewhere={"cls_1"}) == ["cls_5"]
+
+
+def test_dedup_eviction_in_the_core_evicts_what_another_executor_holds_ready() -> None:
+    def victims(**features: bool) -> list[str] | None:
+        cfg = make_config(40, 40).with_features(**features)
+        core = CoreScheduler(make_graph(), cfg, make_profile(), "coserve")
+        for name in ("cls_0", "cls_1", "cls_2", "cls_5"):
+            core.experts.pools[0].place(name, 10 * MB)
+        core.experts.pools[1].place("cls_1", 10 * MB)  # a duplicate on gpu1
+        core.experts.pools[1].place("cls_3", 10 * MB)
+        return core.experts.victims(0, 10 * MB, ())
+
+    assert victims() == ["cls_5"]
+    assert victims(dedup_eviction=True) == ["cls_1"]
+
+
+def test_disk_aware_assignment_charges_a_disk_load_the_wait_for_a_storage_slot() -> None:
+    def cls_1_goes_to(**features: bool) -> tuple[str, float]:
+        cfg = make_config(100, 100).with_features(**features)
+        core = CoreScheduler(make_graph(), cfg, make_profile(), "coserve")
+        core.experts.pools[0].place("cls_1", 10 * MB)  # gpu0 holds cls_1 ready
+        core.on_arrival(Request(0, 0.0, "cls_2"), 0.0)  # a disk load on gpu0 (tie: lower index)
+        core.on_arrival(Request(1, 0.0, "cls_3"), 0.0)  # a disk load on gpu1: both slots busy
+        rid = 2
+        while core.predicted_backlog_s(0, 0.0) < 2.03:  # gpu0 gathers cls_2's steps
+            core.on_arrival(Request(rid, 0.0, "cls_2"), 0.0)
+            rid += 1
+        assert core.queued_steps_on("gpu1") == 1
+        core.on_arrival(Request(rid, 0.0, "cls_1"), 0.0)
+        went = "gpu1" if core.queued_steps_on("gpu1") == 2 else "gpu0"
+        return went, core.added_latency_s(1, "cls_5") - 1.02  # beyond K + B + the load
+
+    # the paper: a switch costs its load time only, so the idle gpu1 reads cls_1 from disk again
+    assert cls_1_goes_to() == ("gpu1", pytest.approx(0.0))
+    # a third disk load waits for a slot (half a load on two slots): cls_1 joins its holder
+    assert cls_1_goes_to(disk_aware_assign=True) == ("gpu0", pytest.approx(0.5))
