@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "profiler.cli",  # profile
     "orchestrator.cli_serve",  # serve
     "orchestrator.cli_bench",  # bench
+    "orchestrator.cli_verdicts",  # verdicts (the verdict log)
 )
 
 EXIT_INCOMPLETE = 1

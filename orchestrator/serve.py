@@ -30,6 +30,7 @@ from orchestrator.metrics.service_metrics import ServiceMetrics
 from orchestrator.serve_file import ServeFile
 from orchestrator.triton.adapter import TritonAdapter
 from orchestrator.triton.launcher import EmbeddedTriton
+from orchestrator.verdicts.serving import VerdictLog
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Service:
     frontend: InspectionServer
     embedded: dict[str, EmbeddedTriton] = field(default_factory=dict)
     metrics: ServiceMetrics | None = None  # the metrics endpoint, where the config asks for one
+    verdict_log: VerdictLog | None = None  # the verdict log, unless the config turns it off
 
     @property
     def address(self) -> str:
@@ -102,6 +104,8 @@ async def run_service(
     if not spec.repo.is_dir():
         raise CoserveError(f"{spec.source}: repo: {spec.repo} is not a model repository directory")
     embedded: dict[str, EmbeddedTriton] = {}
+    # opened before any server starts: a log that cannot be written stops us here, with its name
+    log = VerdictLog.open(spec.verdict_log, spec.repo) if spec.verdict_log is not None else None
     try:
         for name, server in spec.servers.items():
             if server.embedded:
@@ -127,8 +131,12 @@ async def run_service(
         engine = Engine(coe, config, profile, backend, queue_bound=spec.queue_bound, source=spec.source)
         if on_engine is not None:
             on_engine(engine, embedded)
-        metrics = ServiceMetrics(engine) if spec.metrics_listen is not None else None
-        api_service: InspectionService = engine if metrics is None else metrics.wrap(engine)
+        # the log wraps the engine (records, answers retries); metrics wrap that (what clients see)
+        recorded: InspectionService = engine if log is None else log.attach(engine, engine.graph, coe.name, say)
+        metrics = None
+        if spec.metrics_listen is not None:
+            metrics = ServiceMetrics(engine, verdict_log_health=log.store.health if log is not None else None)
+        api_service: InspectionService = recorded if metrics is None else metrics.wrap(recorded)
         credentials = None
         if spec.tls is not None:
             credentials = tls_credentials(spec.tls.cert_file, spec.tls.key_file, spec.tls.client_ca_file)
@@ -139,7 +147,7 @@ async def run_service(
                 endpoint = metrics.start(spec.metrics_listen)
                 say(f"metrics on {endpoint.url}")
             await engine.start(wait=True)
-            service = Service(spec, coe, profile, engine, frontend, embedded, metrics)
+            service = Service(spec, coe, profile, engine, frontend, embedded, metrics, log)
             say(f"serving {coe.name} on {frontend.address} (policy {engine.policy})")
             if on_ready is not None:
                 result = on_ready(service)
@@ -158,5 +166,7 @@ async def run_service(
                 await engine.release_all(external)
             await engine.close()
     finally:
+        if log is not None:  # after the engine: every answered verdict is in it
+            await log.aclose()
         for triton in embedded.values():
             triton.stop()
