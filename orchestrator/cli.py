@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "orchestrator.cli_serve",  # serve
     "orchestrator.cli_bench",  # bench
     "orchestrator.cli_verdicts",  # verdicts (the verdict log)
+    "orchestrator.cli_plan",  # plan
 )
 
 EXIT_INCOMPLETE = 1
