@@ -35,6 +35,9 @@ from orchestrator.experts_io import INPUT_NAME
 from orchestrator.triton.model_config import TensorSpec
 
 OPSET = 18
+#: the newest ONNX IR version written: NVIDIA's Triton 24.10 container (docker-compose.yml) runs
+#: ONNX Runtime 1.19, which reads IR <= 10 (exporter.repository.ONNX_LIMITS checks every install)
+MAX_IR_VERSION = 10
 DEFAULT_PARITY_BATCHES = (1, 4)
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
@@ -159,7 +162,7 @@ def export_module(
         raise
     except Exception as exc:  # torch raises many types; the user needs the expert and the reason
         raise ExportError(f"{name}: torch could not export the module to ONNX: {type(exc).__name__}: {exc}") from exc
-    data = _pin_output_dims(data, module, example, name)
+    data = _pin_ir_version(_pin_output_dims(data, module, example, name))
     path.write_bytes(data)
     info = inspect_onnx(path, name=name)
     err = None
@@ -195,6 +198,18 @@ def _pin_output_dims(data: bytes, module: Any, example: Any, name: str) -> bytes
                 d.dim_value = int(size)
                 changed = True
     return model.SerializeToString() if changed else data
+
+
+def _pin_ir_version(data: bytes) -> bytes:
+    """Lower a newer IR version to ``MAX_IR_VERSION`` (one file serves both targets). IR 11+ only
+    adds element types (FLOAT4E2M1, FLOAT8E8M0, ...) that the zoo's FP32 experts never use, and
+    ``inspect_onnx`` runs the checker on the result."""
+    onnx = _onnx()
+    model = onnx.load_from_string(data)
+    if model.ir_version <= MAX_IR_VERSION:
+        return data
+    model.ir_version = MAX_IR_VERSION
+    return bytes(model.SerializeToString())
 
 
 def _first_forward_arg(module: Any) -> str:

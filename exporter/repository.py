@@ -55,6 +55,10 @@ MANIFEST = "coserve_manifest.json"
 COE_FILE = "coe.yaml"
 MODEL_FILE = "model.onnx"
 VERSION = "1"
+#: target -> (newest ONNX IR version, newest default-domain opset) its runtime reads. NVIDIA's
+#: Triton 24.10 container (nvcr.io/nvidia/tritonserver:24.10-py3, docker-compose.yml) ships ONNX
+#: Runtime 1.19, which reads IR <= 10 and opsets <= 21; python-ort runs this venv's onnxruntime.
+ONNX_LIMITS: dict[str, tuple[int, int]] = {"onnxruntime": (10, 21)}
 #: every file the exporter writes into a repository (readable by a Triton running as another user)
 FILE_MODE = 0o644
 #: every directory the exporter creates in a repository
@@ -183,9 +187,10 @@ def install_model(repo: str | Path, name: str, onnx_file: str | Path, config: Mo
     The placed file is ``FILE_MODE`` (a moved file too: it was written under the user's umask);
     when ``onnx_file`` already is that path (reuse), it only gains the read bits it lacks.
     """
+    src = Path(onnx_file)
+    check_runtime_reads(src, config)
     dest = model_path(repo, name)
     _model_dirs(repo, name)
-    src = Path(onnx_file)
     if move and src.resolve() != dest.resolve():
         os.chmod(src, FILE_MODE)
         os.replace(src, dest)
@@ -195,6 +200,25 @@ def install_model(repo: str | Path, name: str, onnx_file: str | Path, config: Mo
         _add_mode_bits(dest, FILE_MODE)
     write_config(repo, config)
     return dest.parent.parent
+
+
+def check_runtime_reads(onnx_file: str | Path, config: ModelConfig) -> None:
+    """``ExportError`` naming the model and the pin if ``config``'s backend cannot read the file's
+    IR version or opset (``ONNX_LIMITS``): a refusal at export rather than a failed load in the container."""
+    target = next((t for t, b in TARGET_BACKENDS.items() if b == config.backend), None)
+    if target not in ONNX_LIMITS:
+        return
+    import onnx  # deferred: importing onnx costs ~0.3 s
+
+    max_ir, max_opset = ONNX_LIMITS[target]
+    model = onnx.load(str(onnx_file), load_external_data=False)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if model.ir_version > max_ir or opset > max_opset:
+        raise ExportError(
+            f"{config.name}: {onnx_file} is ONNX IR {model.ir_version}, opset {opset}; target {target} "
+            f"(Triton 24.10's ONNX Runtime 1.19) reads IR <= {max_ir} and opset <= {max_opset}: re-export it "
+            "with an older opset (or use --target python-ort)"
+        )
 
 
 def write_config(repo: str | Path, config: ModelConfig) -> Path:
