@@ -314,4 +314,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from orchestrator.cli import run_script  # SIGTERM stops the servers it started, like Ctrl-C
+
+    raise SystemExit(run_script(main))

@@ -145,4 +145,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from orchestrator.cli import run_script  # SIGTERM stops the servers it started, like Ctrl-C
+
+    raise SystemExit(run_script(main))

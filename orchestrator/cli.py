@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from orchestrator.errors import CoserveError
@@ -120,6 +121,29 @@ def _run(args: argparse.Namespace) -> int:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
 
+
+
+def run_script(main_fn: Callable[[], int]) -> int:
+    """For benchmark scripts that start servers: SIGTERM is turned into SIGINT, so that
+    ``asyncio.run`` cancels its main task and every ``finally`` that stops a tritonserver runs
+    on the loop (an exception raised from a signal handler in the middle of grpc's aio
+    machinery instead can crash the interpreter at exit); exit 143 (SIGTERM) or 130 (SIGINT)."""
+    terminated = False
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        nonlocal terminated
+        terminated = True
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one would cut the clean-up short
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return main_fn()
+    except KeyboardInterrupt:
+        print("terminated (SIGTERM)" if terminated else "interrupted", file=sys.stderr)
+        return EXIT_SIGTERM if terminated else EXIT_SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 if __name__ == "__main__":
     sys.exit(main())
