@@ -41,8 +41,15 @@ coserve_watchdog_retries_total             counter operations tried again after 
 coserve_verdict_log_enabled                gauge   1 if a verdict log is configured
 coserve_verdict_log_healthy                gauge   1 while the log accepts records (0: full disk,
                                                    unwritable; the service refuses new work then)
-coserve_verdict_log_<field>                gauge   each numeric field of the log's health (bytes,
-                                                   records, ...), as the log reports it
+coserve_verdict_log_state                  gauge   ``state``: ok, full, unwritable, closed; always 1
+coserve_verdict_log_records                gauge   verdicts in the log
+coserve_verdict_log_size_bytes             gauge   database + WAL on disk (``_max_bytes``,
+                                                   ``_max_age_seconds``: the retention limits)
+coserve_verdict_log_verdicts_written_total counter verdicts committed (also ``_commits_total``,
+                                                   ``_write_failures_total``,
+                                                   ``_pruned_records_total``)
+coserve_verdict_log_last_commit_timestamp_seconds  gauge  (and ``_failing_since_...``): Unix times
+coserve_verdict_log_<field>                gauge   any other numeric field of the log's health
 coserve_metrics_snapshot_ok                gauge   0 if the engine could not be read this scrape
 =========================================  ======  ==================================================
 """
@@ -242,8 +249,33 @@ def _verdict_log_families(snap: EngineSnapshot) -> Iterator[Metric]:
     else:
         ok = bool(values.get("ok", values.get("healthy", health is not None)))
     yield _gauge("verdict_log_healthy", "1 while the verdict log accepts records.", 1 if ok else 0)
+    if isinstance(values.get("state"), str):
+        yield _gauge("verdict_log_state", "The verdict log's state (ok, full, unwritable, closed).", 1,
+                     {"state": values["state"]})
     for key, value in sorted(values.items()):
         if key in ("ok", "healthy") or isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        name = "verdict_log_" + _FIELD.sub("_", key)
-        yield _gauge(name, f"The verdict log's {key}, as its health reports it.", value)
+        kind, name, doc = _LOG_FIELDS.get(key, ("gauge", "verdict_log_" + _FIELD.sub("_", key), ""))
+        doc = doc or f"The verdict log's {key}, as its health reports it."
+        if kind == "counter":
+            yield CounterMetricFamily(PREFIX + name, doc, value=value)
+        else:
+            yield _gauge(name, doc, value)
+
+
+#: the verdict log's health fields (``orchestrator.verdicts.store.LogHealth``) -> (type, name, help);
+#: any other numeric field becomes a gauge ``coserve_verdict_log_<field>``; a None field is left out
+_LOG_FIELDS: dict[str, tuple[str, str, str]] = {
+    "records": ("gauge", "verdict_log_records", "Verdicts in the log now."),
+    "bytes_on_disk": ("gauge", "verdict_log_size_bytes", "The log's size on disk (database and WAL)."),
+    "max_bytes": ("gauge", "verdict_log_max_bytes", "The size beyond which the oldest records are pruned."),
+    "max_age_s": ("gauge", "verdict_log_max_age_seconds", "The age beyond which records are pruned."),
+    "pending": ("gauge", "verdict_log_pending_verdicts", "Verdicts handed to the writer and not yet committed."),
+    "verdicts_written": ("counter", "verdict_log_verdicts_written", "Verdicts committed to the log."),
+    "commits": ("counter", "verdict_log_commits", "Group commits of the log."),
+    "write_failures": ("counter", "verdict_log_write_failures", "Failed writes to the log."),
+    "pruned": ("counter", "verdict_log_pruned_records", "Records pruned by retention."),
+    "last_commit_unix": ("gauge", "verdict_log_last_commit_timestamp_seconds", "Unix time of the last commit."),
+    "failing_since_unix": ("gauge", "verdict_log_failing_since_timestamp_seconds",
+                           "Unix time since when the log cannot be written."),
+}

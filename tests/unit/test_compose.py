@@ -144,6 +144,11 @@ def test_the_stack_agrees_with_the_orchestrator_config_and_the_scrape_config() -
     assert o_mounts[str(spec.repo)][0] == t_mounts[tf["model-repository"]][0]
     assert str(spec.repo) == tf["model-repository"]
     assert spec.coe.parent == spec.repo and spec.profile is not None and spec.profile.parent == spec.repo
+    # the verdict log is on a writable volume (the config and the repository are read-only mounts)
+    assert spec.verdict_log is not None
+    [(data_dir, (volume, mode))] = [(d, m) for d, m in o_mounts.items() if spec.verdict_log.path.is_relative_to(d)]
+    assert mode == "rw" and volume in c["volumes"]
+    assert f"WORKDIR {data_dir}" in (ROOT / "Dockerfile").read_text()  # the image's user owns it
 
     # published: exactly the factory API and the metrics, on the ports the config listens on
     assert spec.metrics_listen is not None
@@ -190,7 +195,7 @@ def test_the_image_installs_what_serving_imports() -> None:
     code = (
         "import sys, json, importlib.metadata as md\n"
         "import orchestrator.cli, orchestrator.cli_serve, orchestrator.serve, orchestrator.images\n"
-        "import orchestrator.metrics, orchestrator.engine.triton_backend, profiler.run\n"
+        "import orchestrator.metrics, orchestrator.verdicts, orchestrator.engine.triton_backend, profiler.run\n"
         "import PIL.Image\n"
         "dists = md.packages_distributions()\n"
         "tops = {m.split('.')[0] for m in sys.modules}\n"

@@ -234,6 +234,31 @@ def test_verdict_log_health_is_exposed(health: Any, healthy: int, gauges: dict[s
         assert value(s, name) == v
 
 
+def test_the_verdict_logs_own_health_becomes_typed_metrics() -> None:
+    from orchestrator.verdicts.store import LogHealth as StoreHealth
+
+    health = StoreHealth(
+        ok=False, path="/x/verdicts.sqlite", state="full", reason="database or disk is full", records=7,
+        bytes_on_disk=8192, max_bytes=None, max_age_s=3600.0, verdicts_written=9, commits=3, write_failures=2,
+        pruned=1, pending=4, last_commit_unix=1.7e9, failing_since_unix=None,
+    )
+    s, types = parse(ServiceMetrics(ThreadRecordingEngine(), verdict_log_health=lambda: health,
+                                    process_metrics=False).render())
+    assert value(s, "coserve_verdict_log_healthy") == 0
+    assert value(s, "coserve_verdict_log_state", state="full") == 1
+    assert value(s, "coserve_verdict_log_records") == 7
+    assert value(s, "coserve_verdict_log_size_bytes") == 8192
+    assert value(s, "coserve_verdict_log_max_age_seconds") == 3600
+    assert value(s, "coserve_verdict_log_pending_verdicts") == 4
+    assert value(s, "coserve_verdict_log_last_commit_timestamp_seconds") == 1.7e9
+    for name, n in (("verdicts_written", 9), ("commits", 3), ("write_failures", 2), ("pruned_records", 1)):
+        assert types[f"coserve_verdict_log_{name}"] == "counter"
+        assert value(s, f"coserve_verdict_log_{name}_total") == n
+    # None: not set (no size limit, not failing), so no series
+    assert "coserve_verdict_log_max_bytes" not in types
+    assert "coserve_verdict_log_failing_since_timestamp_seconds" not in types
+
+
 @pytest.mark.parametrize(
     ("recoveries", "expected"),
     [(None, {(): 0}), (4, {(): 4}), ({"reload": 2, "restart": 1}, {(("kind", "reload"),): 2, (("kind", "restart"),): 1})],
