@@ -9,8 +9,9 @@ Source of truth, cheapest first:
 2. otherwise the file itself (``<repo>/<expert>/<version>/model.onnx``), hashed once and cached by
    (size, mtime), so an expert replaced in place is hashed again.
 
-Both are re-read when the file (or the manifest) changes. Called from the log's writer thread,
-never from the event loop: hashing a large model file takes a while.
+Both are re-read when the file (or the manifest) changes. ``known`` answers without reading a
+model file (a ``stat`` or two: fine on the event loop); ``sha256`` may hash one (a large model
+takes a while: call it on a worker thread).
 """
 
 from __future__ import annotations
@@ -69,26 +70,50 @@ class ModelHashes:
         entry = self._manifest.get(expert)
         return entry if isinstance(entry, dict) else {}
 
-    def sha256(self, expert: str, version: str) -> str | None:
-        """The hash of ``expert``'s model file of ``version``; ``None`` if there is no such file
-        (an external server's repository this process cannot see, or a non-ONNX model)."""
+    def known(self, expert: str, version: str) -> tuple[bool, str | None]:
+        """``(True, hash)`` when the answer needs no reading of the model file (cached, or the
+        manifest is trusted, or there is no file); ``(False, None)`` when ``sha256`` would hash
+        the file (call it off the event loop then)."""
         if self.repo is None:
-            return None
+            return True, None
         path = self.repo / expert / version / MODEL_FILE
         stamp = self._stamp(path)
         if stamp is None:
-            return None
+            return True, None
         with self._lock:
             cached = self._files.get(path)
             if cached is not None and cached[0] == stamp:
-                return cached[1]
-            entry = self._manifest_entry(expert)
-            digest = entry.get("sha256")
-            manifest_newer = self._manifest_stamp is not None and self._manifest_stamp[1] >= stamp[1]
-            if not (isinstance(digest, str) and digest and entry.get("bytes") == stamp[0] and manifest_newer):
-                try:
-                    digest = file_sha256(path)
-                except OSError:
-                    return None
+                return True, cached[1]
+            digest = self._trusted(expert, stamp)
+            if digest is None:
+                return False, None
             self._files[path] = (stamp, digest)
+            return True, digest
+
+    def _trusted(self, expert: str, stamp: tuple[int, int]) -> str | None:
+        """The manifest's hash of ``expert`` if it can be trusted for a file with ``stamp``."""
+        entry = self._manifest_entry(expert)
+        digest = entry.get("sha256")
+        manifest_newer = self._manifest_stamp is not None and self._manifest_stamp[1] >= stamp[1]
+        if isinstance(digest, str) and digest and entry.get("bytes") == stamp[0] and manifest_newer:
             return digest
+        return None
+
+    def sha256(self, expert: str, version: str) -> str | None:
+        """The hash of ``expert``'s model file of ``version``; ``None`` if there is no such file
+        (an external server's repository this process cannot see, or a non-ONNX model). The file
+        is hashed outside the lock, so ``known`` never waits for it."""
+        found, digest = self.known(expert, version)
+        if found:
+            return digest
+        assert self.repo is not None
+        path = self.repo / expert / version / MODEL_FILE
+        stamp = self._stamp(path)
+        try:
+            digest = file_sha256(path)
+        except OSError:
+            return None
+        if stamp is not None and self._stamp(path) == stamp:  # unchanged while it was read
+            with self._lock:
+                self._files[path] = (stamp, digest)
+        return digest

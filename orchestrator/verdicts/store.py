@@ -1,4 +1,4 @@
-"""The durable verdict log: one SQLite file in WAL mode, written by one thread, read by anyone.
+"""The durable verdict log: one SQLite file in WAL mode.
 
 Why SQLite (stdlib ``sqlite3``) and not append-only JSONL: a retry needs a point lookup by
 (board id, component id) and ``coserve verdicts`` a range by board and time (indexes, not a scan
@@ -9,24 +9,33 @@ and a CLI can read while the service writes (WAL readers do not block the writer
 
 Contract of ``VerdictStore``:
 
-- ``await append(verdict)`` returns once the record is committed: with ``sync="full"`` the WAL
-  was fsynced (survives a power cut), with ``"normal"`` it was written to the OS (survives a
-  killed process, not a power cut). Writes run on the store's own thread; every record queued
-  while it commits goes into the next transaction (group commit: one fsync for all of them), so
-  the event loop never waits on the disk. A record that cannot be written raises
-  ``LogUnavailable`` (nothing is answered without a record).
+- ``await append(verdict)`` returns once the record is committed. Records appended in the same
+  event-loop iteration share one transaction (group commit), committed by a callback on the
+  loop at the next iteration: a WAL commit without fsync is a ``write()`` into the OS, tens of
+  microseconds, cheaper on the loop than any hand-off to a thread (a thread wake-up on a loaded
+  machine costs milliseconds: measured in ``benchmarks/serve_overhead.py``). With
+  ``sync="normal"`` that is all: the record survives a killed process, not a power cut. With
+  ``sync="full"`` a syncer thread then fsyncs the WAL once for every commit made since its last
+  fsync, and ``append`` returns after that (survives a power cut). A record that cannot be
+  written raises ``LogUnavailable`` (nothing is answered without a record). The loop-side
+  connection never checkpoints (``wal_autocheckpoint=0``): the maintenance thread does, so the
+  loop never copies the WAL into the database.
 - ``lookup(board, component)``: the newest non-``error`` verdict recorded for that pair (an
-  ``error`` verdict is logged but is not an answer to repeat: a retry inspects again), read on
-  the caller's thread (an indexed point query, tens of microseconds).
+  ``error`` verdict is logged but is not an answer to repeat: a retry inspects again), an
+  indexed point query on the loop's connection (microseconds).
 - ``health()``: ``LogHealth``, what a status report, health check or metrics exporter reads. After
   a failed write the state is ``full`` (SQLite's SQLITE_FULL: the disk or a quota) or
-  ``unwritable`` (any other write error: permissions, I/O error, a file-size limit); the writer
-  probes every ``retry_s`` and returns to ``ok`` once a write commits again.
-- Retention (at start and every ``prune_every_s``, on the writer thread, in chunks so that
-  verdicts waiting to be written are not held up): records older than ``max_age_s`` are deleted,
-  then the oldest ones while the records' pages exceed ``max_bytes`` (down to 90% of it). Freed
-  pages are reused, so the file stops growing at about ``max_bytes`` (plus the WAL, truncated to
-  ``WAL_LIMIT_BYTES`` after each checkpoint).
+  ``unwritable`` (any other write error: permissions, I/O error, a file-size limit); the
+  maintenance thread probes every ``retry_s`` and returns to ``ok`` once a write commits again.
+- Retention (at start and every ``prune_every_s``, on the maintenance thread's own connection, in
+  chunks of ``PRUNE_CHUNK`` records so that the loop's commits wait at most one chunk for the
+  write lock): records older than ``max_age_s`` are deleted, then the oldest ones while the
+  records' pages exceed ``max_bytes`` (down to 90% of it). Freed pages are reused, so the file
+  stops growing at about ``max_bytes`` (plus the WAL, truncated to ``WAL_LIMIT_BYTES`` after each
+  checkpoint).
+
+Thread use: ``append``, ``save_usage``, ``lookup``, ``records``, ``load_usage`` and ``flush`` run
+on one thread at a time (the event loop's, in the service); ``health``/``writable`` anywhere.
 """
 
 from __future__ import annotations
@@ -78,10 +87,13 @@ CREATE INDEX IF NOT EXISTS verdicts_by_key ON verdicts (board_id, component_id);
 CREATE INDEX IF NOT EXISTS verdicts_by_time ON verdicts (logged_at);
 CREATE TABLE IF NOT EXISTS usage (coe TEXT PRIMARY KEY, snapshot TEXT NOT NULL, saved_at REAL NOT NULL);
 """
-#: the WAL is truncated to this after a checkpoint (it grows ~4 MB between checkpoints)
+#: the WAL is truncated to this after a checkpoint
 WAL_LIMIT_BYTES = 16 * 2**20
-#: records deleted per retention transaction (a bigger one would hold up waiting verdicts)
-PRUNE_CHUNK = 2000
+#: the maintenance thread checkpoints once the WAL holds this many bytes (SQLite's own default
+#: of 1000 pages), or every ``prune_every_s``
+CHECKPOINT_BYTES = 4 * 2**20
+#: records deleted per retention transaction (the loop's commits may wait this long for the lock)
+PRUNE_CHUNK = 500
 SQLITE_FULL = 13
 
 
@@ -129,23 +141,8 @@ class LogHealth:
 
 @dataclass
 class _Write:
-    verdict: Verdict
+    row: tuple[Any, ...]
     future: asyncio.Future[None]
-    loop: asyncio.AbstractEventLoop
-
-
-@dataclass
-class _Usage:
-    coe: str
-    snapshot: Mapping[str, Any]
-
-
-@dataclass
-class _Flush:
-    done: threading.Event
-
-
-_STOP = object()
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
@@ -155,6 +152,14 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+def _connect(path: Path, **kw: Any) -> sqlite3.Connection:
+    # isolation_level=None: transactions are explicit (BEGIN/COMMIT), so one commit is one group
+    # of records and nothing is committed behind our back
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0, **kw)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
 
 
 class VerdictStore:
@@ -182,10 +187,14 @@ class VerdictStore:
         self.retry_s = retry_s
         self.hashes = hashes or ModelHashes(None)
         self.clock = clock
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._read_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._tick: list[_Write] = []
+        self._usage: dict[str, Mapping[str, Any]] = {}
+        self._scheduled = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._maintainer: threading.Thread | None = None
+        self._syncer: _Syncer | None = None
         self._state = "closed"
         self._reason: str | None = None
         self._failing_since: float | None = None
@@ -194,81 +203,175 @@ class VerdictStore:
         self._commits = 0
         self._failures = 0
         self._pruned = 0
-        # pending = queued - settled: each counter has one writer thread (no lock needed)
-        self._queued = 0
-        self._settled = 0
+        self._waiting = 0
+        #: the record counters change on the loop (commits) and the maintenance thread (pruning)
+        self._count_lock = threading.Lock()
         self._last_commit: float | None = None
-        self._next_prune = 0.0
-        #: test seam: called with the writer's connection at the start of each write transaction
+        #: test seam: called with the writing connection at the start of each write transaction
         #: (records and probes); it may raise, or set pragmas such as ``max_page_count``
         self._before_write: Callable[[sqlite3.Connection], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Open (creating the file and its directory if needed), prune once, start the writer.
-        Raises ``LogOpenError`` naming the file if it cannot be opened or is not a verdict log."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(
-            target=self._run, args=(ready, failure), name=f"verdict-log:{self.path.name}", daemon=True
+        """Open (creating the file and its directory if needed), prune once, start the
+        maintenance (and, with ``sync="full"``, the syncer) thread. ``LogOpenError`` naming the
+        file if it cannot be opened or is not a verdict log."""
+        maintenance = self._open()
+        self._conn = self._open_writer()
+        self._state, self._reason = "ok", None
+        self._prune(maintenance)
+        self._maintainer = threading.Thread(
+            target=self._maintain, args=(maintenance,), name=f"verdict-log:{self.path.name}", daemon=True
         )
-        self._thread.start()
-        ready.wait()
-        if failure:
-            self._thread.join()
-            self._thread = None
-            raise failure[0]
-        try:
-            self._reader = self._connect(self.path, check_same_thread=False)
-        except sqlite3.Error as exc:
-            self.close()
-            raise LogOpenError(f"verdict log {self.path}: cannot open for reading: {exc}") from None
+        self._maintainer.start()
+        if self.sync == "full":
+            self._syncer = _Syncer(Path(f"{self.path}-wal"), self._fail)
 
     def close(self) -> None:
-        """Write what is queued, stop the writer, close. Idempotent."""
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join()
-            self._thread = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        """Commit what is waiting, stop the threads, checkpoint, close. Idempotent."""
+        if self._conn is not None and (self._tick or self._usage):
+            self._commit_tick()
+        if self._syncer is not None:
+            self._syncer.close()
+            self._syncer = None
+        if self._maintainer is not None:
+            self._stop.set()
+            self._wake.set()
+            self._maintainer.join()
+            self._maintainer = None
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
         self._state = "closed"
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+        self.close()
 
-    def flush(self, timeout_s: float = 10.0) -> None:
-        """Wait until everything queued so far is written (tests, shutdown)."""
-        done = threading.Event()
-        self._queue.put(_Flush(done))
-        done.wait(timeout_s)
+    def flush(self) -> None:
+        """Commit what is waiting now (and, with ``sync="full"``, wait for its fsync); for tests
+        and for callers outside an event loop."""
+        if self._tick or self._usage:
+            self._commit_tick()
+        if self._syncer is not None:
+            self._syncer.drain()
 
-    @staticmethod
-    def _connect(path: Path, check_same_thread: bool = True) -> sqlite3.Connection:
-        # isolation_level=None: transactions are explicit (BEGIN/COMMIT), so one commit is one
-        # group of records and nothing is committed behind our back
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread, timeout=5.0)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        return conn
+    def _open(self) -> sqlite3.Connection:
+        """The first connection: creates the file, the schema, WAL mode; the maintenance one."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = _connect(self.path, check_same_thread=False)
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise LogOpenError(f"verdict log {self.path}: cannot use WAL mode (got {mode})")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if version is None:
+                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif version[0] != SCHEMA_VERSION:
+                raise LogOpenError(
+                    f"verdict log {self.path}: schema version {version[0]}, this coserve writes {SCHEMA_VERSION}"
+                )
+            self._records = int(conn.execute("SELECT count(*) FROM verdicts").fetchone()[0])
+            return conn
+        except sqlite3.DatabaseError as exc:
+            raise LogOpenError(f"verdict log {self.path}: cannot open: {exc}") from None
+        except OSError as exc:
+            raise LogOpenError(f"verdict log {self.path}: cannot create: {exc.strerror or exc}") from None
 
-    # -- the API -------------------------------------------------------------------------------
+    def _open_writer(self) -> sqlite3.Connection:
+        try:
+            conn = _connect(self.path, check_same_thread=False)
+            # the WAL is fsynced by the syncer thread (sync="full"), not inside COMMIT on the loop
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the maintenance thread checkpoints
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
+            return conn
+        except sqlite3.Error as exc:
+            raise LogOpenError(f"verdict log {self.path}: cannot open: {exc}") from None
+
+    # -- writing ---------------------------------------------------------------------------------
     async def append(self, verdict: Verdict) -> None:
         """Return once ``verdict`` is committed (module doc); ``LogUnavailable`` if it cannot be."""
-        if self._thread is None:
+        if self._conn is None:
             raise LogUnavailable(f"verdict log {self.path} is closed")
+        experts = []
+        for e in verdict.experts:
+            found, digest = self.hashes.known(e.expert, e.version)
+            if not found:  # a model file not hashed yet (a new version): read it off the loop
+                digest = await asyncio.to_thread(self.hashes.sha256, e.expert, e.version)
+            experts.append(LoggedExpert(e.expert, e.version, digest))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queued += 1
-        self._queue.put(_Write(verdict, future, loop))
+        self._tick.append(_Write(verdict_row(verdict, experts, 0.0), future))
+        self._waiting += 1
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._commit_tick)
         await future
 
     def save_usage(self, coe: str, snapshot: Mapping[str, Any]) -> None:
-        """Queue the learned usage ``snapshot`` of CoE ``coe`` (written with the next commit; a
-        failure shows in ``health``, never here)."""
-        if self._thread is not None:
-            self._queue.put(_Usage(coe, dict(snapshot)))
+        """Write the learned usage ``snapshot`` of CoE ``coe`` with the next commit (at once
+        outside an event loop); a failure shows in ``health``, never here."""
+        if self._conn is None:
+            return
+        self._usage[coe] = dict(snapshot)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._commit_tick()
+            return
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._commit_tick)
 
+    def _commit_tick(self) -> None:
+        """Commit every record (and usage snapshot) waiting: one transaction (module doc)."""
+        self._scheduled = False
+        writes, self._tick = self._tick, []
+        usages, self._usage = self._usage, {}
+        conn = self._conn
+        if conn is None or not (writes or usages):
+            return
+        now = self.clock()
+        error: LogUnavailable | None = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._before_write is not None:
+                    self._before_write(conn)
+                # logged_at (the last column) is the commit's time
+                conn.executemany(_INSERT, [(*w.row[:-1], now) for w in writes])
+                for coe, snapshot in usages.items():
+                    conn.execute(
+                        "INSERT OR REPLACE INTO usage (coe, snapshot, saved_at) VALUES (?, ?, ?)",
+                        (coe, json.dumps(snapshot, sort_keys=True), now),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            error = self._fail(exc)
+        else:
+            with self._count_lock:
+                self._records += len(writes)
+            self._written += len(writes)
+            self._commits += 1
+            self._last_commit = now
+            self._recovered()
+        futures = [w.future for w in writes]
+        self._waiting -= len(writes)
+        if error is None and self._syncer is not None and futures:
+            self._syncer.submit(futures)  # answered once the WAL is on disk
+            return
+        for f in futures:
+            _settle(f, error)
+
+    # -- reading ---------------------------------------------------------------------------------
     def load_usage(self, coe: str) -> dict[str, Any] | None:
         """The last usage snapshot saved for ``coe``, or None."""
         row = self._read("SELECT snapshot FROM usage WHERE coe = ?", (coe,))
@@ -295,14 +398,14 @@ class VerdictStore:
         )]
 
     def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
-        if self._reader is None:
+        if self._conn is None:
             raise LogUnavailable(f"verdict log {self.path} is closed")
         try:
-            with self._read_lock:
-                return self._reader.execute(sql, tuple(args)).fetchall()
+            return self._conn.execute(sql, tuple(args)).fetchall()
         except sqlite3.Error as exc:
             raise LogUnavailable(f"verdict log {self.path}: cannot read: {exc}") from None
 
+    # -- health ----------------------------------------------------------------------------------
     @property
     def writable(self) -> bool:
         """The state is ``ok`` (cheap: no file system call; ``health`` has the rest)."""
@@ -314,116 +417,69 @@ class VerdictStore:
             with contextlib.suppress(OSError):
                 size += os.stat(f"{self.path}{suffix}").st_size
         state = self._state
+        pending = self._waiting + (self._syncer.pending() if self._syncer is not None else 0)
         return LogHealth(
             ok=state == "ok", path=str(self.path), state=state, reason=self._reason, records=self._records,
             bytes_on_disk=size, max_bytes=self.max_bytes, max_age_s=self.max_age_s,
             verdicts_written=self._written, commits=self._commits, write_failures=self._failures,
-            pruned=self._pruned, pending=self._queued - self._settled, last_commit_unix=self._last_commit,
+            pruned=self._pruned, pending=pending, last_commit_unix=self._last_commit,
             failing_since_unix=self._failing_since,
         )
 
-    # -- the writer thread ---------------------------------------------------------------------
-    def _open_writer(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connect(self.path)
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise LogOpenError(f"verdict log {self.path}: cannot use WAL mode (got {mode})")
-            conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
-            conn.executescript(_SCHEMA)
-            version = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if version is None:
-                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-            elif version[0] != SCHEMA_VERSION:
-                raise LogOpenError(
-                    f"verdict log {self.path}: schema version {version[0]}, this coserve writes {SCHEMA_VERSION}"
-                )
-            self._records = int(conn.execute("SELECT count(*) FROM verdicts").fetchone()[0])
-            return conn
-        except sqlite3.DatabaseError as exc:
-            raise LogOpenError(f"verdict log {self.path}: cannot open: {exc}") from None
-        except OSError as exc:
-            raise LogOpenError(f"verdict log {self.path}: cannot create: {exc.strerror or exc}") from None
+    def _fail(self, exc: BaseException, count: bool = True) -> LogUnavailable:
+        code = getattr(exc, "sqlite_errorcode", None)
+        full = code is not None and code & 0xFF == SQLITE_FULL
+        self._state = "full" if full else "unwritable"
+        name = getattr(exc, "sqlite_errorname", None)
+        self._reason = (str(exc) or type(exc).__name__) + (f" [{name}]" if name else "")
+        if self._failing_since is None:
+            self._failing_since = self.clock()
+        if count:
+            self._failures += 1
+        self._wake.set()  # the maintenance thread starts probing
+        return LogUnavailable(
+            f"verdict log {self.path} is {self._state} ({self._reason}): the verdict was not recorded, so it "
+            "is not answered; retry once the log can be written"
+        )
 
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+    def _recovered(self) -> None:
+        self._state, self._reason, self._failing_since = "ok", None, None
+
+    # -- the maintenance thread --------------------------------------------------------------------
+    def _maintain(self, conn: sqlite3.Connection) -> None:
+        """Checkpoints, retention, and while failing, probes (on its own connection)."""
+        next_prune = self.clock() + self.prune_every_s
         try:
-            conn = self._open_writer()
-        except LogOpenError as exc:
-            failure.append(exc)
-            ready.set()
-            return
-        self._state, self._reason = "ok", None
-        self._prune(conn)
-        ready.set()
-        try:
-            self._serve(conn)
+            while not self._stop.is_set():
+                if self._state in ("full", "unwritable"):
+                    if not self._stop.wait(self.retry_s):  # not at once: the disk needs a moment
+                        self._probe(conn)
+                    continue
+                self._wake.wait(min(1.0, max(0.001, next_prune - self.clock())))
+                self._wake.clear()
+                if self._stop.is_set() or self._state != "ok":
+                    continue
+                if self.clock() >= next_prune:
+                    next_prune = self.clock() + self.prune_every_s
+                    self._prune(conn)
+                    self._checkpoint(conn)
+                elif self._wal_bytes() >= CHECKPOINT_BYTES:
+                    self._checkpoint(conn)
+            self._checkpoint(conn, "TRUNCATE")
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
-    def _serve(self, conn: sqlite3.Connection) -> None:
-        stopping = False
-        while not stopping:
-            wait = self.retry_s if self._state != "ok" else max(0.0, self._next_prune - self.clock())
-            try:
-                batch = [self._queue.get(timeout=max(wait, 0.001))]
-            except queue.Empty:
-                batch = []
-            while True:  # everything queued meanwhile joins this commit
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            writes = [b for b in batch if isinstance(b, _Write)]
-            usages = [b for b in batch if isinstance(b, _Usage)]
-            stopping = any(b is _STOP for b in batch)
-            if writes or usages:
-                self._commit(conn, writes, usages)
-            elif self._state != "ok":
-                self._probe(conn)
-            if self._state == "ok" and self.clock() >= self._next_prune:
-                self._prune(conn)
-            for b in batch:
-                if isinstance(b, _Flush):
-                    b.done.set()
-
-    def _experts(self, verdict: Verdict) -> list[LoggedExpert]:
-        return [LoggedExpert(e.expert, e.version, self.hashes.sha256(e.expert, e.version)) for e in verdict.experts]
-
-    def _commit(self, conn: sqlite3.Connection, writes: list[_Write], usages: list[_Usage]) -> None:
-        now = self.clock()
-        error: BaseException | None = None
+    def _wal_bytes(self) -> int:
         try:
-            rows = [verdict_row(w.verdict, self._experts(w.verdict), now) for w in writes]
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if self._before_write is not None:
-                    self._before_write(conn)
-                conn.executemany(_INSERT, rows)
-                for u in usages:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO usage (coe, snapshot, saved_at) VALUES (?, ?, ?)",
-                        (u.coe, json.dumps(u.snapshot, sort_keys=True), now),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, OSError) as exc:
-            error = self._fail(exc)
-        else:
-            self._records += len(rows)
-            self._written += len(rows)
-            self._commits += 1
-            self._last_commit = now
-            self._recovered()
-        for w in writes:
-            self._settled += 1
-            with contextlib.suppress(RuntimeError):  # the caller's loop has closed
-                w.loop.call_soon_threadsafe(_settle, w.future, error)
+            return os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return 0
+
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str = "PASSIVE") -> None:
+        # PASSIVE never waits for the loop's writer; at close (TRUNCATE) nothing else writes
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
 
     def _probe(self, conn: sqlite3.Connection) -> None:
         """While failing: try a write of about a record's size (new pages, a WAL append); back
@@ -445,24 +501,6 @@ class VerdictStore:
         else:
             self._recovered()
 
-    def _fail(self, exc: BaseException, count: bool = True) -> LogUnavailable:
-        code = getattr(exc, "sqlite_errorcode", None)
-        full = code is not None and code & 0xFF == SQLITE_FULL
-        self._state = "full" if full else "unwritable"
-        name = getattr(exc, "sqlite_errorname", None)
-        self._reason = (str(exc) or type(exc).__name__) + (f" [{name}]" if name else "")
-        if self._failing_since is None:
-            self._failing_since = self.clock()
-        if count:
-            self._failures += 1
-        return LogUnavailable(
-            f"verdict log {self.path} is {self._state} ({self._reason}): the verdict was not recorded, so it "
-            "is not answered; retry once the log can be written"
-        )
-
-    def _recovered(self) -> None:
-        self._state, self._reason, self._failing_since = "ok", None, None
-
     def _used_bytes(self, conn: sqlite3.Connection) -> int:
         page = int(conn.execute("PRAGMA page_size").fetchone()[0])
         pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
@@ -470,36 +508,87 @@ class VerdictStore:
         return (pages - free) * page
 
     def _prune(self, conn: sqlite3.Connection) -> None:
-        """Retention (module doc), in chunks; stops early (and comes back at once) when verdicts
-        are waiting to be written."""
-        self._next_prune = self.clock() + self.prune_every_s
+        """Retention (module doc), ``PRUNE_CHUNK`` records per transaction."""
         try:
             if self.max_age_s is not None:
                 cutoff = self.clock() - self.max_age_s
                 older = f"SELECT seq FROM verdicts WHERE logged_at < ? LIMIT {PRUNE_CHUNK}"
-                while self._delete(conn, older, (cutoff,)) == PRUNE_CHUNK:
-                    if not self._queue.empty():
-                        self._next_prune = 0.0
-                        return
+                while self._delete(conn, older, (cutoff,)) == PRUNE_CHUNK and not self._stop.is_set():
+                    pass
             if self.max_bytes is not None:
-                while self._records > 0:
+                while self._records > 0 and not self._stop.is_set():
                     used = self._used_bytes(conn)
                     if used <= self.max_bytes:
                         break
                     n = max(1, math.ceil(self._records * (1.0 - 0.9 * self.max_bytes / used)))
                     self._delete(conn, "SELECT seq FROM verdicts ORDER BY seq LIMIT ?", (min(n, PRUNE_CHUNK),))
-                    if not self._queue.empty():
-                        self._next_prune = 0.0
-                        return
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc, count=False)
 
     def _delete(self, conn: sqlite3.Connection, select: str, args: tuple[Any, ...]) -> int:
-        """Delete the records whose seq ``select`` picks (at most ``PRUNE_CHUNK``); how many."""
+        """Delete the records whose seq ``select`` picks; how many."""
         n = int(conn.execute(f"DELETE FROM verdicts WHERE seq IN ({select})", args).rowcount)
-        self._records -= n
+        with self._count_lock:
+            self._records -= n
         self._pruned += n
         return n
+
+
+class _Syncer:
+    """``sync="full"``: fsyncs the WAL on its own thread, once per group of commits waiting, then
+    settles their futures on their loops (an fsync failure fails them and is reported)."""
+
+    def __init__(self, wal: Path, on_error: Callable[[BaseException], object]) -> None:
+        self.wal = wal
+        self.on_error = on_error
+        self._queue: queue.Queue[list[asyncio.Future[None]] | threading.Event | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="verdict-log-fsync", daemon=True)
+        self._thread.start()
+
+    def submit(self, futures: list[asyncio.Future[None]]) -> None:
+        self._queue.put(futures)
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait until everything submitted so far is synced and settled."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout_s)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            items = [self._queue.get()]
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = any(i is None for i in items)
+            futures = [f for i in items if isinstance(i, list) for f in i]
+            error: BaseException | None = None
+            if futures:
+                try:
+                    fd = os.open(self.wal, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    error = LogUnavailable(f"verdict log WAL {self.wal}: fsync failed: {exc.strerror or exc}")
+                    self.on_error(exc)
+            for f in futures:
+                with contextlib.suppress(RuntimeError):  # the caller's loop has closed
+                    f.get_loop().call_soon_threadsafe(_settle, f, error)
+            for i in items:
+                if isinstance(i, threading.Event):
+                    i.set()
 
 
 def open_read_only(path: str | Path) -> VerdictStore:
@@ -514,5 +603,5 @@ def open_read_only(path: str | Path) -> VerdictStore:
         conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     except sqlite3.Error as exc:
         raise LogOpenError(f"verdict log {p}: cannot read: {exc}") from None
-    store._reader = conn
+    store._conn = conn
     return store
