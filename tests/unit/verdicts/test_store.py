@@ -268,7 +268,11 @@ def test_sync_full_fsyncs_the_wal_once_per_group_before_answering(tmp_path: Path
 
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(store_mod.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    def counting(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(store_mod.os, "fsync", counting)
     store = VerdictStore(tmp_path / "v.sqlite", sync="full")
     store.start()
     try:
