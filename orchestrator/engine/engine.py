@@ -10,8 +10,13 @@ in ``orchestrator.core``) on a ``Backend``:
 - ``Dispatch`` -> one ``backend.infer`` of the batch; the verdict rules of
   ``orchestrator.experts_io`` decide each request's outcome; ``on_batch_done`` gets, per request,
   whether its classifier result calls for the subsequent (detector) step, which the core then
-  queues. A model whose process died is reloaded once and the batch retried; a batch that still
-  fails gives its requests an ``error`` verdict naming the cause.
+  queues. Failures go to the watchdog (``orchestrator.engine.watchdog``): a model whose process
+  died is reloaded, a server that died, froze or holds a load or unload it will never finish is
+  restarted through the shell's ``ServerControl`` (embedded servers only) with its resident set
+  put back, and the operation (batch, load, unload) is tried again, ``RecoveryPolicy.attempts``
+  times in all; a batch that still fails gives its requests an ``error`` verdict naming the cause
+  and the attempts. During a restart ``serving()`` is False (health NOT_SERVING); new requests
+  are accepted and queued meanwhile (the core keeps them; they run once the set is back).
 - ``Complete`` / ``Reject`` -> the request's verdict.
 
 Events are handled one at a time (asyncio is single-threaded and no core call awaits), ``now`` is
@@ -56,9 +61,18 @@ from orchestrator.engine.types import (
     ResidentExpert,
     Verdict,
 )
+from orchestrator.engine.watchdog import (
+    Action,
+    Fault,
+    Recovery,
+    RecoveryPolicy,
+    ServerControl,
+    Watchdog,
+    classify,
+    decide,
+)
 from orchestrator.errors import CoserveError, ServerUnavailableError
 from orchestrator.images import ImageDecodeError, decode_image
-from orchestrator.triton.adapter import model_process_died
 
 
 @dataclass
@@ -90,6 +104,11 @@ class EngineStats:
     unload_failures: int = 0
     batches: int = 0
     reloads: int = 0
+    #: watchdog recoveries that worked: reloads of a dead model process plus server restarts
+    recoveries: int = 0
+    restarts: int = 0
+    restore_loads: int = 0  # experts put back after a restart
+    retries: int = 0  # operations (batch, load, unload) tried again after a recovery
     load_s: float = 0.0
     unload_s: float = 0.0
     compute_s: float = 0.0
@@ -109,6 +128,8 @@ class Engine:
         queue_bound: int = 10_000,
         versions: Mapping[str, str] | None = None,
         source: str = "serve config",
+        server_control: ServerControl | None = None,
+        recovery: RecoveryPolicy | None = None,
     ) -> None:
         self.coe = coe
         self.config = config
@@ -138,6 +159,9 @@ class Engine:
         self._loading_since: dict[tuple[str, str], float] = {}
         self._ready_at: dict[tuple[str, str], float] = {}
         self._load_errors: dict[tuple[str, str], str] = {}
+        self._unloading: set[tuple[str, str]] = set()
+        #: restarts and reloads (the watchdog module doc); ``watchdog.records`` times each
+        self.watchdog = Watchdog(server_control, self._restore, self.now, recovery, on_record=self._on_recovery)
 
     # -- clock -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -161,16 +185,19 @@ class Engine:
         if not self._placing:
             self._placed.set()
         self._apply(decisions)
+        self.watchdog.start_monitor()
         if wait:
             await self._placed.wait()
 
     def serving(self) -> bool:
-        """True once the initial placement is loaded, until draining starts (health checks)."""
-        return self._placed.is_set() and not self._draining
+        """True once the initial placement is loaded, until draining starts (health checks);
+        False while the watchdog restarts a server (until its resident set is back)."""
+        return self._placed.is_set() and not self._draining and not self.watchdog.recovering()
 
     async def drain(self) -> None:
         """Stop accepting; return once every accepted request has its verdict."""
         self._draining = True
+        self.watchdog.freeze()
         while self._pending:
             await asyncio.sleep(0.01)
         await self._wait_tasks()
@@ -194,6 +221,7 @@ class Engine:
     async def close(self) -> None:
         """Cancel what runs (nothing is answered after this) and close the backend."""
         self._draining = True
+        await self.watchdog.stop()
         for task in list(self._tasks):
             task.cancel()
         await self._wait_tasks()
@@ -284,8 +312,16 @@ class Engine:
         ]
         return EngineStatus(
             policy=self.policy, serving=self.serving(), servers=servers, executors=execs, queued=len(self._pending),
-            queue_bound=self.queue_bound, notes=tuple(notes + self.unload_errors[-5:]),
+            queue_bound=self.queue_bound, notes=tuple(notes + self.unload_errors[-5:] + self._watchdog_notes()),
         )
+
+    def _watchdog_notes(self) -> list[str]:
+        lost = [f"server {name} lost: {why}" for name, why in sorted(self.watchdog.lost.items())]
+        recent = [
+            f"watchdog: {r.action} of {r.expert or r.server} {'took' if r.ok else 'FAILED after'} {r.seconds:.2f} s ({r.why})"
+            for r in self.watchdog.records[-3:]
+        ]
+        return lost + recent
 
     def server_of(self, executor: str) -> str:
         """The server an executor runs on (its backend knows; the executor's name otherwise)."""
@@ -328,7 +364,7 @@ class Engine:
     async def _do_load(self, d: Load) -> None:
         began = self.now()
         try:
-            await self.backend.load(d.executor, d.expert, d.tier)
+            await self._recovering(d.executor, d.expert, "load", lambda: self.backend.load(d.executor, d.expert, d.tier))
         except CoserveError as exc:
             self.stats.load_failures += 1
             self._load_errors[(d.executor, d.expert)] = str(exc)
@@ -356,8 +392,12 @@ class Engine:
 
     async def _unload_then_report(self, d: Unload) -> None:
         began = self.now()
+        self._unloading.add((d.executor, d.expert))
         try:
-            await self.backend.unload(d.executor, d.expert)
+            # A restart frees the expert for good (it is not put back: it is being unloaded),
+            # so an unload cut off by one, or stuck until one, is done once the server is back.
+            await self._recovering(d.executor, d.expert, "unload", lambda: self.backend.unload(d.executor, d.expert),
+                                   done_by_restart=True)
         except CoserveError as exc:
             # The memory may still be held, so the core is not told it is free: its bytes stay
             # counted against the budget (never exceeded) until a watchdog settles it.
@@ -366,6 +406,8 @@ class Engine:
             if isinstance(exc, ServerUnavailableError):
                 self._server_lost(str(exc))
             return
+        finally:
+            self._unloading.discard((d.executor, d.expert))
         self.stats.unloads += 1
         self.stats.unload_s += self.now() - began
         self._ready_at.pop((d.executor, d.expert), None)
@@ -423,15 +465,76 @@ class Engine:
         return np.zeros(self.coe.experts[expert].input_shape, dtype=np.float32)
 
     async def _infer_with_recovery(self, d: Dispatch, images: np.ndarray) -> dict[str, np.ndarray]:
-        try:
-            return await self.backend.infer(d.executor, d.expert, images)
-        except CoserveError as exc:
-            if not model_process_died(exc):
-                raise
-        # Triton keeps a model whose process died READY: reload it once, retry the batch once.
+        return await self._recovering(d.executor, d.expert, "batch", lambda: self.backend.infer(d.executor, d.expert, images))
+
+    async def _recovering(
+        self, executor: str, expert: str, what: str, call: Callable[[], Any], *, done_by_restart: bool = False
+    ) -> Any:
+        """``await call()`` under the watchdog's policy (its module doc): tried up to
+        ``attempts`` times, a dead model process reloaded (Triton keeps it READY: a plain retry
+        would fail again), an embedded server restarted with its resident set put back.
+        ``done_by_restart``: a restart does the call's work (an unload), so it is not tried again.
+        Raises the last error, its message saying what was tried, when it gives up."""
+        server = self.server_of(executor)
+        wd = self.watchdog
+        attempt = 0
+        while True:
+            attempt += 1
+            await wd.wait(server)
+            if server in wd.lost:
+                raise ServerUnavailableError(f"Triton server {server} is lost: {wd.lost[server]}")
+            generation = wd.generation(server)
+            try:
+                return await call()
+            except CoserveError as exc:
+                fault = classify(exc, restarted_meanwhile=wd.interrupted(server, generation))
+                step = decide(fault, attempt, restartable=wd.restartable(server), policy=wd.policy)
+                if step.action is Action.FAIL:
+                    if attempt == 1 and fault is Fault.OTHER:
+                        raise
+                    if fault is Fault.SERVER_LOST:
+                        raise ServerUnavailableError(f"{exc} ({step.reason})") from None
+                    raise CoserveError(f"{exc} ({step.reason})") from None
+                self.stats.retries += 1
+                if step.action is Action.RELOAD:
+                    if what == "batch":  # a load or unload is itself what clears a dead process
+                        await self._reload(executor, expert, str(exc))
+                    continue
+                if not wd.recovering(server) and wd.generation(server) == generation:
+                    why = f"{fault.value} during a {what} of {expert} on {executor}: {exc}"
+                else:
+                    why = "restart under way"
+                if not await wd.restart(server, why):
+                    raise ServerUnavailableError(f"Triton server {server} is lost: {wd.lost.get(server, why)}") from None
+                if done_by_restart:
+                    return None
+
+    async def _reload(self, executor: str, expert: str, why: str) -> None:
+        """Fresh instances of ``expert`` (its process died); a failure is left to the next try."""
+        began = self.now()
         self.stats.reloads += 1
-        await self.backend.reload(d.executor, d.expert)
-        return await self.backend.infer(d.executor, d.expert, images)
+        try:
+            await self.backend.reload(executor, expert)
+        except CoserveError as exc:
+            self.watchdog.note_reload(self.server_of(executor), expert, f"{why}; reload failed: {exc}", began, False)
+            return
+        self.watchdog.note_reload(self.server_of(executor), expert, why, began, True)
+
+    def _on_recovery(self, record: Recovery) -> None:
+        if record.ok:
+            self.stats.recoveries += 1
+            self.stats.restarts += record.action == "restart"
+
+    async def _restore(self, server: str) -> int:
+        """Load back, on a restarted ``server``, every expert the core counts as resident on its
+        executors (loaded and not being unloaded); returns how many. Its accounting is untouched."""
+        keys = [
+            key for key in sorted(self._ready_at)
+            if self.server_of(key[0]) == server and key not in self._unloading
+        ]
+        await asyncio.gather(*(self.backend.load(executor, expert) for executor, expert in keys))
+        self.stats.restore_loads += len(keys)
+        return len(keys)
 
     def _record(self, p: _Pending, d: Dispatch, outputs: Mapping[str, np.ndarray], i: int) -> bool:
         """Set ``p``'s outcome from row ``i`` of the batch; True if the detector must run next."""

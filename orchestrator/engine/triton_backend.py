@@ -17,6 +17,9 @@ cost profile's ``storage.concurrent_loads``: what this box runs in parallel, mea
 its 4 model-load threads: a load queued inside Triton would spawn no process, which the
 adapter's process watch could not tell from one that died.
 
+``reconnect(server, url)`` points a restarted server's adapters at it (the watchdog's restart,
+``orchestrator.triton.launcher.EmbeddedServerControl``).
+
 Deadlines scale with the expert (``orchestrator.triton.deadlines``); a server that stops
 answering is caught by the adapter's liveness probe.
 """
@@ -117,6 +120,13 @@ class TritonBackend:
         return await self.targets[executor].adapter.infer(
             expert, {experts_io.INPUT_NAME: np.ascontiguousarray(images, dtype=np.float32)}, timeout_s=timeout
         )
+
+    async def reconnect(self, server: str, url: str) -> None:
+        """The server named ``server`` was restarted and answers at ``url``: its executors'
+        adapters talk to it from now on (``TritonAdapter.reconnect``; the watchdog's restart)."""
+        for t in self.targets.values():
+            if t.server == server:
+                await t.adapter.reconnect(url)
 
     async def close(self) -> None:
         for t in self.targets.values():

@@ -195,6 +195,8 @@ class TritonAdapter:
         self._wedged: dict[str, str] = {}  # model -> why Triton will never finish loading it
         self._generation = 0
         self._answered = False  # did the server answer a probe during the last watched call
+        #: bumped by ``reconnect``: a call that began before it was cut off by a server restart
+        self.epoch = 0
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -208,6 +210,25 @@ class TritonAdapter:
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
+
+    async def reconnect(self, url: str | None = None) -> None:
+        """Talk to a restarted server (at ``url``, or the same address) from now on.
+
+        The old channel is closed (calls still on it fail), and what was learnt about the old
+        process is forgotten: that it stopped answering, and which names it would never finish
+        loading (a restart frees them). Calls that began before fail with
+        ``ServerUnavailableError`` rather than blame a model of the new server.
+        """
+        self.epoch += 1
+        self.url = check_grpc_url(url) if url is not None else self.url
+        self.unresponsive = None
+        self._wedged.clear()
+        await self.close()
+
+    def _cut_off(self, epoch: int) -> ServerUnavailableError | None:
+        if epoch == self.epoch:
+            return None
+        return ServerUnavailableError(f"Triton server at {self.url} was restarted during the call")
 
     async def __aenter__(self) -> TritonAdapter:
         return self
@@ -235,10 +256,14 @@ class TritonAdapter:
             if asyncio.iscoroutine(coro):
                 coro.close()  # never started: close it rather than leave it unawaited
             raise
+        epoch = self.epoch
         call = asyncio.ensure_future(coro)
         try:
-            return await self._watch(call)
+            return await self._watch(call, epoch)
         except InferenceServerException as exc:
+            cut = self._cut_off(epoch)
+            if cut is not None:
+                raise cut from None
             if _is_connection_error(exc, deadline_is_unavailable and not self._answered):
                 raise self._unavailable(exc) from None
             raise
@@ -261,14 +286,18 @@ class TritonAdapter:
             return
         raise ServerUnavailableError(f"Triton server at {self.url} {self.unresponsive}")
 
-    async def _watch(self, call: asyncio.Future[Any]) -> Any:
-        """``call``'s result; ServerUnavailableError once the server answers no probe for a while."""
+    async def _watch(self, call: asyncio.Future[Any], epoch: int) -> Any:
+        """``call``'s result; ServerUnavailableError once the server answers no probe for a while
+        (or at once once the adapter was reconnected to a restarted server)."""
         self._answered = False
         last_answer = time.monotonic()
         while True:
             done, _ = await asyncio.wait({call}, timeout=self.probe_interval_s)
             if done:
                 return call.result()
+            cut = self._cut_off(epoch)
+            if cut is not None:
+                raise cut
             probe = asyncio.ensure_future(self._probe_live())
             done, _ = await asyncio.wait({call, probe}, return_when=asyncio.FIRST_COMPLETED)
             if call in done:
@@ -405,6 +434,7 @@ class TritonAdapter:
             await request
             return
         probe = self.process_probe
+        epoch = self.epoch
         call = asyncio.ensure_future(request)
         seen: set[int] = set()
         absent_since: float | None = None
@@ -425,6 +455,9 @@ class TritonAdapter:
                     continue
                 if not await self._probe_live():
                     continue  # a frozen server spawns nothing: the liveness watch on ``call`` decides
+                cut = self._cut_off(epoch)
+                if cut is not None:
+                    raise cut  # its server was restarted: the name is free on the new one
                 which = f"pid {', '.join(str(p) for p in sorted(seen))}" if seen else "it exited before it could be seen"
                 self._wedged[name] = (
                     f"its model process died during the load ({which}); Triton keeps the model "

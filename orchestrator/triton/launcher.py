@@ -28,7 +28,7 @@ milliseconds. The binary is cached per source hash under ``$XDG_CACHE_HOME/coser
 ``fast_release_problem``): cost profiles record the mode, because ``unload_time_s`` depends on it.
 
 Lifetime: the server dies with the process that started it, even when that process is killed with
-SIGKILL (``PR_SET_PDEATHSIG`` in the child; its model processes exit ~0.3 s after the server is
+SIGKILL (``PR_SET_PDEATHSIG``, set by a tiny exec wrapper: ``with_death_signal``; its model processes exit ~0.3 s after the server is
 reaped). What such a death cannot clean up, the temporary home and /dev/shm regions, the next
 ``start()`` of any embedded server removes (``remove_stale``): a home whose owner (the launcher's
 pid and start time, in ``owner``) is dead and that no living process runs from, and a region whose
@@ -37,8 +37,8 @@ prefix no living process names.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -51,7 +51,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -151,14 +151,28 @@ def build_fast_release() -> tuple[Path | None, str | None]:
     return target, None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child before exec
-    """Ask the kernel to SIGKILL this (child) process when the thread that forked it dies.
+#: run by a fresh ``python -I -S`` in front of tritonserver: ask the kernel to SIGKILL this
+#: process when the thread that spawned it dies (kept across the exec), give up if that parent is
+#: already gone, then exec the server in place (same pid). Why not ``preexec_fn``: a fork of a
+#: process that runs gRPC (the factory API, tritonclient) runs gRPC's fork handlers in the child,
+#: which crashed the restarted server at start-up (SIGSEGV/SIGABRT, "epoll_wait error: Bad file
+#: descriptor"); without ``preexec_fn`` subprocess uses vfork, which runs no fork handlers.
+_EXEC_WITH_PDEATHSIG = (
+    "import ctypes, os, signal, sys\n"
+    f"ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, signal.SIGKILL, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(70)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
-    The death signal is tied to the *thread* that called fork: start servers from a thread that
-    lives as long as the server (the main thread in every coserve command).
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+def with_death_signal(command: list[str]) -> list[str]:
+    """``command`` run so that it dies with the thread that starts it (``_EXEC_WITH_PDEATHSIG``).
+
+    The death signal is tied to the *thread* that spawns: start servers from a thread that lives
+    as long as the server (the main thread in every coserve command, the event loop's for a
+    restart)."""
+    return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_PDEATHSIG, str(os.getpid()), *command]
 
 
 def _owner_stamp(pid: int) -> str:
@@ -463,6 +477,12 @@ class EmbeddedTriton:
         raise AssertionError("unreachable")
 
     def _start_once(self) -> EmbeddedTriton:
+        self._finish_start(self._spawn())
+        return self
+
+    def _spawn(self) -> float:
+        """Assemble the home and start the process (in the calling thread: the death signal is
+        tied to it, see ``with_death_signal``); returns when it began."""
         grpc, http, metrics = self._requested_ports
         # A port held by another process must fail here, by name: Triton would exit, but its HTTP
         # readiness probe could first be answered by whatever holds the port (another Triton).
@@ -482,7 +502,7 @@ class EmbeddedTriton:
         self._log_file = log
         try:
             self.process = subprocess.Popen(
-                self.command(),
+                with_death_signal(self.command()),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -491,19 +511,58 @@ class EmbeddedTriton:
                 # Own session: a Ctrl-C in the terminal reaches us only, and we stop the server in
                 # order; the death signal covers the case where we cannot (SIGKILL).
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         except OSError as exc:
             log.close()
             self._cleanup_home()
             raise ServerStartError(f"cannot execute {self.home}/bin/tritonserver: {exc}") from None
+        return began
+
+    def _finish_start(self, began: float) -> None:
+        """Wait until the spawned server is ready (any thread); stop it if it does not get there."""
         try:
             self._wait_ready(began)
         except ServerStartError:
             self.stop()
             raise
         self.start_seconds = time.perf_counter() - began
-        return self
+
+    def failure(self) -> str | None:
+        """Why this (started) server cannot serve now: it died (with its exit status) or is
+        frozen (stopped by a signal); None while it runs, or when it was never started."""
+        proc = self.process
+        if proc is None:
+            return None
+        code = proc.poll()
+        if code is not None:
+            return ExitReport(True, code, "").describe()
+        if processes.state(proc.pid) == "T":
+            return f"tritonserver (pid {proc.pid}) is frozen (stopped by a signal)"
+        return None
+
+    async def restart(self) -> str:
+        """Kill what is left of this server, then start it again (the watchdog's restart).
+
+        Returns how the old one ended. The old server is SIGKILLed (a restart has nothing to
+        drain: it replaces a dead, frozen or wedged server) and its model processes are ended at
+        once (with the server reaped no one can take their health mutex any more); only then
+        does the new one start, so the old one's memory is free first. The new one gets fresh
+        ports unless ports were given (``grpc_url`` then names the new address). The process is
+        spawned in the calling (event-loop) thread, so that it dies with the thread that runs the
+        service; the waits run in worker threads so the event loop keeps serving meanwhile.
+        """
+        report = await asyncio.to_thread(self.stop, kill=True)
+        ended = report.describe() if report is not None else "it had not been started"
+        attempts = 3 if None in self._requested_ports else 1
+        for attempt in range(attempts):
+            try:
+                await asyncio.to_thread(self._finish_start, self._spawn())
+                return ended
+            except ServerStartError as exc:
+                if attempt + 1 < attempts and "already in use" in str(exc):
+                    continue
+                raise
+        raise AssertionError("unreachable")
 
     def _wait_ready(self, began: float) -> None:
         assert self.process is not None
@@ -526,17 +585,21 @@ class EmbeddedTriton:
                 )
             time.sleep(0.05)
 
-    def stop(self) -> ExitReport | None:
+    def stop(self, kill: bool = False) -> ExitReport | None:
         """Stop the server and its model processes; remove its /dev/shm regions (see class doc).
 
         Returns how the server ended (also kept as ``exit_report``); None if it never started.
+        ``kill``: SIGKILL at once, and its model processes as soon as it is reaped (a restart).
         """
         proc = self.process
         if proc is not None:
             died_before = proc.poll() is not None
             how = "exited on its own"
             if not died_before:
-                if processes.state(proc.pid) == "T":
+                if kill:
+                    how = "killed for a restart"
+                    proc.kill()
+                elif processes.state(proc.pid) == "T":
                     how = "killed: it was frozen (stopped) and could not drain"
                     proc.kill()
                 else:
@@ -549,7 +612,7 @@ class EmbeddedTriton:
                     proc.kill()
                     proc.wait()
             self.exit_report = ExitReport(died_before, proc.returncode, how)
-            self._end_orphan_stubs()
+            self._end_orphan_stubs(0.0 if kill else 2.0)
             self.process = None
         if self._log_file is not None:
             self._log_file.close()  # type: ignore[attr-defined]
@@ -558,13 +621,13 @@ class EmbeddedTriton:
         self._cleanup_home()
         return self.exit_report
 
-    def _end_orphan_stubs(self) -> None:
+    def _end_orphan_stubs(self, grace_s: float = 2.0) -> None:
         """Stubs exit ~0.3 s after their server is reaped (they poll the parent), unless the server
         died holding the health mutex they share: then the stub's health thread blocks on it for
         good (seen after a SIGKILL mid-board). With the server gone nothing can take the mutex
-        again, so a stub still alive after 2 s is killed. (While the server lives we never kill
-        a stub: one killed holding that mutex makes tritonserver abort.)"""
-        deadline = time.monotonic() + 2.0
+        again, so a stub still alive after ``grace_s`` is killed. (While the server lives we never
+        kill a stub: one killed holding that mutex makes tritonserver abort.)"""
+        deadline = time.monotonic() + grace_s
         while processes.stubs_with_prefix(self.shm_prefix) and time.monotonic() < deadline:
             time.sleep(0.02)
         for pid in processes.stubs_with_prefix(self.shm_prefix):
@@ -627,3 +690,30 @@ class EmbeddedTriton:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+class EmbeddedServerControl:
+    """The watchdog's ``ServerControl`` (``orchestrator.engine.watchdog``) over embedded servers.
+
+    ``servers``: server name -> its ``EmbeddedTriton``; ``reconnect(name, grpc_url)`` points the
+    backend at a restarted server (``TritonBackend.reconnect``). External servers are not here:
+    they cannot be restarted.
+    """
+
+    def __init__(
+        self, servers: Mapping[str, EmbeddedTriton], reconnect: Callable[[str, str], Awaitable[None]]
+    ) -> None:
+        self.servers = dict(servers)
+        self._reconnect = reconnect
+
+    def restartable(self) -> Sequence[str]:
+        return sorted(self.servers)
+
+    def failure(self, server: str) -> str | None:
+        return self.servers[server].failure()
+
+    async def restart(self, server: str) -> str:
+        triton = self.servers[server]
+        ended = await triton.restart()
+        await self._reconnect(server, triton.grpc_url)
+        return ended
