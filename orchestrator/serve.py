@@ -29,7 +29,7 @@ from orchestrator.frontend.server import InspectionServer, tls_credentials
 from orchestrator.metrics.service_metrics import ServiceMetrics
 from orchestrator.serve_file import ServeFile
 from orchestrator.triton.adapter import TritonAdapter
-from orchestrator.triton.launcher import EmbeddedTriton
+from orchestrator.triton.launcher import EmbeddedServerControl, EmbeddedTriton
 from orchestrator.verdicts.serving import VerdictLog
 
 
@@ -128,7 +128,10 @@ async def run_service(
             targets[ex.name] = ExecutorTarget(server_name, adapter, ex.kind, spec.executor_gpus.get(ex.name, ()))
         backend = TritonBackend(spec.repo, targets, concurrent_loads=profile.storage_concurrent_loads)
         config = experts_config(spec, profile, set(embedded))
-        engine = Engine(coe, config, profile, backend, queue_bound=spec.queue_bound, source=spec.source)
+        # the watchdog restarts embedded servers through this seam (the engine never imports the launcher)
+        control = EmbeddedServerControl(embedded, backend.reconnect)
+        engine = Engine(coe, config, profile, backend, queue_bound=spec.queue_bound, source=spec.source,
+                        server_control=control)
         if on_engine is not None:
             on_engine(engine, embedded)
         # the log wraps the engine (records, answers retries); metrics wrap that (what clients see)
