@@ -15,6 +15,7 @@ describes. YAML (the ``features:`` mapping of a serve config; ``switches:`` is t
       unload_headroom: false        # evict ahead so that a load never waits for a slow unload
       dedup_eviction: false         # evict first what another executor also holds (duplicates)
       disk_aware_assign: false      # a disk switch also waits for the loads ahead on the storage
+      batch_room: false             # evict experts no queued step needs so that batches are full
 
 ``coserve+`` (``orchestrator.core.policies``) turns on the ones that help on the paper's tasks.
 """
@@ -43,6 +44,7 @@ class Features:
     unload_headroom: bool = False
     dedup_eviction: bool = False
     disk_aware_assign: bool = False
+    batch_room: bool = False
 
 
 FLAGS: tuple[str, ...] = (
@@ -55,6 +57,7 @@ FLAGS: tuple[str, ...] = (
     "unload_headroom",
     "dedup_eviction",
     "disk_aware_assign",
+    "batch_room",
 )  # the boolean features (a policy may turn these on)
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Features))
 
@@ -84,6 +87,7 @@ def parse_features(raw: Mapping[str, Any], r: Reader, path: str) -> Features:
         unload_headroom=r.boolean(raw.get("unload_headroom", False), f"{path}.unload_headroom"),
         dedup_eviction=r.boolean(raw.get("dedup_eviction", False), f"{path}.dedup_eviction"),
         disk_aware_assign=r.boolean(raw.get("disk_aware_assign", False), f"{path}.disk_aware_assign"),
+        batch_room=r.boolean(raw.get("batch_room", False), f"{path}.batch_room"),
     )
 
 

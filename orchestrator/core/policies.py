@@ -80,15 +80,17 @@ POLICIES: dict[str, PolicySpec] = {}
 # compete for the disk (they are inert otherwise); headroom where unloads are slow (inert
 # otherwise); duplicate-first eviction and disk-aware assignment where the shared disk is the
 # bottleneck (fewer disk loads: the box keeps more distinct experts, a step joins the executor
-# holding its expert rather than queueing another read; inert on one executor). serve_resident is
-# off: it loses 1-5% on the paper's bursts (a group served early stops gathering the burst's later
-# steps, which then need their expert again).
+# holding its expert rather than queueing another read; inert on one executor); batch room
+# (a ready group's batch is not cut short by experts nobody queued: the tail of a task runs full
+# batches). serve_resident is off: it loses 1-5% on the paper's bursts (a group served early stops
+# gathering the burst's later steps, which then need their expert again).
 COSERVE_PLUS_FEATURES: tuple[str, ...] = (
     "queue_aware_eviction",
     "lookahead_loading",
     "unload_headroom",
     "dedup_eviction",
     "disk_aware_assign",
+    "batch_room",
 )
 
 

@@ -131,7 +131,9 @@ class CoreScheduler:
         self.stats = CoreStats()
         tables = [cost_table(graph, profile, e.kind) for e in execs]
         headroom = [
-            headroom_bytes(table, profile.processor(e.kind).unload_time_s) if self.features.unload_headroom else 0
+            headroom_bytes(table, profile.processor(e.kind).unload_time_s)
+            if self.features.unload_headroom
+            else 0
             for table, e in zip(tables, execs, strict=True)
         ]
         self.experts = ExpertManager(
@@ -334,7 +336,10 @@ class CoreScheduler:
                         continue
                     if status is AllocStatus.LATER:
                         return
+                    want = n
                     n = min(n, pool.free_bytes // c.act)
+                    if self.features.batch_room and n < want:
+                        self._make_batch_room(x, e, (want - n) * c.act, now, out)
                 self._dispatch(x, g, n, c, now, out)
                 return
             if st in (ExpertState.LOADING, ExpertState.UNLOADING):
@@ -450,6 +455,20 @@ class CoreScheduler:
         victims = self.experts.victims(x.idx, want - coming + pool.free_bytes, keep)
         for v in victims or ():
             out.append(self.experts.unload(x.idx, v, "evicted ahead (slow unloads)", now))
+
+    def _make_batch_room(
+        self, x: _Executor, expert: str, short: int, now: float, out: list[Decision]
+    ) -> None:
+        """Feature ``batch_room``: the head's batch of ``expert`` is ``short`` bytes of activations
+        below a full one (memory holds experts instead); evict experts no queued step needs (nor
+        one loaded ahead), in the eviction policy's order, so that the next batch is full. Only if
+        they free all of it, and not while an unload is in flight there (it may be the room)."""
+        if self.experts.unloading_bytes(x.idx):
+            return
+        pool = self.experts.pools[x.idx]
+        keep = set(self._needed(x.idx)) | self.experts.ahead_of_use(x.idx) | {expert}
+        for v in self.experts.victims(x.idx, pool.free_bytes + short, keep) or ():
+            out.append(self.experts.unload(x.idx, v, "evicted for a full batch", now))
 
     def _needed(self, i: int) -> dict[str, float]:
         """Queue-aware eviction on executor ``i``: expert -> predicted seconds of queued work

@@ -241,3 +241,39 @@ def test_disk_aware_assignment_charges_a_disk_load_the_wait_for_a_storage_slot()
     assert cls_1_goes_to() == ("gpu1", pytest.approx(0.0))
     # a third disk load waits for a slot (half a load on two slots): cls_1 joins its holder
     assert cls_1_goes_to(disk_aware_assign=True) == ("gpu0", pytest.approx(0.5))
+
+
+def test_batch_room_evicts_only_what_no_queued_step_needs_so_the_next_batch_is_full() -> None:
+    def run(**features: bool) -> tuple[list[int], list[str]]:
+        cfg = make_config(31).with_features(**features)  # three 10 MB experts leave 1 item of room
+        core = CoreScheduler(make_graph(), cfg, make_profile(max_batch=4), "coserve")
+        for name in ("cls_0", "cls_1", "cls_2"):
+            core.experts.pools[0].place(name, 10 * MB)
+        sizes: list[int] = []
+        unloads: list[str] = []
+
+        def take(out: list[Any]) -> list[Dispatch]:
+            unloads.extend(_unloads(out))
+            ds = [d for d in out if isinstance(d, Dispatch)]
+            sizes.extend(len(d.request_ids) for d in ds)
+            return ds
+
+        (running,) = take(core.on_arrival(Request(0, 0.0, "cls_0"), 0.0))
+        for rid in range(1, 5):
+            take(core.on_arrival(Request(rid, 0.0, "cls_0"), 0.0))
+        take(core.on_arrival(Request(5, 0.0, "cls_2"), 0.0))  # queued: cls_2 is needed
+        t = 0.1
+        while core.running_batches():
+            out = core.on_batch_done(running.batch_id, t, {})
+            for v in _unloads(out):
+                out += core.on_unload_done("gpu0", v, t)
+            ds = take(out)
+            if ds:
+                running = ds[0]
+            t += 0.1
+        return sizes, unloads
+
+    assert run() == ([1, 1, 1, 1, 1, 1], [])  # the paper: the batch that fits free memory
+    # cls_1 (nobody queued it) makes room, not the less likely cls_2 a queued step needs: cls_0's
+    # last three steps run as one batch
+    assert run(batch_room=True) == ([1, 1, 3, 1], ["cls_1"])
