@@ -12,7 +12,10 @@ load_time_s.disk        median warm load (file in the page cache: what a serving
                         switches experts all day sees); ``load_time_cold_s``: median cold load
 unload_time_s           median time from the unload call until the memory is back (processes
                         gone on the embedded server; index state on an external one)
-concurrent_loads        ``fit.concurrent_loads`` over 1, 2, 4 loads at once
+concurrent_loads        ``fit.concurrent_loads`` over 1, 2, 4 loads at once on one server
+storage.concurrent_     the same rule over 1, 2, 4 loads at once spread one per embedded server
+loads                   (serving runs one executor per server); against an external server the
+                        per-server figure
 weight_bytes            median footprint after load and a first inference: model process PSS
                         + the server's growth at that load
                         (GPU: NVML bytes of its processes, CUDA context included); the ONNX file
@@ -111,6 +114,18 @@ def processor_spec(
     )
 
 
+def storage_concurrent_loads(measurements: Sequence[ArchMeasurement], procs: Mapping[str, ProcessorSpec]) -> int:
+    """The box's load channels: ``fit.concurrent_loads`` over loads spread one per server (the
+    serving layout), where measured; else (an external server) the best within one server."""
+    spread: dict[int, float] = {}
+    for m in measurements:  # the measurement with most levels, as for the per-server figure
+        if len(m.spread_wall_s) > len(spread):
+            spread = dict(m.spread_wall_s)
+    if len(spread) > 1:
+        return fit.concurrent_loads(spread)
+    return max((p.concurrent_loads for p in procs.values()), default=1)
+
+
 def build_profile(
     name: str,
     measurements: Sequence[ArchMeasurement],
@@ -131,7 +146,7 @@ def build_profile(
             archs.setdefault(m.arch, {})[kind] = cost
             costs.append(cost)
         procs[kind] = processor_spec(ms, costs, unload_mode, server_idle_bytes, server_growth_bytes)
-    storage = max((p.concurrent_loads for p in procs.values()), default=1)
+    storage = storage_concurrent_loads(measurements, procs)
     return CostProfile(
         name=name, processors=procs, architectures=archs, storage_concurrent_loads=storage, measured=dict(measured)
     )

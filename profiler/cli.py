@@ -66,9 +66,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         )
     path = write_profile(result, args.out)
     print(f"wrote {path} in {result.seconds:.0f} s")
+    print(f"box: {result.profile.storage_concurrent_loads} loads at once across servers (storage channels)")
     for kind, spec in result.profile.processors.items():
         print(f"{kind}: unload until memory back {spec.unload_time_s * 1e3:.0f} ms ({spec.unload_mode}), "
-              f"{spec.concurrent_loads} loads at once"
+              f"{spec.concurrent_loads} loads at once on one server"
               + (f", idle server {spec.server_idle_bytes / 2**20:.0f} MiB" if spec.server_idle_bytes else "")
               + (f" (+{spec.server_growth_bytes / 2**20:.1f} MiB while serving)" if spec.server_growth_bytes else ""))
     for arch, per in result.profile.architectures.items():

@@ -11,6 +11,7 @@ Asking for a GPU kind on a machine without one fails before anything is started 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -116,10 +117,16 @@ def run_profile(
         result = asyncio.run(_measure_all(None, triton_url, repo, by_arch, kinds, plan, False, gpu_reader, tick))
         mode, idle = EXTERNAL_UNLOAD_MODE, None
     else:
-        with EmbeddedTriton(repo) as server:
+        with EmbeddedTriton(repo) as server, contextlib.ExitStack() as stack:
             idle = processes.memory(server.pid).pss_bytes if server.pid is not None else None
+            # further servers only for the loads spread across servers (measure.py says why);
+            # started after the idle reading, and they never hold what the main one measures
+            peers = [stack.enter_context(EmbeddedTriton(repo)) for _ in range(max(plan.concurrency) - 1)]
             result = asyncio.run(
-                _measure_all(server, server.grpc_url, repo, by_arch, kinds, plan, explain, gpu_reader, tick)
+                _measure_all(
+                    server, server.grpc_url, repo, by_arch, kinds, plan, explain, gpu_reader, tick,
+                    peer_urls=[p.grpc_url for p in peers],
+                )
             )
             mode = server.unload_mode
             if idle is not None and server.pid is not None:
@@ -151,14 +158,16 @@ async def _measure_all(
     explain: bool,
     gpu: GpuMemoryReader | None,
     tick: Callable[[str], None],
+    peer_urls: Sequence[str] = (),
 ) -> tuple[list[ArchMeasurement], str, Explain | None]:
     probe = server.process_probe() if server is not None else None
     adapter = TritonAdapter(url, process_probe=probe, request_timeout_s=120.0)
+    peers = [TritonAdapter(u, request_timeout_s=120.0) for u in peer_urls]
     try:
         version = await adapter.server_version()
         results = []
         for kind in kinds:
-            profiler = ArchProfiler(adapter, server, repo, plan, tick, gpu if kind == "gpu" else None)
+            profiler = ArchProfiler(adapter, server, repo, plan, tick, gpu if kind == "gpu" else None, peers)
             for arch, experts in by_arch.items():
                 results.append(await profiler.measure(arch, kind, experts))
         explained = None
@@ -168,6 +177,8 @@ async def _measure_all(
         return results, version, explained
     finally:
         await adapter.close()
+        for peer in peers:
+            await peer.close()
 
 
 def _boot_wall_time() -> float:

@@ -94,6 +94,20 @@ def test_build_profile_maps_each_measurement_to_its_field() -> None:
     assert parse_profile(profile_to_data(profile)) == profile
 
 
+def test_storage_channels_come_from_loads_spread_across_servers() -> None:
+    # one server loads nearly one at a time (per-server figure 1), two servers in parallel: the
+    # box's storage channels are the spread figure (mutation: keep the per-server max -> 1)
+    m = _measurement("classifier", "cls_a", 1.0, 0.001, 0.002)
+    m.concurrent_wall_s = {1: 0.2, 2: 0.39}
+    m.spread_wall_s = {1: 0.2, 2: 0.23}
+    profile = build_profile("p", [m], {"cls_a": 8}, "stock", None, {})
+    assert profile.processor("cpu").concurrent_loads == 1
+    assert profile.storage_concurrent_loads == 2
+    # no spread measurement (external server): the per-server figure
+    m.spread_wall_s = {}
+    assert build_profile("p", [m], {"cls_a": 8}, "stock", None, {}).storage_concurrent_loads == 1
+
+
 def test_profile_parser_names_bad_measured_fields() -> None:
     data = profile_to_data(build_profile("p", [_measurement("classifier", "c", 1.0, 0.001, 0.0)], {}, "stock", None, {}))
     data["architectures"]["classifier"]["cpu"]["spread"] = {"k_s": "wide"}
