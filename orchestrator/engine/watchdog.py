@@ -42,7 +42,7 @@ class Fault(enum.Enum):
     """What a failed backend call says about its expert or server."""
 
     MODEL_PROCESS_DIED = "model process died"
-    SERVER_LOST = "server lost"  # died, killed, frozen, unreachable, or restarted under the call
+    SERVER_LOST = "server down"  # died, killed, frozen, unreachable, or restarted under the call
     LOAD_WEDGED = "load never finishes"  # died before its handshake, or past its deadline
     UNLOAD_STUCK = "unload never finishes"
     OTHER = "other"  # the expert itself (corrupt file, bad input): retrying cannot help
@@ -107,7 +107,7 @@ def decide(fault: Fault, attempt: int, *, restartable: bool, policy: RecoveryPol
     if fault is Fault.MODEL_PROCESS_DIED:
         return Decision(Action.RELOAD)
     if not restartable:
-        return Decision(Action.FAIL, f"{fault.value} on a server coserve did not start (it cannot restart it)")
+        return Decision(Action.FAIL, "not restarted: coserve did not start this server")
     return Decision(Action.RESTART)
 
 
