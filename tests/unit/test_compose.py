@@ -143,11 +143,12 @@ def test_the_stack_agrees_with_the_orchestrator_config_and_the_scrape_config() -
     # the same model repository for both, at the path the serve config names
     assert o_mounts[str(spec.repo)][0] == t_mounts[tf["model-repository"]][0]
     assert str(spec.repo) == tf["model-repository"]
-    assert spec.coe.parent == spec.repo and spec.profile is not None and spec.profile.parent == spec.repo
-    # the verdict log is on a writable volume (the config and the repository are read-only mounts)
-    assert spec.verdict_log is not None
+    assert spec.coe.parent == spec.repo
+    # the verdict log and the profile (measured in the stack) are on the data volume: the config
+    # and the repository are read-only mounts
+    assert spec.verdict_log is not None and spec.profile is not None
     [(data_dir, (volume, mode))] = [(d, m) for d, m in o_mounts.items() if spec.verdict_log.path.is_relative_to(d)]
-    assert mode == "rw" and volume in c["volumes"]
+    assert mode == "rw" and volume in c["volumes"] and spec.profile.parent == Path(data_dir)
     assert f"WORKDIR {data_dir}" in (ROOT / "Dockerfile").read_text()  # the image's user owns it
 
     # published: exactly the factory API and the metrics, on the ports the config listens on
@@ -196,6 +197,7 @@ def test_the_image_installs_what_serving_imports() -> None:
         "import sys, json, importlib.metadata as md\n"
         "import orchestrator.cli, orchestrator.cli_serve, orchestrator.serve, orchestrator.images\n"
         "import orchestrator.metrics, orchestrator.verdicts, orchestrator.engine.triton_backend, profiler.run\n"
+        "import profiler.cli, profiler.measure, tqdm  # coserve profile --triton-url, in the stack\n"
         "import PIL.Image\n"
         "dists = md.packages_distributions()\n"
         "tops = {m.split('.')[0] for m in sys.modules}\n"
