@@ -11,6 +11,7 @@ YAML (every key optional; paths are relative to the config file)::
       max_age_s: 2592000          # prune records older than this (30 days); null: keep for ever
       max_bytes: 1.0e9            # prune the oldest records beyond this many bytes; null: no limit
       prune_every_s: 60           # how often retention runs (and once at start)
+      probe_every_s: 5            # while the log cannot be written: how often a write is tried
       usage_save_s: 30            # how often the learned usage probabilities are saved
 
 Why ``normal`` by default: an fsync on the machines measured takes 0.25 to 4 ms (it varies with
@@ -33,7 +34,7 @@ from orchestrator.config_reader import Reader
 
 DEFAULT_FILE = "verdicts.sqlite"
 SYNC_MODES = ("full", "normal")
-KEYS = {"enabled", "path", "sync", "max_age_s", "max_bytes", "prune_every_s", "usage_save_s"}
+KEYS = {"enabled", "path", "sync", "max_age_s", "max_bytes", "prune_every_s", "probe_every_s", "usage_save_s"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class VerdictLogConfig:
     max_bytes: int | None = 1_000_000_000
     prune_every_s: float = 60.0
     usage_save_s: float = 30.0
+    probe_every_s: float = 5.0
 
 
 def parse_verdict_log(raw: Any, r: Reader, base: Path) -> VerdictLogConfig | None:
@@ -75,4 +77,7 @@ def parse_verdict_log(raw: Any, r: Reader, base: Path) -> VerdictLogConfig | Non
         max_bytes=None if max_bytes is None else int(max_bytes),
         prune_every_s=r.number(m.get("prune_every_s", defaults.prune_every_s), "verdict_log.prune_every_s", positive=True),
         usage_save_s=r.number(m.get("usage_save_s", defaults.usage_save_s), "verdict_log.usage_save_s", positive=True),
+        probe_every_s=r.number(
+            m.get("probe_every_s", defaults.probe_every_s), "verdict_log.probe_every_s", positive=True
+        ),
     )

@@ -33,7 +33,7 @@ class VerdictLog:
         """Open (create) the log; ``LogOpenError`` naming the file if impossible."""
         store = VerdictStore(
             config.path, sync=config.sync, max_age_s=config.max_age_s, max_bytes=config.max_bytes,
-            prune_every_s=config.prune_every_s, hashes=ModelHashes(repo),
+            prune_every_s=config.prune_every_s, retry_s=config.probe_every_s, hashes=ModelHashes(repo),
         )
         store.start()
         return cls(store, config)

@@ -4,17 +4,24 @@
    answered verdict is in the log, with the experts' versions and their model files' SHA-256;
 2. a restart on the same log restores the learned usage probabilities, answers a retry of an
    answered component with the recorded verdict (not inspected again: same times), inspects a
-   new one, and ``coserve verdicts --board`` shows the board.
+   new one, and ``coserve verdicts --board`` shows the board;
+3. a log that cannot grow (RLIMIT_FSIZE set on the running orchestrator with ``prlimit``: its
+   writes fail with EFBIG, a full disk without root) makes the service refuse work with
+   UNAVAILABLE naming the log, report NOT_SERVING, say so in Status and metrics, and serve again
+   once the limit is lifted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import resource
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +30,7 @@ import pytest
 import yaml
 
 from orchestrator.board_source import BoardSource
-from orchestrator.client import SyncInspectionClient
+from orchestrator.client import RemoteNotServing, SyncInspectionClient
 from orchestrator.coe import CoEDefinition, dump_coe
 from orchestrator.core.profile import profile_to_data
 from orchestrator.engine.types import InspectRequest, Verdict
@@ -36,7 +43,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(tmp_path: Path, coe: CoEDefinition, repo: Path) -> Path:
+def write_config(tmp_path: Path, coe: CoEDefinition, repo: Path, **extra: object) -> Path:
     dump_coe(coe, tmp_path / "coe.yaml")
     (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile_to_data(PROFILE)))
     config = {
@@ -44,6 +51,7 @@ def write_config(tmp_path: Path, coe: CoEDefinition, repo: Path) -> Path:
         "policy": "coserve", "features": {"online_probabilities": True},
         "executors": [{"name": "cpu0", "kind": "cpu", "budget_bytes": 400 * MB}],
         "verdict_log": {"path": "logs/verdicts.sqlite", "usage_save_s": 0.2},
+        **extra,
     }
     path = tmp_path / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -129,3 +137,66 @@ def test_answered_verdicts_survive_kill_9_and_a_retry_gets_the_recorded_one(
     shown = json.loads(out.stdout)
     assert len(shown) == len(requests) + 1  # the retry was not logged again; the new one was
     assert shown[-1]["component_id"] == "new-component" and shown[-1]["experts"][0]["sha256"]
+
+
+def _wait_for(what: object, want: object, timeout_s: float = 10.0) -> object:
+    deadline = time.monotonic() + timeout_s
+    got = None
+    while time.monotonic() < deadline:
+        got = what() if callable(what) else what
+        if got == want:
+            return got
+        time.sleep(0.05)
+    return got
+
+
+def test_a_log_that_cannot_grow_refuses_work_and_serves_again_once_it_can(
+    tiny_board: tuple[CoEDefinition, Path], tmp_path: Path
+) -> None:
+    coe, repo = tiny_board
+    metrics = f"127.0.0.1:{free_port()}"
+    config = write_config(tmp_path, coe, repo, metrics={"listen": metrics})
+    data = yaml.safe_load(config.read_text())
+    data["verdict_log"]["probe_every_s"] = 0.3
+    config.write_text(yaml.safe_dump(data))
+    listen, log = data["listen"], tmp_path / "logs" / "verdicts.sqlite"
+    board = list(BoardSource(coe, seed=4, defect_share=0.2).requests(None, order="board", encoding="png"))
+    requests = [InspectRequest("B-2", str(r.request_id), r.component_type, r.image) for r in board]
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as resp:
+            return str(resp.read().decode())
+
+    answered: list[str] = []
+    with serving(config) as (proc, _), SyncInspectionClient(listen, timeout=60) as client:
+        for r in requests[:3]:
+            answered.append(client.inspect(r).component_id)
+        limit = max(os.stat(log).st_size, os.stat(f"{log}-wal").st_size)
+        # the log's files cannot grow (the soft limit only: raising a hard limit needs a capability)
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        refused = None
+        for r in requests[3:]:
+            try:
+                answered.append(client.inspect(r).component_id)
+            except RemoteNotServing as exc:
+                refused = exc
+                break
+        assert refused is not None and refused.status == "UNAVAILABLE", answered
+        assert str(log) in refused.details and "unwritable" in refused.details
+        assert _wait_for(client.health, "NOT_SERVING") == "NOT_SERVING"
+        assert any("verdict log" in n and "unwritable" in n for n in client.status().notes)
+        assert "coserve_verdict_log_healthy 0.0" in scrape()
+        with pytest.raises(RemoteNotServing, match="new work is refused"):  # refused before inspecting
+            client.inspect(requests[-1])
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        assert _wait_for(client.health, "SERVING") == "SERVING"
+        assert "coserve_verdict_log_healthy 1.0" in scrape()
+        answered.append(client.inspect(requests[-1]).component_id)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    reader = open_read_only(log)
+    try:
+        logged = [r.verdict.component_id for r in reader.records("B-2")]
+    finally:
+        reader.close()
+    assert logged == answered  # every answered verdict is recorded; the refused ones are not

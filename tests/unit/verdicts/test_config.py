@@ -25,10 +25,10 @@ def test_the_log_is_on_by_default_beside_the_config(tmp_path: Path) -> None:
 
 def test_keys_are_read_and_paths_are_relative_to_the_config(tmp_path: Path) -> None:
     log = serve_file(tmp_path, verdict_log={"path": "logs/v.db", "sync": "full", "max_age_s": 60,
-                                            "max_bytes": None, "usage_save_s": 5}).verdict_log
+                                            "max_bytes": None, "usage_save_s": 5, "probe_every_s": 0.5}).verdict_log
     assert log is not None
-    assert (log.path, log.sync, log.max_age_s, log.max_bytes, log.usage_save_s) == (
-        tmp_path / "logs/v.db", "full", 60.0, None, 5.0)
+    assert (log.path, log.sync, log.max_age_s, log.max_bytes, log.usage_save_s, log.probe_every_s) == (
+        tmp_path / "logs/v.db", "full", 60.0, None, 5.0, 0.5)
     assert serve_file(tmp_path, verdict_log={"path": "/abs/v.db"}).verdict_log.path == Path("/abs/v.db")
 
 
