@@ -48,6 +48,9 @@ EVERY_FEATURE = {
     "lookahead_loading": True,
     "serve_resident": True,
     "unload_headroom": True,
+    "dedup_eviction": True,
+    "disk_aware_assign": True,
+    "batch_room": True,
 }
 
 

@@ -15,7 +15,9 @@
    before eviction) and the throughput effect on the paper tasks.
 4. CPU-memory cache tier for GPU executors (3 GB of host memory the preset leaves unused).
 5. The section-2 features of issue 7 (queue-aware eviction, lookahead loading, serve what is
-   resident, eviction headroom for slow unloads) alone and together, and coserve+: on the paper
+   resident, eviction headroom for slow unloads, and the ones added after measuring where coserve+
+   lost time: duplicate-first eviction, disk-aware assignment, batch room) alone and together,
+   and coserve+: on the paper
    tasks, on custom workloads (exit 1 if coserve+ is more than 1% below coserve on one, or a
    policy beats a bound), and with the embedded Triton's slow unloads.
 """
@@ -192,16 +194,24 @@ def cpu_cache_scenarios() -> list[dict[str, Any]]:
     return out
 
 
-FEATURES = ("queue_aware_eviction", "lookahead_loading", "serve_resident", "unload_headroom")
+FEATURES = (
+    "queue_aware_eviction",
+    "lookahead_loading",
+    "serve_resident",
+    "unload_headroom",
+    "dedup_eviction",
+    "disk_aware_assign",
+    "batch_room",
+)
 EXPERT = 178_600_000  # one ResNet101 classifier (paper presets)
 BATCH_ACT = 16 * 16_000_000  # one max batch of its activations on the GPU
 
 
 def _variants() -> list[tuple[str, str, dict[str, bool]]]:
-    """(label, policy, features): the paper's coserve, each feature alone, all four, coserve+."""
+    """(label, policy, features): the paper's coserve, each feature alone, all of them, coserve+."""
     out: list[tuple[str, str, dict[str, bool]]] = [("coserve", "coserve", {})]
     out += [(f"+{f}", "coserve", {f: True}) for f in FEATURES]
-    out += [("+all four", "coserve", dict.fromkeys(FEATURES, True)), ("coserve+", "coserve+", {})]
+    out += [("+all", "coserve", dict.fromkeys(FEATURES, True)), ("coserve+", "coserve+", {})]
     return out
 
 

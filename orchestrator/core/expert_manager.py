@@ -163,6 +163,12 @@ class ExpertManager:
         elsewhere = self.held_elsewhere(i) if self._dedup else None
         return self.eviction.victims(self.pools[i], self.graph, need, exclude, needed, elsewhere)
 
+    def spare_victims(self, i: int, need: int, exclude: Iterable[str]) -> list[str] | None:
+        """Victims among experts the caller found no queued step needs (``exclude`` holds the
+        others): the eviction policy's order, duplicates first with dedup, no needed map."""
+        elsewhere = self.held_elsewhere(i) if self._dedup else None
+        return self.eviction.victims(self.pools[i], self.graph, need, exclude, None, elsewhere)
+
     def held_elsewhere(self, i: int) -> set[str]:
         """Experts ready on executor ``i`` that another executor of the box holds ready too
         (duplicates: evicting one here keeps the expert in the box)."""

@@ -466,9 +466,30 @@ class CoreScheduler:
         if self.experts.unloading_bytes(x.idx):
             return
         pool = self.experts.pools[x.idx]
-        keep = set(self._needed(x.idx)) | self.experts.ahead_of_use(x.idx) | {expert}
-        for v in self.experts.victims(x.idx, pool.free_bytes + short, keep) or ():
-            out.append(self.experts.unload(x.idx, v, "evicted for a full batch", now))
+        # the needed test per resident expert (O(1) through the arranged queues' group index)
+        # rather than the whole needed map: this runs at every batch cut short
+        keep = self.experts.ahead_of_use(x.idx) | {expert}
+        spare = pool.evictable(keep)
+        needed = {e for e in spare if self._queued_for(x.idx, e)}
+        if len(needed) < len(spare):
+            for v in self.experts.spare_victims(x.idx, pool.free_bytes + short, keep | needed) or ():
+                out.append(self.experts.unload(x.idx, v, "evicted for a full batch", now))
+
+    def _queued_for(self, i: int, expert: str) -> bool:
+        """A queued step needs ``expert`` on executor ``i`` (``_needed``'s keys, one expert)."""
+        host = self.execs[i].cfg.kind == "cpu"
+        for x in self.execs:
+            own = x.idx == i
+            if not own and not (host and x.cfg.kind == "gpu"):
+                continue
+            if not own and self.experts.pools[x.idx].holds(expert):
+                continue
+            if x.queue.arrange:
+                if expert in x.queue.by_expert:
+                    return True
+            elif any(g.expert == expert for g in x.queue.groups):
+                return True
+        return False
 
     def _needed(self, i: int) -> dict[str, float]:
         """Queue-aware eviction on executor ``i``: expert -> predicted seconds of queued work
