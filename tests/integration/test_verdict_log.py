@@ -50,7 +50,7 @@ def write_config(tmp_path: Path, coe: CoEDefinition, repo: Path, **extra: object
         "coe": "coe.yaml", "repo": str(repo), "profile": "profile.yaml", "listen": f"127.0.0.1:{free_port()}",
         "policy": "coserve", "features": {"online_probabilities": True},
         "executors": [{"name": "cpu0", "kind": "cpu", "budget_bytes": 400 * MB}],
-        "verdict_log": {"path": "logs/verdicts.sqlite", "usage_save_s": 0.2},
+        "verdict_log": {"path": "logs/verdicts.sqlite", "usage_save_s": 0.05},
         **extra,
     }
     path = tmp_path / "serve.yaml"
