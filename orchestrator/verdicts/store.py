@@ -217,7 +217,11 @@ class VerdictStore:
         maintenance (and, with ``sync="full"``, the syncer) thread. ``LogOpenError`` naming the
         file if it cannot be opened or is not a verdict log."""
         maintenance = self._open()
-        self._conn = self._open_writer()
+        try:
+            self._conn = self._open_writer()
+        except LogOpenError:
+            maintenance.close()
+            raise
         self._state, self._reason = "ok", None
         self._prune(maintenance)
         self._maintainer = threading.Thread(
