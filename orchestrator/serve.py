@@ -147,7 +147,10 @@ async def run_service(
         await frontend.start()
         try:
             if metrics is not None and spec.metrics_listen is not None:
-                endpoint = metrics.start(spec.metrics_listen)
+                tls = spec.tls if spec.metrics_tls else None
+                endpoint = metrics.start(
+                    spec.metrics_listen, (tls.cert_file, tls.key_file, tls.client_ca_file) if tls is not None else None
+                )
                 say(f"metrics on {endpoint.url}")
             await engine.start(wait=True)
             service = Service(spec, coe, profile, engine, frontend, embedded, metrics, log)

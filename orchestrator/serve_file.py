@@ -8,7 +8,8 @@ features, and ignores these keys)::
     profile: profile.yaml           # optional: default <repo>/profile.yaml (measured if missing)
     listen: 127.0.0.1:50051         # the factory API
     queue_bound: 10000              # components accepted and not yet answered
-    metrics: {listen: 127.0.0.1:9464}   # optional: Prometheus /metrics (orchestrator.metrics)
+    metrics: {listen: 127.0.0.1:9464}   # optional: Prometheus /metrics (orchestrator.metrics);
+                                        # tls: true serves it over HTTPS with the tls block's files
     tls:                            # optional: TLS for the factory API (paths relative to this file)
       cert_file: server.crt         # PEM certificate chain
       key_file: server.key          # PEM private key
@@ -75,6 +76,7 @@ class ServeFile:
     executor_gpus: dict[str, tuple[int, ...]]
     metrics_listen: str | None = None  # HOST:PORT of /metrics; None: no metrics endpoint
     tls: TlsFiles | None = None  # None: the factory API is plaintext
+    metrics_tls: bool = False  # the metrics endpoint over HTTPS with ``tls``'s files (and client CA)
     #: None: no verdict log (the default of a ServeFile built in code: demo, bench, benchmarks);
     #: a parsed file logs unless ``verdict_log: {enabled: false}`` (orchestrator.verdicts.config)
     verdict_log: VerdictLogConfig | None = None
@@ -142,9 +144,11 @@ def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
         if gpus and ex.kind != "gpu":
             raise r.fail(f"{p}.gpus", "device ids only apply to kind gpu")
         executor_gpus[ex.name] = gpus
+    tls = _parse_tls(r, top.get("tls"), base)
+    metrics_tls = _metrics_tls(r, top.get("metrics"), tls)
     return ServeFile(
         source, config, coe, repo, path("profile", False), listen, queue_bound, servers, executor_server, executor_gpus,
-        metrics_listen=_parse_metrics(r, top.get("metrics")), tls=_parse_tls(r, top.get("tls"), base),
+        metrics_listen=_parse_metrics(r, top.get("metrics")), tls=tls, metrics_tls=metrics_tls,
         verdict_log=parse_verdict_log(top.get("verdict_log"), r, base),
     )
 
@@ -153,12 +157,21 @@ def _parse_metrics(r: Reader, raw: object) -> str | None:
     if raw is None:
         return None
     m = r.mapping(raw, "metrics")
-    r.unknown(m, {"listen"}, "metrics")
+    r.unknown(m, {"listen", "tls"}, "metrics")
     listen = r.string(r.required(m, "listen", "metrics"), "metrics.listen")
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise r.fail("metrics.listen", f"must be HOST:PORT (port 0-65535), got {listen!r}")
     return listen
+
+
+def _metrics_tls(r: Reader, raw: object, tls: TlsFiles | None) -> bool:
+    if raw is None:
+        return False
+    on = r.boolean(r.mapping(raw, "metrics").get("tls", False), "metrics.tls")
+    if on and tls is None:
+        raise r.fail("metrics.tls", "needs the tls block (its certificate and key serve the metrics too)")
+    return on
 
 
 def _parse_tls(r: Reader, raw: object, base: Path) -> TlsFiles | None:

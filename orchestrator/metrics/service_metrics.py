@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -103,10 +104,12 @@ class ServiceMetrics:
         """The text exposition of every metric (what ``GET /metrics`` answers)."""
         return generate_latest(self.registry)
 
-    def start(self, listen: str) -> MetricsEndpoint:
-        """Serve ``/metrics`` on ``listen``; call on the engine's running loop."""
+    def start(self, listen: str, tls: tuple[Path, Path, Path | None] | None = None) -> MetricsEndpoint:
+        """Serve ``/metrics`` on ``listen`` (HTTPS with ``tls`` = (cert, key, client CA or None));
+        call on the engine's running loop."""
         self._loop = asyncio.get_running_loop()
-        self.endpoint = MetricsEndpoint(self.registry, listen)
+        cert, key, ca = tls if tls is not None else (None, None, None)
+        self.endpoint = MetricsEndpoint(self.registry, listen, cert_file=cert, key_file=key, client_ca_file=ca)
         self.endpoint.start()
         return self.endpoint
 

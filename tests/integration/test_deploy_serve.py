@@ -3,9 +3,9 @@
 - The embedded tritonserver's listening sockets (read from ``/proc``: its own file descriptors
   against the kernel's socket tables) are all on 127.0.0.1: Triton's model-control API has no
   authentication, so it must not be reachable from the network.
-- One service from a serve config with ``tls`` and ``metrics``: a TLS client streams a board and
-  gets every verdict, a plaintext client is refused, and a scrape of ``/metrics`` agrees with the
-  verdicts and the engine's status; Triton's own metrics port (what deploy/prometheus.yml scrapes
+- One service from a serve config with ``tls`` and ``metrics`` (over HTTPS): a TLS client streams
+  a board and gets every verdict, a plaintext client is refused, and a scrape of ``/metrics``
+  agrees with the verdicts and the engine's status; Triton's own metrics port (what deploy/prometheus.yml scrapes
   beside ours) answers in Prometheus format.
 """
 
@@ -16,6 +16,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import ssl
 import urllib.request
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def test_a_tls_service_serves_a_board_refuses_plaintext_and_is_scraped(
     (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile_to_data(PROFILE)))
     config = {
         "coe": "coe.yaml", "repo": str(repo), "profile": "profile.yaml", "listen": f"127.0.0.1:{free_port()}",
-        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}", "tls": True},
         "tls": {"cert_file": "server.crt", "key_file": "server.key"},
         "executors": [{"name": "cpu0", "kind": "cpu", "budget_bytes": 130 * MB}],
     }
@@ -122,7 +123,9 @@ def test_a_tls_service_serves_a_board_refuses_plaintext_and_is_scraped(
                 seen["plaintext"] = exc.status
         assert service.metrics is not None and service.metrics.endpoint is not None
         url = service.metrics.endpoint.url
-        seen["metrics"] = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+        assert url.startswith("https://")  # metrics.tls: the API's certificate serves them too
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        seen["metrics"] = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10, context=ctx).read())
         triton_url = next(iter(service.embedded.values())).metrics_url
         seen["triton"] = await asyncio.to_thread(lambda: urllib.request.urlopen(triton_url, timeout=10).read())
 

@@ -174,3 +174,49 @@ def test_no_method_of_the_api_loads_or_unloads_a_model() -> None:
     assert not [m for m in methods if re.search("load|unload|model|repositor", m, re.I)]
     assert set(SERVICE_NAMES) == {"coserve.v1.Inspection", "grpc.health.v1.Health",
                                   "grpc.reflection.v1alpha.ServerReflection"}
+
+
+def test_the_metrics_endpoint_over_https(pki: Path) -> None:
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from orchestrator.metrics.endpoint import MetricsEndpoint
+
+    registry = CollectorRegistry()
+    Counter("coserve_probe", "probe", registry=registry).inc()
+
+    def scrape(url: str, cert: bool) -> str:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        if cert:
+            ctx.load_cert_chain(pki / "client.crt", pki / "client.key")
+        try:
+            with urllib.request.urlopen(url, timeout=5, context=ctx) as resp:
+                return "ok" if b"coserve_probe_total 1.0" in resp.read() else "wrong"
+        except (urllib.error.URLError, ssl.SSLError, ConnectionError) as exc:
+            return type(exc).__name__
+
+    for client_ca in (None, pki / "ca.crt"):
+        endpoint = MetricsEndpoint(registry, "127.0.0.1:0", cert_file=pki / "server.crt",
+                                   key_file=pki / "server.key", client_ca_file=client_ca)
+        endpoint.start()
+        try:
+            assert endpoint.url.startswith("https://")
+            assert scrape(endpoint.url, cert=True) == "ok"
+            assert scrape(endpoint.url.replace("https", "http"), cert=True) != "ok"  # no plaintext
+            assert (scrape(endpoint.url, cert=False) == "ok") == (client_ca is None)  # mTLS wants a cert
+        finally:
+            endpoint.stop()
+
+
+def test_metrics_over_tls_needs_the_tls_block(pki: Path, tmp_path: Path) -> None:
+    for name in ("server.crt", "server.key"):
+        shutil.copy(pki / name, tmp_path / name)
+    tls = {"cert_file": "server.crt", "key_file": "server.key"}
+    data = {**serve_data(tls), "metrics": {"listen": "127.0.0.1:9464", "tls": True}}
+    assert parse_serve_file(data, "serve.yaml", tmp_path).metrics_tls
+    del data["tls"]
+    with pytest.raises(ConfigError, match="metrics.tls: needs the tls block"):
+        parse_serve_file(data, "serve.yaml", tmp_path)
