@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"coserve plan exited {code}")
         return code
     plan = json.loads(plan_json.read_text())
-    chosen_spec = load_serve_file(plan_yaml)
+    # read as coserve serve/bench read it; without the verdict log, which would answer a repeated
+    # run's components (the same board and component ids) from the log instead of serving them
+    chosen_spec = replace(load_serve_file(plan_yaml), verdict_log=None)
     say(f"plan: {plan['chosen']} ({plan['chosen_method']}), predicted {plan['predicted_img_s']:.2f} img/s, "
         f"{plan['runs']} runs in {plan_s:.0f} s")
 
