@@ -25,6 +25,7 @@ class Step:
     stage: int
     arrival_s: float
     enqueued_s: float
+    deadline_s: float = math.inf  # its request's deadline on the core's clock (inf: none)
 
 
 @dataclass
@@ -34,20 +35,40 @@ class Group:
     switch_pred_s: float  # predicted load time still ahead of this group (0 once issued)
     pred_s: float = 0.0  # this group's share of the queue's predicted backlog
     _oldest: float = float("inf")  # the oldest arrival among its steps (kept as steps come and go)
+    _deadline: float = math.inf  # the earliest deadline among its steps (likewise)
 
     def oldest_arrival(self) -> float:
         return self._oldest
+
+    def earliest_deadline(self) -> float:
+        return self._deadline
 
     def append(self, step: Step) -> None:
         self.steps.append(step)
         if step.arrival_s < self._oldest:
             self._oldest = step.arrival_s
+        if step.deadline_s < self._deadline:
+            self._deadline = step.deadline_s
 
     def popleft(self) -> Step:
         s = self.steps.popleft()
+        self._forget(s)
+        return s
+
+    def discard(self, request_id: int) -> bool:
+        """Drop the step of ``request_id`` if it is here (True if it was)."""
+        for s in self.steps:
+            if s.request_id == request_id:
+                self.steps.remove(s)
+                self._forget(s)
+                return True
+        return False
+
+    def _forget(self, s: Step) -> None:
         if s.arrival_s <= self._oldest:
             self._oldest = min((x.arrival_s for x in self.steps), default=float("inf"))
-        return s
+        if s.deadline_s <= self._deadline:
+            self._deadline = min((x.deadline_s for x in self.steps), default=math.inf)
 
 
 def join_cost_s(group: Group, c: ExpertCost) -> float:
@@ -132,6 +153,18 @@ class ExecutorQueue:
             self.remove(g)
         return steps
 
+    def discard(self, request_id: int) -> bool:
+        """Drop the queued step of ``request_id`` (its caller gave up), removing its group once
+        empty; True if it was queued here."""
+        for g in self.groups:
+            if g.discard(request_id):
+                if g.steps:
+                    self.repred(g)
+                else:
+                    self.remove(g)
+                return True
+        return False
+
     def needed_after(self) -> list[tuple[str, float]]:
         """(expert, predicted seconds of queued work ahead of its group), in queue order."""
         out = []
@@ -141,17 +174,41 @@ class ExecutorQueue:
             t += g.pred_s
         return out
 
-    # ---- the starvation guard ---------------------------------------------------------------
+    # ---- deadline order and the starvation guard --------------------------------------------
     def select_head(self, now: float, bound_s: float | None) -> Group:
         """Move the group to serve next to the front and return it (the queue must not be empty).
 
-        Without a bound it is the head. With one, the group holding the oldest step is served
-        next once that step (its request's arrival) is older than the bound, or would be by the
-        time the head's next batch ends."""
-        gi = self._guard_pick(now, bound_s)
+        Deadline order first: the group holding the step with the earliest deadline is served next
+        when serving the head's next batch first would make that step miss its deadline and
+        serving it now would not (a deadline that cannot be met any more does not reorder the
+        queue: its request expires either way). Otherwise, without a bound, the head. With one,
+        the group holding the oldest step is served next once that step (its request's arrival)
+        is older than the bound, or would be by the time the head's next batch ends."""
+        gi = self._deadline_pick(now) or self._guard_pick(now, bound_s)
         if gi:
             self.groups.insert(0, self.groups.pop(gi))
         return self.groups[0]
+
+    def _next_batch_s(self, g: Group) -> float:
+        c = self._cost(g.expert)
+        return g.switch_pred_s + c.k * min(c.maxb, len(g.steps)) + c.b
+
+    def _deadline_pick(self, now: float) -> int:
+        if len(self.groups) < 2:
+            return 0
+        best, earliest = 0, self.groups[0].earliest_deadline()
+        for i in range(1, len(self.groups)):
+            d = self.groups[i].earliest_deadline()
+            if d < earliest:
+                earliest, best = d, i
+        if not best or math.isinf(earliest):
+            return 0
+        own_s = self._next_batch_s(self.groups[best])
+        if now + own_s > earliest:  # lost already
+            return 0
+        if now + self._next_batch_s(self.groups[0]) + own_s > earliest:
+            return best
+        return 0
 
     def _guard_pick(self, now: float, bound: float | None) -> int:
         if bound is None or len(self.groups) < 2:

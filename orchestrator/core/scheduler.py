@@ -9,6 +9,7 @@ dispatched, one at a time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,6 +31,10 @@ from orchestrator.core.stats import CoreStats
 PREFETCH_MIN_PROB = 0.5
 LOOKAHEAD_GROUPS = 8  # queued groups (the head included) looked at for loads ahead / ready groups
 HEADROOM_MIN_RATIO = 0.5  # eviction headroom acts where unloads take >= this x the fastest load
+
+
+def _deadline(request: Request) -> float:
+    return math.inf if request.deadline_s is None else request.deadline_s
 
 
 def headroom_bytes(costs: CostTable, unload_s: float) -> int:
@@ -64,6 +69,9 @@ class Request:
     arrival_s: float
     preliminary: str
     subsequent: str | None = None
+    #: when its caller stops waiting, on the core's clock (None: no deadline): queues serve the
+    #: group of a step about to miss it first (``ExecutorQueue.select_head``)
+    deadline_s: float | None = None
 
 
 @dataclass
@@ -225,7 +233,8 @@ class CoreScheduler:
         self._requests[request.id] = request
         self.graph.observe_request()
         touched: set[int] = set()
-        self._enqueue(Step(request.id, request.preliminary, 0, request.arrival_s, now), now, out, touched)
+        step = Step(request.id, request.preliminary, 0, request.arrival_s, now, _deadline(request))
+        self._enqueue(step, now, out, touched)
         for q in sorted(touched):
             self._pump(self.execs[q], now, out)
         return out
@@ -261,9 +270,12 @@ class CoreScheduler:
         out: list[Decision] = []
         touched: set[int] = {x.idx}
         for s in b.steps:
-            req = self._requests[s.request_id]
+            req = self._requests.get(s.request_id)
+            if req is None:  # withdrawn while its batch ran: no subsequent step, no Complete
+                continue
             if s.stage == 0 and req.subsequent is not None and verdicts.get(s.request_id, False):
-                self._enqueue(Step(req.id, req.subsequent, 1, req.arrival_s, now), now, out, touched)
+                step = Step(req.id, req.subsequent, 1, req.arrival_s, now, _deadline(req))
+                self._enqueue(step, now, out, touched)
             else:
                 out.append(Complete(req.id))
                 del self._requests[req.id]
@@ -271,6 +283,22 @@ class CoreScheduler:
         self._pump(x, now, out)
         for i in sorted(touched - {x.idx}):
             self._pump(self.execs[i], now, out)
+        return out
+
+    def withdraw(self, request_id: int, now: float) -> list[Decision]:
+        """The caller gave up on ``request_id`` (it went away, or its deadline passed): its queued
+        step leaves its queue (and its group, once empty: an expert no one waits for is not
+        loaded for it), a batch already running for it is left to finish but no subsequent step
+        follows, and no ``Complete`` or ``Reject`` is sent for it. An unknown id (already
+        answered, or withdrawn) is ignored."""
+        out: list[Decision] = []
+        if self._requests.pop(request_id, None) is None:
+            return out
+        self.stats.withdrawn += 1
+        for x in self.execs:
+            if x.queue.discard(request_id):
+                self._pump(x, now, out)  # the head may have changed
+                break
         return out
 
     # ---- internals -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ class CoreStats:
     prefetch_hits: int = 0
     replacement_loads: int = 0
     rejected: int = 0
+    withdrawn: int = 0  # requests whose caller gave up before their verdict
     max_wait_s: float = 0.0
 
     def reset(self) -> None:

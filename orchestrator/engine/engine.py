@@ -24,9 +24,11 @@ the event loop's clock since the engine started, so the same code runs on a virt
 and the decision sequence can be compared with the simulator's.
 
 Limits kept: at most ``queue_bound`` requests accepted and not yet answered (``QueueFull``
-beyond); a request whose deadline passes gets ``DeadlinePassed``. Known gap: the core has no
-"withdraw" event yet, so a request whose caller gave up (deadline, disconnect) still runs when
-its turn comes; its result is dropped.
+beyond); a request whose deadline passes gets ``DeadlinePassed``. A request whose caller gave up
+(deadline passed, client gone: its task cancelled) is withdrawn from the core at once, so it
+holds no queue slot and no expert is loaded for it; a batch already running for it finishes and
+its result is dropped. Deadlines also reach the core, which serves a step about to miss its
+deadline before the head of its queue (``ExecutorQueue.select_head``).
 """
 
 from __future__ import annotations
@@ -260,18 +262,28 @@ class Engine:
             raise DeadlinePassed("the request's deadline had passed when it arrived")
         rid = next(self._ids)
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
-        core_req = Request(rid, now, rule.classifier, rule.detector)
+        timeout = None if request.deadline is None else max(0.0, request.deadline - asyncio.get_running_loop().time())
+        core_req = Request(rid, now, rule.classifier, rule.detector, None if timeout is None else now + timeout)
         self._pending[rid] = _Pending(request, core_req, now, future, tensors)
         self._apply(self.core.on_arrival(core_req, now))
-        if request.deadline is None:
-            return await asyncio.shield(future)
-        timeout = max(0.0, request.deadline - asyncio.get_running_loop().time())
         try:
+            if timeout is None:
+                return await asyncio.shield(future)
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
+            self._withdraw(rid)
             raise DeadlinePassed(
                 f"no verdict within the request's deadline ({timeout:.3f} s after it was accepted)"
             ) from None
+        except asyncio.CancelledError:  # the caller went away: leave no queued work behind
+            self._withdraw(rid)
+            raise
+
+    def _withdraw(self, rid: int) -> None:
+        """Take back a request nobody waits for any more (the core drops its queued step; a
+        batch already running for it finishes, its result unused)."""
+        if self._pending.pop(rid, None) is not None:
+            self._apply(self.core.withdraw(rid, self.now()))
 
     def _tensor(self, request: InspectRequest, expert: str) -> np.ndarray:
         shape = self.coe.experts[expert].input_shape

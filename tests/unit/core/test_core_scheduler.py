@@ -329,3 +329,62 @@ def test_samba_never_evicts_for_a_load_ahead_an_expert_a_request_ahead_of_it_nee
     assert [(d.expert, d.reason) for d in out if isinstance(d, Unload)] == [
         ("cls_2", "evicted to load ahead")
     ]
+
+
+def _deadline_run(deadline_s: float | None) -> list[str]:
+    """cls_0 runs; cls_1, cls_3 (no deadline) and cls_5 queue behind it, every expert still to
+    load (1 s predicted); cls_5's request may carry a deadline. The order of the next loads."""
+    core = CoreScheduler(make_graph(), make_config(200), make_profile(), "em-ra")
+    d = InstantDriver(core)
+    d.arrive(Request(0, 0.0, "cls_0"))
+    for i, e in enumerate(["cls_1", "cls_3"], start=1):
+        d.arrive(Request(i, 0.0, e))
+    d.arrive(Request(3, 0.0, "cls_5", deadline_s=deadline_s))
+    d.now = 0.1
+    d.finish(d.dispatches[0])
+    return [x.expert for x in d.dispatches[1:]] + [x.expert for x in d.loads[1:2]]
+
+
+def test_deadline_order_serves_a_step_about_to_miss_its_deadline_first() -> None:
+    # serving cls_1 first (1.02 s) then cls_5 (1.02 s) ends at 2.14 s > 1.5: cls_5 goes first
+    # (mutation: no deadline pick -> cls_1 first)
+    assert _deadline_run(1.5)[0] == "cls_5"
+    assert _deadline_run(None)[0] == "cls_1"  # no deadline: the queue's own order
+    assert _deadline_run(10.0)[0] == "cls_1"  # a comfortable deadline does not reorder
+    # a deadline it cannot meet even if served now (0.1 + 1.02 > 0.5) does not reorder either
+    # (mutation: pick whenever the head would make it miss -> cls_5 first, for nothing)
+    assert _deadline_run(0.5)[0] == "cls_1"
+
+
+def test_withdrawn_requests_leave_no_queued_work_and_load_nothing() -> None:
+    from orchestrator.core.decisions import Load
+
+    core = CoreScheduler(make_graph(), make_config(200), make_profile(), "em-ra")
+    d = InstantDriver(core)
+    d.arrive(Request(0, 0.0, "cls_0"))
+    d.arrive(Request(1, 0.0, "cls_1"))
+    d.arrive(Request(2, 0.0, "cls_1"))
+    d.arrive(Request(3, 0.0, "cls_3"))
+    assert core.queued_steps() == 3
+    assert core.withdraw(1, 0.05) == [] and core.withdraw(2, 0.05) == []  # cls_1's group is gone
+    assert core.queued_steps() == 1 and core.stats.withdrawn == 2
+    assert core.withdraw(2, 0.05) == [] and core.withdraw(99, 0.05) == []  # unknown / twice: ignored
+    d.now = 0.1
+    d.finish_all()
+    assert [x.expert for x in d.dispatches] == ["cls_0", "cls_3"]  # cls_1 never loaded nor run
+    assert "cls_1" not in [x.expert for x in d.loads if isinstance(x, Load)]
+    assert sorted(d.completed) == [0, 3] and core.queued_steps() == 0
+
+
+def test_a_request_withdrawn_while_its_batch_runs_gets_no_subsequent_step() -> None:
+    core = CoreScheduler(make_graph(), make_config(200), make_profile(), "em-ra")
+    d = InstantDriver(core)
+    d.arrive(Request(0, 0.0, "cls_0", "det_0"))
+    d.arrive(Request(1, 0.0, "cls_0", "det_0"))
+    assert [x.request_ids for x in d.dispatches] == [(0,)]
+    assert core.withdraw(0, 0.01) == []  # its batch runs on: nothing to take back from a queue
+    d.now = 0.1
+    d.finish(d.dispatches[0], {0: True})  # the classifier calls for the detector: not for request 0
+    d.finish_all({1: False})
+    assert [x.request_ids for x in d.dispatches] == [(0,), (1,)]
+    assert d.completed == [1] and core.queued_steps() == 0

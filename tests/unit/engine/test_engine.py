@@ -258,3 +258,73 @@ def test_three_boards_at_once_all_finish_and_none_starves() -> None:
     first_finished = min(max(d) for d in done.values())
     assert all(min(d) < first_finished for d in done.values())
     assert backend.violations == []
+
+
+def test_a_caller_that_goes_away_leaves_no_queued_work() -> None:
+    """Cancelled inspections (a client that disconnected) are withdrawn from the core at once: no
+    queue slot held, no expert loaded or run for them (mutation: no withdraw on cancel -> t5's
+    expert is still loaded and run for nobody, and the queue stays full)."""
+    engine, _ = make_engine(config(), queue_bound=4)
+
+    async def drive() -> None:
+        await engine.start()
+        tasks = [asyncio.ensure_future(engine.inspect(request("t5", cid=str(i)))) for i in range(4)]
+        await asyncio.sleep(0)
+        assert engine.status().queued == 4
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert engine.status().queued == 0 and engine.core.queued_steps() == 0
+        verdict = await engine.inspect(request("t0", cid="after"))  # the queue is free again
+        assert verdict.outcome in ("pass", "defect")
+        await asyncio.sleep(5)
+
+    run_virtual(drive())
+    assert not [d for d in engine.decisions if isinstance(d, Dispatch) and d.expert == "cls_5"]
+    assert engine.core.stats.withdrawn == 4
+
+
+def test_a_board_with_a_tight_deadline_is_served_first() -> None:
+    """Three lines stream at once; the urgent line's components carry a deadline that arranged
+    order would miss. Deadline order serves them ahead of the queue, so every one of them meets
+    it, and the other boards still finish (mutation: no deadline order -> urgent components get
+    DEADLINE_EXCEEDED)."""
+
+    def run(tight: bool) -> tuple[dict[str, list[float]], int]:
+        engine, backend = make_engine(config(budget_mb=25))
+        lines = {"busy": ["t0", "t1"] * 10, "mixed": [f"t{i % 4}" for i in range(12)], "urgent": ["t5"] * 4}
+        done: dict[str, list[float]] = {name: [] for name in lines}
+        missed = 0
+
+        async def one(name: str, i: int, ctype: str) -> None:
+            nonlocal missed
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 3.0 if tight and name == "urgent" else None
+            try:
+                await engine.inspect(request(ctype, cid=f"{name}-{i}", deadline=deadline))
+                done[name].append(engine.now())
+            except DeadlinePassed:
+                missed += 1
+
+        async def board(name: str, types: list[str], start_s: float) -> list[Any]:
+            await asyncio.sleep(start_s)
+            tasks = []
+            for i, ctype in enumerate(types):
+                tasks.append(asyncio.ensure_future(one(name, i, ctype)))
+                await asyncio.sleep(0.004)
+            return await asyncio.gather(*tasks)
+
+        async def drive() -> None:
+            await engine.start()
+            await asyncio.gather(board("busy", lines["busy"], 0), board("mixed", lines["mixed"], 0),
+                                 board("urgent", lines["urgent"], 0.05))
+
+        run_virtual(drive())
+        assert backend.violations == []
+        return done, missed
+
+    done, missed = run(tight=True)
+    assert missed == 0 and len(done["urgent"]) == 4
+    assert len(done["busy"]) == 20 and len(done["mixed"]) == 12  # the others finish too
+    plain, plain_missed = run(tight=False)
+    assert max(done["urgent"]) < max(plain["urgent"])  # served earlier than in arranged order
