@@ -235,7 +235,7 @@ def test_three_boards_at_once_all_finish_and_none_starves() -> None:
     Every board finishes, and each gets its first verdict before any board is finished: no line
     waits for another to be served out. (Under this overload the starvation guard makes every
     board later: 12.6 s without it, 20.7 s with a 3 s bound, as the simulator found on the paper's
-    burst; it is for streams, not bursts. Deadline order is not implemented yet.)"""
+    burst; it is for streams, not bursts. Deadline order: the next test.)"""
     engine, backend = make_engine(config(budget_mb=25))
     lines = {"busy": ["t0", "t1"] * 15, "rare": ["t5", "t4"] * 5, "mixed": [f"t{i % 6}" for i in range(18)]}
     done: dict[str, list[float]] = {name: [] for name in lines}
