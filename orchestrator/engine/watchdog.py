@@ -299,7 +299,7 @@ class Watchdog:
         """Start no more restarts (the service is stopping: one now would only delay the stop)."""
         self._stopped = True
 
-    async def stop(self, timeout_s: float = 2.0) -> None:
+    async def stop(self, timeout_s: float = 0.5) -> None:
         """No more restarts; the monitor ends; a restart under way is let finish within
         ``timeout_s`` (its server's owner stops the server after this), then cancelled."""
         self._stopped = True

@@ -107,7 +107,9 @@ def test_a_lost_server_is_restarted_its_set_put_back_and_every_request_answered(
         resident_before = set(engine.core.pool("cpu0").resident())
         backend.faults.unavailable = True  # the server dies: every call fails until a restart
         jobs = [asyncio.ensure_future(engine.inspect(request("t0", cid=str(i)))) for i in range(6)]
-        while engine.serving():
+        for _ in range(1000):  # virtual seconds: bounded, so a health that never drops fails
+            if not engine.serving():
+                break
             await asyncio.sleep(0.01)
         seen_serving.append(engine.serving())
         verdicts = await asyncio.gather(*jobs)
@@ -174,3 +176,20 @@ def test_a_dead_model_process_that_stays_dead_gives_up_after_the_attempts() -> N
     assert verdict.outcome == "error" and "not healthy" in (verdict.error or "")
     assert "gave up after 3 attempts" in (verdict.error or "")
     assert engine.stats.reloads == 2  # infer, reload, infer, reload, infer
+
+
+def test_restarts_are_single_flight() -> None:
+    """Every operation cut off by one server failure waits for the same restart."""
+    engine, backend = make_engine(config())
+    control = FakeControl(backend, backend.faults)
+    engine, backend = make_engine(config(), backend.faults, server_control=control)
+    control.backend = backend
+
+    async def drive() -> list[bool]:
+        await engine.start()
+        results = await asyncio.gather(*(engine.watchdog.restart("cpu0", f"caller {i}") for i in range(3)))
+        await engine.close()
+        return list(results)
+
+    assert run_virtual(drive()) == [True, True, True]
+    assert control.restarts == 1 and len(engine.watchdog.records) == 1
