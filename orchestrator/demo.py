@@ -14,7 +14,11 @@ It is a client of ``coserve serve``, with no scheduling of its own:
 
 A result never claims more than happened: ``DemoReport.exit_code()`` is 0 only when every
 component has a real verdict, 1 when some expert failed (the causes are listed), 3 when the
-Triton server was lost (died, frozen, unreachable): the codes of ``orchestrator.cli``.
+Triton server was lost (died, frozen, unreachable) and not recovered: the codes of
+``orchestrator.cli``. The service heals itself (``orchestrator.engine.watchdog``): an embedded
+server that dies or freezes mid-board is restarted and the board completes, so that is exit 0,
+with each recovery listed in the summary (what, why, how long); an external server cannot be
+restarted, and one lost is still exit 3.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class DemoReport:
     server_lost: str | None = None
     #: how the embedded server ended (``ExitReport.describe()``), None for an external one
     server_end: str | None = None
+    #: the watchdog's recoveries during the board, one line each (restarts, reloads)
+    recoveries: list[str] = field(default_factory=list)
 
     def counts(self) -> Counter[str]:
         return Counter(self.verdicts.values())
@@ -148,6 +154,10 @@ async def _stream_board(
     report.switches = stats.loads - stats_before[0]
     report.reloads = stats.reloads - stats_before[1]
     report.load_s, report.unload_s = stats.load_s, stats.unload_s
+    report.recoveries = [
+        f"{r.action} of {r.expert or 'the server ' + r.server} {'took' if r.ok else 'FAILED after'} {r.seconds:.2f} s: {r.why}"
+        for r in service.engine.watchdog.records
+    ]
 
 
 def _record(report: DemoReport, v: Verdict) -> None:
@@ -230,6 +240,8 @@ def _summary(report: DemoReport, say: Callable[[str], None]) -> None:
         f"{report.unload_s:.1f} s unloading")
     say(f"peak measured footprint {report.peak_footprint_bytes / 2**20:.1f} MiB of a "
         f"{report.budget_bytes / 2**20:.1f} MiB budget")
+    for line in report.recoveries:
+        say(f"  watchdog: {line}")
     if report.server_end:
         say(report.server_end)
     if missing:
