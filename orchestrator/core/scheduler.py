@@ -133,7 +133,11 @@ class CoreScheduler:
             and execs_n <= profile.storage_concurrent_loads
         )
         self._lookahead = self.spec.lookahead or self._strict_ahead
-        self._serve_resident = self.features.serve_resident and self.spec.arrange
+        # serving ready groups early is for arranged queues, and gives way to loads ahead where
+        # those run: there the executor's wait for a load is already filled by loading the next
+        # groups' experts, whose free memory an early batch's activations would take (measured:
+        # -20% on one executor at 40 ms with both on, docs/simulator.md)
+        self._serve_resident = self.features.serve_resident and self.spec.arrange and not self._strict_ahead
         execs, cache_bytes = executors_for(self.spec, config)
         self.unlimited = unlimited_memory
         self.stats = CoreStats()

@@ -102,6 +102,8 @@ def test_serve_resident_runs_a_ready_group_while_the_head_loads_but_never_for_fc
     assert dispatched("em-ra") == []
     assert dispatched("em-ra", serve_resident=True) == ["cls_1"]
     assert dispatched("samba-lru", serve_resident=True) == []  # strict FCFS stays strict
+    # one executor, two disk slots: loads ahead run, and serving ready groups gives way to them
+    assert dispatched("em-ra", serve_resident=True, lookahead_loading=True) == []
 
 
 SLOW = {
@@ -188,7 +190,6 @@ def test_coserve_plus_is_coserve_with_its_features() -> None:
     assert get_policy("coserve+").features == COSERVE_PLUS_FEATURES
     for name in COSERVE_PLUS_FEATURES:
         assert getattr(plus.features, name) is True
-    assert not plus.features.serve_resident
     plain = CoreScheduler(make_graph(), make_config(50), make_profile(), "coserve")
     assert not any(getattr(plain.features, name) for name in COSERVE_PLUS_FEATURES)
 
