@@ -12,7 +12,8 @@ What it does:
    ``coserve bench`` runs (``orchestrator.bench.run_bench``, policy coserve+, no all-resident run)
    of ``--requests`` requests every 4 ms after the 200-request warm-up: 1 CPU executor with all the
    memory, 2 CPU executors splitting it 50/50, 65/35 and 80/20 (this box has 2 cores: 1-2 CPU
-   executors is the honest range); budgets from the same overhead rules the plan uses. The plan's
+   executors is the honest range); budgets from the same overhead rules the plan uses. The runs go
+   in rounds (every point once, then again), each with the box's load average beside it. The plan's
    pick runs from its own file (``load_serve_file``), so ``coserve bench --config`` reads it;
 5. writes ``benchmarks/results/plan_grid.json`` and ``.md``: every point (real median, the runs,
    the simulator's prediction on the same request sequence), whether the pick reaches 90% of the
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -50,17 +52,19 @@ GRID: tuple[tuple[float, ...], ...] = ((1.0,), (0.5, 0.5), (0.65, 0.35), (0.8, 0
 POLICY = "coserve+"
 
 
-def bench_point(spec: ServeFile, profile: Path, requests: int, repeats: int, say: Any) -> dict[str, Any]:
-    runs = []
-    for i in range(repeats):
-        t = time.perf_counter()
-        res = run_bench(spec, policies=[POLICY], profile=profile, requests=requests, all_resident=False)
-        r = res.runs[POLICY]
-        pred = r.predicted.throughput_img_s if r.predicted else None
-        runs.append({"img_s": round(r.throughput_img_s, 3), "predicted_img_s": round(pred, 3) if pred else None,
-                     "switches": r.switches, "errors": r.errors, "seconds": round(time.perf_counter() - t, 1)})
-        say(f"    run {i + 1}: {r.throughput_img_s:.2f} img/s (predicted {pred or 0:.2f}), {r.switches} switches, "
-            f"{r.errors} errors, {time.perf_counter() - t:.0f} s")
+def bench_once(spec: ServeFile, profile: Path, requests: int) -> dict[str, Any]:
+    """One ``coserve bench`` run of ``POLICY`` on ``spec``, with the box's load average around it."""
+    t = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    res = run_bench(spec, policies=[POLICY], profile=profile, requests=requests, all_resident=False)
+    r = res.runs[POLICY]
+    pred = r.predicted.throughput_img_s if r.predicted else None
+    return {"img_s": round(r.throughput_img_s, 3), "predicted_img_s": round(pred, 3) if pred else None,
+            "switches": r.switches, "errors": r.errors, "seconds": round(time.perf_counter() - t, 1),
+            "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+
+
+def summarise(spec: ServeFile, runs: list[dict[str, Any]]) -> dict[str, Any]:
     med = statistics.median(float(x["img_s"] or 0.0) for x in runs)
     preds = [float(x["predicted_img_s"]) for x in runs if x["predicted_img_s"] is not None]
     return {"img_s": med, "predicted_img_s": statistics.median(preds) if preds else None, "runs": runs,
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{plan['runs']} runs in {plan_s:.0f} s")
 
     ev = coe_evaluator(load_coe(coe_path), profile, Machine(cpu_bytes), policy=POLICY, requests=args.requests)
-    points: dict[str, dict[str, Any]] = {}
+    specs: dict[str, ServeFile] = {}
+    predicted: dict[str, float] = {}
     chosen_label = None
     for shares in GRID:
         cand = Candidate(0, shares)
@@ -118,18 +123,27 @@ def main(argv: list[str] | None = None) -> int:
             continue
         label = cand.label(0) if len(set(shares)) > 1 or len(shares) == 1 else f"{len(shares)} CPU (50%/50%)"
         base = budget_serve_file(coe_path, repo, 2 * len(shares), executors=len(shares), profile=profile_path)
-        spec = replace(base, config=lay.written)
+        specs[label] = replace(base, config=lay.written)
         if lay.written.executors == chosen_spec.config.executors and lay.written.features == chosen_spec.config.features:
             chosen_label = label
-            spec = chosen_spec  # the plan's own file
-        say(f"grid point {label}: budgets {[e.budget_bytes for e in lay.written.executors]}")
-        points[label] = bench_point(spec, profile_path, args.requests, args.repeats, say)
-        points[label]["plan_predicted_img_s"] = round(ev.score(cand) or 0.0, 3)
+            specs[label] = chosen_spec  # the plan's own file
+        predicted[label] = round(ev.score(cand) or 0.0, 3)
     if chosen_label is None:
         chosen_label = f"plan: {plan['chosen']}"
         say(f"the plan's pick {plan['chosen']} is not a grid point: running it too")
-        points[chosen_label] = bench_point(chosen_spec, profile_path, args.requests, args.repeats, say)
-        points[chosen_label]["plan_predicted_img_s"] = plan["predicted_img_s"]
+        specs[chosen_label] = chosen_spec
+        predicted[chosen_label] = plan["predicted_img_s"]
+    # rounds: every point once per round, so that a drift in what else loads the box's two cores
+    # falls on every point alike (the first version ran each point's three runs back to back)
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in specs}
+    for i in range(args.repeats):
+        for label, spec in specs.items():
+            r = bench_once(spec, profile_path, args.requests)
+            runs[label].append(r)
+            say(f"round {i + 1}, {label} (budgets {[e.budget_bytes for e in spec.config.executors]}): "
+                f"{r['img_s']:.2f} img/s (predicted {r['predicted_img_s']}), {r['switches']} switches, "
+                f"{r['errors']} errors, {r['seconds']:.0f} s, load {r['load_avg_1m']}")
+    points = {k: {**summarise(specs[k], runs[k]), "plan_predicted_img_s": predicted[k]} for k in specs}
     best = max(points, key=lambda k: points[k]["img_s"])
     ch = points[chosen_label]
     share = ch["img_s"] / points[best]["img_s"]
@@ -158,12 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"{args.requests} requests every 4 ms after a 200-request warm-up, policy {POLICY}, "
           f"{cpu_bytes / 2**20:.0f} MiB host memory; median of {args.repeats} runs (noisy: a shared 2-core box)", "",
-          "| layout | budgets MiB | real img/s (median) | runs | predicted, same sequence | plan's prediction |",
-          "|---|---|---|---|---|---|"]
+          "| layout | budgets MiB | real img/s (median) | runs | predicted, same sequence | plan's prediction | box load (1 min) |",
+          "|---|---|---|---|---|---|---|"]
     for k, p in points.items():
         mark = " **(plan)**" if k == chosen_label else ""
         md.append(f"| {k}{mark} | {' / '.join(f'{b / 2**20:.0f}' for b in p['budgets'].values())} | {p['img_s']:.2f} | "
-                  f"{', '.join(format(r['img_s'], '.2f') for r in p['runs'])} | {p['predicted_img_s']} | {p['plan_predicted_img_s']} |")
+                  f"{', '.join(format(r['img_s'], '.2f') for r in p['runs'])} | {p['predicted_img_s']} | {p['plan_predicted_img_s']} | "
+                  f"{min(min(r['load_avg_1m']) for r in p['runs']):.1f}-{max(max(r['load_avg_1m']) for r in p['runs']):.1f} |")
     md.append("")
     md.extend(f"- [{'PASS' if c['pass'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in checks)
     md.append(f"- the plan's own prediction (its search seeds) vs the pick's real median: {plan_err:+.1%}")

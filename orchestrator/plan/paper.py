@@ -120,8 +120,8 @@ def paper_method(
             res.budget_spent = True
         res.trials.extend(t for t in window if t not in res.trials)
         # fewer resident experts than the memory holds only for a gain beyond the tolerance (a
-        # smaller gain is seed noise: on numa A2 a cap of 18 won by 0.4% on the search seeds and
-        # lost 4.4% on held-out ones)
+        # smaller gain is seed noise). Even that is noisy: on numa A2 (coserve) a cap of 18 per
+        # GPU executor won by 1.5% on the search seeds and lost 4.4% on held-out ones
         top = max(window, key=lambda t: t.score)
         best = top if top.score > window[0].score * (1.0 + tolerance) else window[0]
         res.searched.append(
