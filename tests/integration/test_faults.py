@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from orchestrator.coe import CoEDefinition
-from orchestrator.demo import EXIT_INCOMPLETE, EXIT_OK, EXIT_SERVER_LOST, DemoReport, run_demo
+from orchestrator.demo import EXIT_OK, EXIT_SERVER_LOST, DemoReport, run_demo
 from orchestrator.triton import processes
 from orchestrator.triton.adapter import TritonAdapter
 from orchestrator.triton.launcher import COSERVE_SHM_PREFIX, free_port, region_tag
@@ -197,10 +197,14 @@ def test_model_process_killed_before_inference_is_reloaded_once(
     assert report.reloads == 1
 
 
-def test_model_process_killed_during_load_names_the_cause(
+def test_model_process_killed_during_load_is_recovered(
     board: tuple[CoEDefinition, Path], tiny_coe_file: Path, tiny_profile: Path
 ) -> None:
-    """Before: the run hung 60 s and reported "server not reachable" although the server was fine."""
+    """Before: the run hung 60 s and reported "server not reachable" although the server was fine;
+    then the cause was named and the victim's components were NOT INSPECTED (killed before its
+    handshake, Triton keeps the model LOADING for good). Now the load is recovered either way:
+    after the handshake Triton fails the load and a second load works; before it, the watchdog
+    restarts the server (only that frees the name) and loads it again. The board completes."""
     coe, repo = board
     victim = busiest_classifier(coe)
     stop = threading.Event()
@@ -225,16 +229,11 @@ def test_model_process_killed_during_load_names_the_cause(
         thread.join()
     assert killed
     assert time.monotonic() - began < 40
-    assert report.server_lost is None  # the server was fine all along
-    expected = expected_verdicts(coe, repo)
-    errors = {cid for cid, v in report.verdicts.items() if v == "error"}
-    assert all(report.verdicts[cid] == expected[cid] for cid in set(expected) - errors)
-    if errors:  # it died before the handshake: Triton keeps the model LOADING for good
-        assert all(victim in report.causes[cid] or "died during the load" in report.causes[cid] for cid in errors)
-        assert all("not reachable" not in report.causes[cid] for cid in errors)
-        assert report.exit_code() == EXIT_INCOMPLETE
-    else:  # Triton saw it die after the handshake ("not healthy"): the load was retried once
-        assert report.exit_code() == EXIT_OK
+    assert report.server_lost is None  # the server was fine all along (a restart is not a loss)
+    assert report.exit_code() == EXIT_OK, report.causes
+    assert report.verdicts == expected_verdicts(coe, repo)
+    # a restart, if one was needed, names the wedged load
+    assert all("load" in r for r in report.recoveries if r.startswith("restart"))
 
 
 def _start_demo(repo: Path) -> subprocess.Popen[str]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator.engine.engine import Engine
+from orchestrator.engine.fake_backend import FakeBackend
 from orchestrator.engine.types import BackendUnavailable
 from orchestrator.engine.watchdog import Action, Fault, RecoveryPolicy, RestartBudget, classify, decide
 from orchestrator.errors import (
@@ -22,6 +24,7 @@ from orchestrator.errors import (
     ModelUnloadTimeoutError,
     ServerUnavailableError,
 )
+from tests.unit.core.factories import make_coe, make_profile
 from tests.unit.engine.test_engine import config, make_engine, request
 from tests.unit.engine.virtual_time import run_virtual
 
@@ -193,3 +196,37 @@ def test_restarts_are_single_flight() -> None:
 
     assert run_virtual(drive()) == [True, True, True]
     assert control.restarts == 1 and len(engine.watchdog.records) == 1
+
+
+def test_an_unload_stuck_until_a_restart_is_done_by_the_restart() -> None:
+    """An unload that never finishes (Triton leaves the model UNLOADING) restarts the server; the
+    expert is not put back, so the core is told the unload is done only once the server (and so
+    its memory) is gone; the next requests are served."""
+    stuck = [1]
+
+    class StuckUnloads(FakeBackend):
+        async def unload(self, executor: str, expert: str) -> None:
+            if stuck[0] > 0:
+                stuck[0] -= 1
+                raise ModelUnloadTimeoutError(f"model {expert!r} not gone 30.0 s after unload (index state UNLOADING)")
+            await super().unload(executor, expert)
+
+    coe, profile = make_coe(), make_profile()
+    backend = StuckUnloads(coe, profile, {"cpu0": "cpu"})
+    control = FakeControl(backend, backend.faults)
+    engine = Engine(coe, config(), profile, backend, server_control=control)
+
+    async def drive() -> list[Any]:
+        await engine.start()
+        # forces unloads; bounded (virtual seconds): an unload left counted would stall the rest
+        verdicts = [await asyncio.wait_for(engine.inspect(request(f"t{i}", cid=str(i))), 120) for i in range(4)]
+        await engine.close()
+        return verdicts
+
+    verdicts = run_virtual(drive())
+    assert all(v.outcome == "pass" for v in verdicts)
+    assert stuck == [0] and control.restarts == 1
+    assert engine.stats.unload_failures == 0 and engine.unload_errors == []
+    assert backend.violations == []
+    for ex in engine.status().executors:
+        assert ex.used_bytes <= ex.budget_bytes
