@@ -86,6 +86,10 @@ class ExecutorQueue:
         self.groups: list[Group] = []
         self.by_expert: dict[str, Group] = {}
         self.backlog_s = 0.0
+        # queued steps with a finite deadline: without any, deadline order has nothing to reorder
+        # (its scan over every group is skipped; on an FCFS queue of thousands that scan was the
+        # arrival's whole cost)
+        self.deadline_steps = 0
         self.busy_until_pred = 0.0
 
     def __bool__(self) -> bool:
@@ -134,11 +138,15 @@ class ExecutorQueue:
             if self.arrange:
                 self.by_expert[step.expert] = g
         g.append(step)
+        if step.deadline_s != math.inf:
+            self.deadline_steps += 1
         self.repred(g)
         return g
 
     def remove(self, g: Group) -> None:
         self.groups.remove(g)
+        if self.deadline_steps:
+            self.deadline_steps -= sum(1 for s in g.steps if s.deadline_s != math.inf)
         self.backlog_s -= g.pred_s
         if self.by_expert.get(g.expert) is g:
             del self.by_expert[g.expert]
@@ -147,6 +155,8 @@ class ExecutorQueue:
         """Pop the first ``n`` steps of group ``g`` (the head, or a ready group served while the
         head loads), removing it once empty."""
         steps = [g.popleft() for _ in range(n)]
+        if self.deadline_steps:
+            self.deadline_steps -= sum(1 for s in steps if s.deadline_s != math.inf)
         if g.steps:
             self.repred(g)
         else:
@@ -157,7 +167,10 @@ class ExecutorQueue:
         """Drop the queued step of ``request_id`` (its caller gave up), removing its group once
         empty; True if it was queued here."""
         for g in self.groups:
-            if g.discard(request_id):
+            step = next((s for s in g.steps if s.request_id == request_id), None)
+            if step is not None and g.discard(request_id):
+                if step.deadline_s != math.inf:
+                    self.deadline_steps -= 1
                 if g.steps:
                     self.repred(g)
                 else:
@@ -194,7 +207,7 @@ class ExecutorQueue:
         return g.switch_pred_s + c.k * min(c.maxb, len(g.steps)) + c.b
 
     def _deadline_pick(self, now: float) -> int:
-        if len(self.groups) < 2:
+        if len(self.groups) < 2 or not self.deadline_steps:
             return 0
         best, earliest = 0, self.groups[0].earliest_deadline()
         for i in range(1, len(self.groups)):

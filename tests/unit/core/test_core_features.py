@@ -278,3 +278,18 @@ def test_batch_room_evicts_only_what_no_queued_step_needs_so_the_next_batch_is_f
     # cls_1 (nobody queued it) makes room, not the less likely cls_2 a queued step needs: cls_0's
     # last three steps run as one batch
     assert run(batch_room=True) == ([1, 1, 3, 1], ["cls_1"])
+
+
+def test_queue_counts_its_steps_with_a_deadline_through_add_take_discard_and_remove() -> None:
+    from orchestrator.core.costs import cost_table
+    from orchestrator.core.executor_queue import ExecutorQueue, Step
+
+    q = ExecutorQueue(cost_table(make_graph(), make_profile(), "gpu"), arrange=True)
+    for rid, (e, dl) in enumerate([("cls_0", 5.0), ("cls_0", float("inf")), ("cls_1", 6.0), ("cls_2", 7.0)]):
+        q.add(Step(rid, e, 0, 0.0, 0.0, dl), 0.0)
+    assert q.deadline_steps == 3
+    q.take(q.groups[0], 2)  # cls_0: one with a deadline, one without
+    assert q.deadline_steps == 2
+    assert q.discard(2) and q.deadline_steps == 1  # cls_1's step
+    q.remove(q.groups[0])  # cls_2's group, its step still in it (a rejected group)
+    assert q.deadline_steps == 0 and not q.groups
