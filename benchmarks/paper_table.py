@@ -64,9 +64,9 @@ def plus_checks(key: str, rep: Report) -> list[str]:
     out = []
     share = plus / r["compulsory"].throughput_img_s
     ratios = {b: plus / r[b].throughput_img_s for b in SAMBA}
-    print(f"   coserve+: {share:.0%} of compulsory; " + ", ".join(f"{v:.2f}x {b}" for b, v in ratios.items()))
+    print(f"   coserve+: {share:.1%} of compulsory; " + ", ".join(f"{v:.2f}x {b}" for b, v in ratios.items()))
     if share < 0.80:
-        out.append(f"{key}: coserve+ at {share:.0%} of the compulsory bound (< 80%)")
+        out.append(f"{key}: coserve+ at {share:.1%} of the compulsory bound (< 80%)")
     for b, v in ratios.items():
         if v < 4.5:
             out.append(f"{key}: coserve+ only {v:.2f}x {b}")
