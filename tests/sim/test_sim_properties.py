@@ -88,6 +88,9 @@ def scenarios(draw: st.DrawFn) -> tuple[Any, ...]:
         lookahead_loading=draw(st.booleans()),
         serve_resident=draw(st.booleans()),
         unload_headroom=draw(st.booleans()),
+        dedup_eviction=draw(st.booleans()),
+        disk_aware_assign=draw(st.booleans()),
+        batch_room=draw(st.booleans()),
     )
     config = ServeConfig(executors=tuple(execs), cpu_cache_bytes=cache, features=features)
     policy = draw(st.sampled_from(sorted(POLICIES)))
