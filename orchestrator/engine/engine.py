@@ -512,12 +512,14 @@ class Engine:
                     if what == "batch":  # a load or unload is itself what clears a dead process
                         await self._reload(executor, expert, str(exc))
                     continue
-                if not wd.recovering(server) and wd.generation(server) == generation:
-                    why = f"{fault.value} during a {what} of {expert} on {executor}: {exc}"
-                else:
-                    why = "restart under way"
-                if not await wd.restart(server, why):
-                    raise ServerUnavailableError(f"Triton server {server} is lost: {wd.lost.get(server, why)}") from None
+                if wd.recovering(server):  # cut off by a restart under way: wait for it
+                    ok = await wd.restart(server, "restart under way")
+                elif wd.generation(server) != generation:  # cut off by a restart already done
+                    ok = server not in wd.lost
+                else:  # a failure of the server as it is now
+                    ok = await wd.restart(server, f"{fault.value} during a {what} of {expert} on {executor}: {exc}")
+                if not ok:
+                    raise ServerUnavailableError(f"Triton server {server} is lost: {wd.lost.get(server, str(exc))}") from None
                 if done_by_restart:
                     return None
 
