@@ -14,6 +14,7 @@ gRPC API, and after ``--after`` verdicts one fault is made, for real:
 
 Per run: ``detect_s`` (fault -> the watchdog's recovery began), ``recover_s`` (the recovery itself:
 for a restart, old server and its model processes gone + new server ready + set restored),
+``server_restart_s`` (of that, the server's own restart: killed, reaped, new one ready),
 ``serving_again_s`` (fault -> health SERVING again, polled every 20 ms; restarts only),
 ``board_s`` against a run without a fault, and whether every component got exactly one real
 verdict. Timings on a shared 2-core box are noisy: the JSON records the machine.
@@ -161,7 +162,8 @@ def one_run(coe: CoEDefinition, coe_file: Path, repo: Path, profile_file: Path, 
             if engine_at else None
         out["recoveries"] = [
             {"action": r.action, "ok": r.ok, "why": r.why[:200], "recover_s": round(r.seconds, 4),
-             "detect_s": round(r.detected_s - faulted, 4) if faulted is not None else None, "restored": r.restored}
+             "detect_s": round(r.detected_s - faulted, 4) if faulted is not None else None, "restored": r.restored,
+             "server_restart_s": round(r.server_s, 4)}
             for r in records
         ]
         out["serving_again_s"] = round(serving_again[0], 4) if serving_again else None
@@ -191,6 +193,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "board_s": stats([r["board_s"] for r in mine]),
             "detect_s": stats([rec["detect_s"] for rec in recs if rec["detect_s"] is not None]),
             "recover_s": stats([rec["recover_s"] for rec in recs]),
+            "server_restart_s": stats([rec["server_restart_s"] for rec in recs if rec["action"] == "restart"]),
             "serving_again_s": stats([r["serving_again_s"] for r in mine if r["serving_again_s"] is not None]),
             "actions": dict(Counter(rec["action"] for r in mine for rec in r["recoveries"])),
         }
@@ -218,6 +221,7 @@ def main() -> int:
         "command": f"benchmarks/recovery_times.py --repeats {args.repeats} --after {args.after}",
         "machine": machine_description(),
         "note": "shared 2-core box with other work running: timings are noisy",
+        "load_average_at_end": list(os.getloadavg()),
         "summary": summary(runs),
         "runs": runs,
     }

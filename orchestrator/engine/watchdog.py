@@ -159,6 +159,7 @@ class Recovery:
     ok: bool
     expert: str | None = None
     restored: int = 0  # experts put back after a restart
+    server_s: float = 0.0  # of ``seconds``: the server's restart itself (the rest: putting the set back)
 
 
 class Watchdog:
@@ -268,6 +269,7 @@ class Watchdog:
         assert self.control is not None
         try:
             ended = await self.control.restart(server)
+            server_s = self._clock() - began
             restored = await self._restore(server)
         except Exception as exc:  # noqa: BLE001 - any failure of a restart is reported, not raised
             self.lost[server] = f"{why}; restarting it failed: {exc}"
@@ -275,7 +277,9 @@ class Watchdog:
             return False
         self.lost.pop(server, None)
         detail = f"{why} ({ended})" if ended else why
-        self._record(Recovery("restart", server, detail, began, self._clock() - began, True, restored=restored))
+        self._record(
+            Recovery("restart", server, detail, began, self._clock() - began, True, restored=restored, server_s=server_s)
+        )
         return True
 
     # -- monitor -------------------------------------------------------------------------------
