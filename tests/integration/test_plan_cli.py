@@ -33,7 +33,7 @@ def test_plan_writes_a_config_that_simulate_and_the_real_server_accept(
     assert "# predicted throughput" in text and "own model process" in text
 
     spec = load_serve_file(out)  # coserve serve's reader
-    assert spec.repo == repo and spec.coe == tiny_coe_file
+    assert spec.repo.resolve() == repo.resolve() and spec.coe.resolve() == tiny_coe_file.resolve()
     assert sum(e.budget_bytes for e in spec.config.executors) < 160_000_000  # the servers' idle memory is off
     assert main(["simulate", "--profile", str(repo / "profile.yaml"), "--coe", str(tiny_coe_file),
                  "--config", str(out), "--policy", spec.config.policy, "--requests", "40"]) == 0
