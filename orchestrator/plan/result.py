@@ -96,10 +96,14 @@ def make_plan(
     if method == "best" and len(done) == 2:
         p, s = done["paper"].chosen, done["simulated"].chosen
         assert p is not None and s is not None
-        if s.score > p.score * (1.0 + tolerance) or (s.score >= p.score * (1 - tolerance) and s.executors < p.executors):
+        if s.score > p.score * (1.0 + tolerance):
             name = "simulated"
             why = (f"the simulated search's {s.label} predicts {s.score:.2f} img/s against the paper method's "
                    f"{p.label} at {p.score:.2f}")
+        elif s.score >= p.score * (1 - tolerance) and s.executors < p.executors:
+            name = "simulated"
+            why = (f"the simulated search's {s.label} ({s.score:.2f} img/s) is within {tolerance:.0%} of the paper "
+                   f"method's {p.label} ({p.score:.2f}) with fewer executors")
         else:
             name = "paper"
             why = (f"the paper method's {p.label} predicts {p.score:.2f} img/s; the simulated search's best "
