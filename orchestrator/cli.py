@@ -8,8 +8,10 @@ Exit codes, the same for every command:
       verdict; the summary says how many and why)
 2     usage or input error (bad flag, file, number, model name, unreachable server); one line on
       stderr, never a traceback
-3     incomplete because Triton became unavailable part-way (died, frozen, stopped answering);
-      the summary says how many results are missing
+3     incomplete because Triton was lost for good part-way (an external server stopped
+      answering, or restarts could not bring an embedded one back; the watchdog restarts an
+      embedded server that dies or freezes and the work goes on); the summary says how many
+      results are missing
 130   interrupted by SIGINT (Ctrl-C); 143 terminated by SIGTERM. Either way every server the
       command started has been stopped and its files removed first.
 141   stdout was closed early (``coserve repo status | head``); nothing more is printed
