@@ -119,6 +119,7 @@ def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
                 raise r.fail(f"{p}.url", str(exc)) from None
         servers[name] = ServerSpec(name, url)
 
+    listed = sorted(servers)  # the servers the file lists (embedded defaults are added below)
     executor_server: dict[str, str] = {}
     executor_gpus: dict[str, tuple[int, ...]] = {}
     raw_execs = r.seq(top["executors"], "executors")
@@ -126,8 +127,8 @@ def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
         p = f"executors[{i}]"
         m = r.mapping(raw, p)
         if m.get("server") is None:
-            if servers:
-                raise r.fail(f"{p}.server", f"is required when servers are listed ({', '.join(servers)})")
+            if listed:
+                raise r.fail(f"{p}.server", f"is required when servers are listed ({', '.join(listed)})")
             name = f"embedded_{ex.name}"
             servers[name] = ServerSpec(name)
         else:
