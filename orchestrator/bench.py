@@ -62,6 +62,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -425,8 +426,15 @@ async def run_one(
     keep_history: bool = False,
 ) -> RunOutcome:
     """Serve ``spec`` (its policy as configured) and stream the warm-up, then the measured task;
-    ``keep_history`` keeps every memory sample (``RunOutcome.memory_history``)."""
+    ``keep_history`` keeps every memory sample (``RunOutcome.memory_history``).
+
+    Each run streams boards of its own (``bench-<run token>-<name>``): a serve config's verdict
+    log answers a repeated (board, component) id from its record without inspecting, so ids
+    reused across runs (or across bench invocations on one log) would measure the log, not the
+    service."""
     from orchestrator.client import InspectionClient
+
+    board = f"bench-{secrets.token_hex(4)}-{name}"
     from orchestrator.engine.engine import Engine
     from orchestrator.serve import Service, run_service
     from orchestrator.triton.launcher import EmbeddedTriton, free_port
@@ -456,13 +464,13 @@ async def run_one(
             await client.wait_until_serving(serving_timeout_s)
             if workload.warmup and not cold_start:
                 t = time.perf_counter()
-                got.warm = await _stream(client, f"bench-{name}-warmup", workload.warmup, workload.interval_s)
+                got.warm = await _stream(client, f"{board}-warmup", workload.warmup, workload.interval_s)
                 say(f"  {name}: warm-up of {len(workload.warmup)} in {time.perf_counter() - t:.1f} s")
             mark = 0 if cold_start else len(engine.decisions)
             before = replace(engine.stats)
             for s in samplers:
                 s.reset_window()
-            got.measured = await _stream(client, f"bench-{name}", workload.measured, workload.interval_s)
+            got.measured = await _stream(client, board, workload.measured, workload.interval_s)
             end = len(engine.decisions)
             got.window = samplers[0].report() if samplers else None
             got.switches = sum(1 for d in engine.decisions[mark:end] if isinstance(d, Load) and d.tier == "disk")

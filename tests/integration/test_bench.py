@@ -7,8 +7,10 @@ measured; the JSON has its shape; the sampler's cost is under 5% of a core.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,12 +19,15 @@ from orchestrator.bench import (
     ALL_RESIDENT,
     COMPULSORY,
     FIELDS,
+    bench_workload,
     budget_serve_file,
     ensure_profile,
     run_bench,
+    run_one,
     write_json,
 )
 from orchestrator.coe import CoEDefinition, dump_coe
+from orchestrator.verdicts.config import VerdictLogConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 MB = 1_000_000
@@ -36,6 +41,8 @@ def test_bench_two_policies_on_the_real_server(tiny_board: tuple[CoEDefinition, 
     dump_coe(coe, tmp_path / "coe.yaml")
     # ~47 MB per expert (5 experts): each executor holds one or two, samba-lru's single one three
     spec = budget_serve_file(tmp_path / "coe.yaml", repo, 150 * MB)
+    # with a verdict log, as a parsed serve config has by default: every run must still inspect
+    spec = replace(spec, verdict_log=VerdictLogConfig(tmp_path / "verdicts.sqlite"))
     lines: list[str] = []
     result = run_bench(spec, policies=["coserve", "samba-lru"], requests=40, warmup=40, say=lines.append)
 
@@ -67,3 +74,8 @@ def test_bench_two_policies_on_the_real_server(tiny_board: tuple[CoEDefinition, 
     # no policy loads fewer experts than the compulsory bound says any must
     for name in ("coserve", "samba-lru"):
         assert result.runs[name].switches >= result.compulsory.switches, name
+    # a second run of a policy on the same log streams boards of its own: inspected, not answered
+    # from the first run's records (mutation: fixed board ids -> 0 switches, every verdict replayed)
+    rerun = asyncio.run(run_one(spec, "coserve", bench_workload(coe, 40, result.interval_s, 0), cold_start=True))
+    assert rerun.completed == 40 and rerun.switches >= result.compulsory.switches
+    assert rerun.compute_s > 0  # its batches ran (replayed verdicts take no compute)
