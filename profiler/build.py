@@ -9,7 +9,10 @@ k_s, b_s, r2            least squares over the batch sweep (median latency per s
 max_batch               the plateau rule of ``fit.max_batch`` on the fitted line at the swept
                         sizes (capped by the model's config)
 load_time_s.disk        median warm load (file in the page cache: what a serving box that
-                        switches experts all day sees); ``load_time_cold_s``: median cold load
+                        switches experts all day sees) while a peer embedded server computes
+                        max batches back to back (serving loads while other executors compute);
+                        ``load_time_idle_s``: the same on an idle box (the figure used against
+                        an external server); ``load_time_cold_s``: median cold load
 unload_time_s           median time from the unload call until the memory is back (processes
                         gone on the embedded server; index state on an external one)
 concurrent_loads        ``fit.concurrent_loads`` over 1, 2, 4 loads at once on one server
@@ -43,7 +46,9 @@ def _spread(values: Sequence[float]) -> float:
     return round(fit.Figure.of(list(values)).spread, 4)
 
 
-def arch_cost(m: ArchMeasurement, model_max_batch: int) -> ArchCost:
+def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> ArchCost:
+    """``m``'s costs; ``channels``: the box's load channels, whose busy load time is the profile's
+    load time (a load takes that long while ``channels`` run at once and the box computes)."""
     sizes = sorted(m.batch_latency_s)
     medians = {n: statistics.median(m.batch_latency_s[n]) for n in sizes}
     line = fit.fit_linear([float(n) for n in sizes], [medians[n] for n in sizes])
@@ -65,8 +70,12 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int) -> ArchCost:
     peak_growth = m.activation_bytes.get(best, activation * best)
     # the widest spread over the swept sizes stands for the batch latency figures (K and B)
     spread = {"batch_latency_s": max(_spread(v) for v in m.batch_latency_s.values())}
-    if m.warm_load_s:
-        spread["load_time_s"] = _spread(m.warm_load_s)
+    # the load time the core and the simulator use: while the box computes where that was
+    # measured (an embedded server with a peer), else on an idle box (measure.py says why)
+    busy = m.busy_load_s.get(channels) or m.busy_load_s.get(max(m.busy_load_s, default=0), [])
+    loads = busy or m.warm_load_s
+    if loads:
+        spread["load_time_s"] = _spread(loads)
     if m.cold_load_s:
         spread["load_time_cold_s"] = _spread(m.cold_load_s)
     if m.footprints:
@@ -75,13 +84,14 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int) -> ArchCost:
         k_s=round(k_s, 7),
         b_s=round(b_s, 7),
         max_batch=best,
-        load_time_s={"disk": round(statistics.median(m.warm_load_s), 4)},
+        load_time_s={"disk": round(statistics.median(loads), 4)},
         weight_bytes=weight,
         activation_bytes_per_item=activation,
         measured_expert=m.expert,
         file_bytes=m.file_bytes,
         r2=round(line.r2, 4),
         load_time_cold_s=round(statistics.median(m.cold_load_s), 4) if m.cold_load_s else None,
+        load_time_idle_s=round(statistics.median(m.warm_load_s), 4) if busy and m.warm_load_s else None,
         peak_bytes=weight + peak_growth,
         spread=spread,
     )
@@ -138,11 +148,12 @@ def build_profile(
     """The profile of ``measurements`` (one per architecture and kind)."""
     archs: dict[str, dict[str, ArchCost]] = {}
     procs: dict[str, ProcessorSpec] = {}
+    channels = storage_concurrent_loads(measurements, {})
     for kind in sorted({m.kind for m in measurements}):
         ms = [m for m in measurements if m.kind == kind]
         costs = []
         for m in ms:
-            cost = arch_cost(m, model_max_batch.get(m.expert, 1))
+            cost = arch_cost(m, model_max_batch.get(m.expert, 1), channels)
             archs.setdefault(m.arch, {})[kind] = cost
             costs.append(cost)
         procs[kind] = processor_spec(ms, costs, unload_mode, server_idle_bytes, server_growth_bytes)

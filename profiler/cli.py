@@ -76,7 +76,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         for kind, c in per.items():
             print(f"  {arch}/{kind} ({c.measured_expert}, {(c.file_bytes or 0) / 1e6:.1f} MB file): "
                   f"K {c.k_s * 1e3:.2f} ms B {c.b_s * 1e3:.2f} ms (R^2 {c.r2}), max batch {c.max_batch}, "
-                  f"load {c.load_time_s['disk'] * 1e3:.0f} ms warm / {(c.load_time_cold_s or 0) * 1e3:.0f} ms cold, "
+                  f"load {c.load_time_s['disk'] * 1e3:.0f} ms"
+                  + (f" while computing ({c.load_time_idle_s * 1e3:.0f} ms idle)" if c.load_time_idle_s else " warm")
+                  + f" / {(c.load_time_cold_s or 0) * 1e3:.0f} ms cold, "
                   f"footprint {(c.weight_bytes or 0) / 2**20:.1f} MiB (+{c.activation_bytes_per_item / 2**20:.2f} MiB/item)")
     if result.explain is not None:
         print("where one load and one unload go:")

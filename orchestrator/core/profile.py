@@ -43,6 +43,7 @@ but a reader (planner, operator) needs to trust or extrapolate it::
           file_bytes: 1530000        # its ONNX file
           r2: 0.998                  # of the K, B least-squares fit
           load_time_cold_s: 0.21     # load with the file dropped from the page cache
+          load_time_idle_s: 0.18     # warm load on an idle box (load_time_s.disk: while it computes)
           peak_bytes: 98000000       # footprint at its peak while running max_batch
           spread: {k_s: 0.03, load_time_s: 0.12}   # (max - min) / median of the repetitions
 """
@@ -74,6 +75,7 @@ class ArchCost:
     file_bytes: int | None = None
     r2: float | None = None
     load_time_cold_s: float | None = None
+    load_time_idle_s: float | None = None
     peak_bytes: int | None = None
     spread: Mapping[str, float] = field(default_factory=dict)
 
@@ -180,6 +182,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
                 file_bytes=_opt_bytes(r, m, "file_bytes", path),
                 r2=_opt_number(r, m, "r2", path, minimum=float("-inf")),
                 load_time_cold_s=_opt_number(r, m, "load_time_cold_s", path),
+                load_time_idle_s=_opt_number(r, m, "load_time_idle_s", path),
                 peak_bytes=_opt_bytes(r, m, "peak_bytes", path),
                 spread={
                     str(k): r.number(v, f"{path}.spread.{k}")
@@ -203,7 +206,7 @@ _PROCESSOR_FIELDS = (
 )
 _ARCH_FIELDS = (
     "k_s", "b_s", "max_batch", "load_time_s", "weight_bytes", "activation_bytes_per_item", "measured_expert",
-    "file_bytes", "r2", "load_time_cold_s", "peak_bytes", "spread",
+    "file_bytes", "r2", "load_time_cold_s", "load_time_idle_s", "peak_bytes", "spread",
 )
 
 

@@ -108,6 +108,24 @@ def test_storage_channels_come_from_loads_spread_across_servers() -> None:
     assert build_profile("p", [m], {"cls_a": 8}, "stock", None, {}).storage_concurrent_loads == 1
 
 
+def test_load_time_is_the_one_measured_at_the_box_channels_while_it_computes() -> None:
+    # serving loads k at once (the box's channels) while executors compute: that busy figure is the
+    # core's load time, the idle one is kept beside it (mutations: the idle median -> 0.22 s; the
+    # one-at-a-time busy figure -> 0.27 s); without a busy measurement (an external server) the
+    # idle figure, and no separate idle field
+    m = _measurement("classifier", "cls_a", 1.0, 0.001, 0.002)
+    m.spread_wall_s = {1: 0.2, 2: 0.26}  # two servers load in parallel: 2 channels
+    m.busy_load_s = {1: [0.26, 0.27, 0.28], 2: [0.31, 0.35, 0.33, 0.34]}
+    profile = build_profile("p", [m], {"cls_a": 8}, "stock", None, {})
+    cost = profile.cost("classifier", "cpu")
+    assert profile.storage_concurrent_loads == 2
+    assert cost is not None and cost.load_time_s == {"disk": 0.335} and cost.load_time_idle_s == pytest.approx(0.22)
+    assert parse_profile(profile_to_data(profile)).cost("classifier", "cpu") == cost
+    m.busy_load_s = {}
+    cost = build_profile("p", [m], {"cls_a": 8}, "stock", None, {}).cost("classifier", "cpu")
+    assert cost is not None and cost.load_time_s == {"disk": 0.22} and cost.load_time_idle_s is None
+
+
 def test_profile_parser_names_bad_measured_fields() -> None:
     data = profile_to_data(build_profile("p", [_measurement("classifier", "c", 1.0, 0.001, 0.0)], {}, "stock", None, {}))
     data["architectures"]["classifier"]["cpu"]["spread"] = {"k_s": "wide"}
