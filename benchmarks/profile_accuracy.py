@@ -64,6 +64,8 @@ def _figures(profile: CostProfile) -> dict[str, float]:
                         f"{p}.activation_bytes_per_item": float(c.activation_bytes_per_item)})
             if c.load_time_cold_s is not None:
                 out[f"{p}.load_time_cold_s"] = c.load_time_cold_s
+            if c.load_time_idle_s is not None:
+                out[f"{p}.load_time_idle_s"] = c.load_time_idle_s
             if c.peak_bytes is not None:
                 out[f"{p}.peak_bytes"] = float(c.peak_bytes)
             # K and B trade off against each other in a fit; what the core uses is K*n + B
@@ -94,9 +96,13 @@ async def _validate(coe: CoEDefinition, repo: Path, profile: CostProfile, loads:
                     times.append(time.perf_counter() - began)
                     await adapter.unload(other)
                 real = statistics.median(times)
-                rows.append({"board": coe.name, "arch": arch, "figure": "load_time_s", "expert": other,
-                             "predicted": cost.load_time_s["disk"], "measured": real,
-                             "error": _rel(cost.load_time_s["disk"], real) if real else 0.0, "limit": 0.25})
+                # these fresh loads run on an idle box: they check the profile's idle figure where
+                # it has one (load_time_s.disk is then the busy one, checked in situ by serve_bench)
+                idle = cost.load_time_idle_s
+                figure, predicted = ("load_time_idle_s", idle) if idle is not None else ("load_time_s", cost.load_time_s["disk"])
+                rows.append({"board": coe.name, "arch": arch, "figure": figure, "expert": other,
+                             "predicted": predicted, "measured": real,
+                             "error": _rel(predicted, real) if real else 0.0, "limit": 0.25})
                 await adapter.load(other, config)
                 shape = config.inputs[0].dims
                 rng = np.random.default_rng(1)
