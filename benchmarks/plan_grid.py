@@ -37,9 +37,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from exporter.build import export_coe
-from exporter.generate import generate, preset_options, write_coe
-from orchestrator.bench import budget_serve_file, ensure_profile, expert_footprint_bytes, run_bench
+from bench_board import prepare_board  # benchmarks/ is sys.path[0] when run as a script
+
+from orchestrator.bench import budget_serve_file, expert_footprint_bytes, run_bench
 from orchestrator.cli import main as coserve
 from orchestrator.coe import load_coe
 from orchestrator.plan.inputs import coe_evaluator
@@ -84,14 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda line: print(line, flush=True)  # noqa: E731
 
     work = Path(args.work)
-    coe = generate(preset_options("pcb-a", types=args.types))
-    coe_path = write_coe(coe, work / "coe.yaml")
-    repo = work / "repo"
-    repo.mkdir(parents=True, exist_ok=True)
-    summary = export_coe(coe, repo, jobs=2)
-    say(f"board {coe.name}: {len(coe.routing)} types, {len(coe.experts)} experts; exported {summary.exported}")
-    probe = budget_serve_file(coe_path, repo, 2)
-    profile_path, profile = ensure_profile(probe, coe, say=say)
+    board = prepare_board(work, args.types, say)
+    coe, coe_path, repo, profile_path, profile = board.coe, board.coe_path, board.repo, board.profile_path, board.profile
     cpu_bytes = int(expert_footprint_bytes(coe, profile) / args.ratio)
     say(f"memory: {cpu_bytes / 2**20:.0f} MiB of host memory (footprint / {args.ratio:g})")
 

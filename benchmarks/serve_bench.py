@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_board import prepare_board  # benchmarks/ is sys.path[0] when run as a script
 
-from exporter.build import export_coe
-from exporter.generate import generate, preset_options, write_coe
 from orchestrator import experts_io
 from orchestrator.bench import (
     ALL_RESIDENT,
@@ -44,7 +43,6 @@ from orchestrator.bench import (
     BenchWorkload,
     bench_workload,
     budget_serve_file,
-    ensure_profile,
     expert_footprint_bytes,
     format_table,
     plot,
@@ -240,18 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     say = lambda line: print(line, flush=True)  # noqa: E731
 
-    work = Path(args.work)
-    coe = generate(preset_options("pcb-a", types=args.types))
-    coe_path = write_coe(coe, work / "coe.yaml")
-    repo = work / "repo"
-    repo.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    summary = export_coe(coe, repo, jobs=2)
-    say(f"board {coe.name}: {len(coe.routing)} types, {len(coe.experts)} experts, {coe.board.total} components; "
-        f"exported {summary.exported} (reused {len(summary.experts) - summary.exported}) in {time.perf_counter() - t:.0f} s")
-
-    probe = budget_serve_file(coe_path, repo, 2)  # the budget does not matter for profiling
-    profile_path, profile = ensure_profile(probe, coe, say=say)
+    board = prepare_board(Path(args.work), args.types, say)
+    coe, coe_path, repo, profile_path, profile = board.coe, board.coe_path, board.repo, board.profile_path, board.profile
     footprint = expert_footprint_bytes(coe, profile)
     budget = int(footprint / args.ratio)
     say(f"experts' profiled footprint {footprint / 2**20:.0f} MiB -> budget {budget / 2**20:.0f} MiB "
