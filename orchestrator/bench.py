@@ -436,7 +436,7 @@ async def run_one(
 
     board = f"bench-{secrets.token_hex(4)}-{name}"
     from orchestrator.engine.engine import Engine
-    from orchestrator.serve import Service, run_service
+    from orchestrator.serve import Service, serve_until_done
     from orchestrator.triton.launcher import EmbeddedTriton, free_port
 
     spec = replace(spec, listen=f"127.0.0.1:{free_port()}")
@@ -478,16 +478,8 @@ async def run_one(
             got.loads, got.unloads = st.loads - before.loads, st.unloads - before.unloads
             got.load_s, got.compute_s = st.load_s - before.load_s, st.compute_s - before.compute_s
 
-    stop = asyncio.Event()
-
-    async def ready_then_stop(service: Service) -> None:
-        try:
-            await on_ready(service)
-        finally:
-            stop.set()
-
     try:
-        await run_service(spec, stop, on_ready=ready_then_stop, on_engine=on_engine)
+        await serve_until_done(spec, on_ready, on_engine=on_engine)
     finally:
         final = [s.stop() for s in samplers]
     measured, warm = got.measured, got.warm

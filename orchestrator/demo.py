@@ -37,7 +37,7 @@ from orchestrator.core.profile import CostProfile
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 from orchestrator.engine.types import InspectRequest, Verdict
 from orchestrator.frontend.board import BoardSummary
-from orchestrator.serve import Service, run_service
+from orchestrator.serve import Service, serve_until_done
 from orchestrator.serve_file import ServeFile, ServerSpec
 from orchestrator.triton import processes
 from orchestrator.triton.launcher import free_port
@@ -195,17 +195,12 @@ def run_demo(
     report = DemoReport(components=coe.board.total, budget_bytes=budget)
     services: list[Service] = []
 
+    async def stream(service: Service) -> None:
+        services.append(service)
+        await _stream_board(service, coe, board_seed, report, progress)
+
     async def main() -> None:
-        stop = asyncio.Event()
-
-        async def on_ready(service: Service) -> None:
-            services.append(service)
-            try:
-                await _stream_board(service, coe, board_seed, report, progress)
-            finally:
-                stop.set()
-
-        await run_service(spec, stop, on_ready=on_ready, drain_timeout_s=5.0, say=say)
+        await serve_until_done(spec, stream, drain_timeout_s=5.0, say=say)
 
     where = f"the Triton server at {triton_url}" if triton_url else "an embedded tritonserver"
     say(f"serving {coe.name} ({len(coe.experts)} experts) on {where}: one CPU executor, budget "

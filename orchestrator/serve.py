@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 from orchestrator.coe import CoEDefinition, load_coe
 from orchestrator.config_reader import read_yaml_file
@@ -31,6 +32,8 @@ from orchestrator.serve_file import ServeFile
 from orchestrator.triton.adapter import TritonAdapter
 from orchestrator.triton.launcher import EmbeddedServerControl, EmbeddedTriton
 from orchestrator.verdicts.serving import VerdictLog
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -176,3 +179,25 @@ async def run_service(
             await log.aclose()
         for triton in embedded.values():
             triton.stop()
+
+
+async def serve_until_done(
+    spec: ServeFile, work: Callable[[Service], Awaitable[T]], **options: Any
+) -> T:
+    """Serve ``spec`` until ``work(service)`` (run once the engine serves) returns, then stop
+    gracefully (``run_service``; ``options`` go to it); ``work``'s result, or its exception after
+    everything started was stopped. For the demo, the bench, benchmarks and tests: a client of
+    the service for the length of one job."""
+    stop = asyncio.Event()
+    done: list[T] = []
+
+    async def on_ready(service: Service) -> None:
+        try:
+            done.append(await work(service))
+        finally:
+            stop.set()
+
+    await run_service(spec, stop, on_ready=on_ready, **options)
+    if not done:
+        raise CoserveError(f"{spec.source}: the service stopped before its job was done")
+    return done[0]

@@ -29,7 +29,7 @@ from orchestrator.coe import CoEDefinition, dump_coe
 from orchestrator.core.profile import profile_to_data
 from orchestrator.engine.types import InspectRequest, Verdict
 from orchestrator.frontend.board import BoardSummary
-from orchestrator.serve import Service, run_service
+from orchestrator.serve import Service, serve_until_done
 from orchestrator.serve_file import load_serve_file
 from orchestrator.triton.launcher import EmbeddedTriton, free_port
 from tests.integration.test_engine_triton import MB, PROFILE
@@ -129,18 +129,7 @@ def test_a_tls_service_serves_a_board_refuses_plaintext_and_is_scraped(
         triton_url = next(iter(service.embedded.values())).metrics_url
         seen["triton"] = await asyncio.to_thread(lambda: urllib.request.urlopen(triton_url, timeout=10).read())
 
-    async def run() -> None:
-        stop = asyncio.Event()
-
-        async def on_ready(service: Service) -> None:
-            try:
-                await client_side(service)
-            finally:
-                stop.set()
-
-        await run_service(spec, stop, on_ready=on_ready)
-
-    asyncio.run(run())
+    asyncio.run(serve_until_done(spec, client_side))
     assert len(got) == len(requests) and all(v.outcome != "error" for v in got)
     assert seen["plaintext"] == "UNAVAILABLE"
     s, _ = parse(seen["metrics"])  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from orchestrator.coe import CoEDefinition, dump_coe
 from orchestrator.core.profile import profile_to_data
 from orchestrator.engine.types import InspectRequest, Verdict
 from orchestrator.frontend.board import BoardSummary
-from orchestrator.serve import Service, run_service
+from orchestrator.serve import Service, serve_until_done
 from orchestrator.serve_file import load_serve_file
 from orchestrator.triton.launcher import free_port
 from tests.integration.test_engine_triton import MB, PROFILE, reference_outcome
@@ -67,18 +67,7 @@ def test_a_board_streams_through_the_service(tiny_board: tuple[CoEDefinition, Pa
                 (summaries if isinstance(item, BoardSummary) else got).append(item)  # type: ignore[arg-type]
             statuses.append(await client.status())
 
-    async def run() -> None:
-        stop = asyncio.Event()
-
-        async def on_ready(service: Service) -> None:
-            try:
-                await client_side(service)
-            finally:
-                stop.set()
-
-        await run_service(spec, stop, on_ready=on_ready)
-
-    asyncio.run(run())
+    asyncio.run(serve_until_done(spec, client_side))
     sessions: dict = {}
     expected = {str(r.request_id): reference_outcome(coe, repo, r.component_type, r.image, sessions) for r in requests}
     assert {v.component_id: v.outcome for v in got} == expected
