@@ -244,10 +244,11 @@ class ArchProfiler:
             m.concurrent_wall_s[k] = time.perf_counter() - began
             await asyncio.gather(*(self.adapter.unload(n) for n in names))
             self.tick(f"{m.arch}/{m.kind} {k} loads at once")
-        # One tritonserver loads its models nearly one at a time (measured: 2 loads at once on
-        # one server took 0.8-1.0x the time of 2 in a row, 1 on each of 2 servers 0.55-0.6x),
-        # and serving runs one executor per server: what the box's storage channels really allow
-        # is the spread figure.
+        # Serving runs one executor per server, so the box's storage channels are what loads
+        # spread over servers allow. The two figures differ with what else runs: with the box
+        # loaded (load average ~8), 2 load+unload cycles at once on one server took 0.8-1.0x the
+        # time of 2 in a row and 1 on each of 2 servers 0.5-0.6x; on a quiet box 0.55x and 0.7x
+        # (6 repetitions each). The one-server figure alone read 1 in a loaded quick profile.
         servers = (self.adapter, *self.peers)
         for k in self.plan.concurrency:
             if k > len(servers) or (k > 1 and not self.peers):
