@@ -129,6 +129,10 @@ def run_profile(
                 )
             )
             mode = server.unload_mode
+            # the peers share the server's binary and libraries, which lowers its PSS while they
+            # live: stopped first, so that the growth is read as the idle PSS was (without them;
+            # read with them, the growth came out 0)
+            stack.close()
             if idle is not None and server.pid is not None:
                 growth = max(0, processes.memory(server.pid).pss_bytes - idle)
     measurements, version, explained = result
