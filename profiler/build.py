@@ -124,16 +124,14 @@ def processor_spec(
     )
 
 
-def storage_concurrent_loads(measurements: Sequence[ArchMeasurement], procs: Mapping[str, ProcessorSpec]) -> int:
+def spread_concurrent_loads(measurements: Sequence[ArchMeasurement]) -> int | None:
     """The box's load channels: ``fit.concurrent_loads`` over loads spread one per server (the
-    serving layout), where measured; else (an external server) the best within one server."""
+    serving layout); None where that was not measured (an external server)."""
     spread: dict[int, float] = {}
     for m in measurements:  # the measurement with most levels, as for the per-server figure
         if len(m.spread_wall_s) > len(spread):
             spread = dict(m.spread_wall_s)
-    if len(spread) > 1:
-        return fit.concurrent_loads(spread)
-    return max((p.concurrent_loads for p in procs.values()), default=1)
+    return fit.concurrent_loads(spread) if len(spread) > 1 else None
 
 
 def build_profile(
@@ -148,7 +146,8 @@ def build_profile(
     """The profile of ``measurements`` (one per architecture and kind)."""
     archs: dict[str, dict[str, ArchCost]] = {}
     procs: dict[str, ProcessorSpec] = {}
-    channels = storage_concurrent_loads(measurements, {})
+    spread = spread_concurrent_loads(measurements)
+    channels = spread or 1  # busy loads are measured only where the spread is (embedded peers)
     for kind in sorted({m.kind for m in measurements}):
         ms = [m for m in measurements if m.kind == kind]
         costs = []
@@ -157,7 +156,8 @@ def build_profile(
             archs.setdefault(m.arch, {})[kind] = cost
             costs.append(cost)
         procs[kind] = processor_spec(ms, costs, unload_mode, server_idle_bytes, server_growth_bytes)
-    storage = storage_concurrent_loads(measurements, procs)
+    # without a spread figure (an external server), the best within one server
+    storage = spread or max((p.concurrent_loads for p in procs.values()), default=1)
     return CostProfile(
         name=name, processors=procs, architectures=archs, storage_concurrent_loads=storage, measured=dict(measured)
     )

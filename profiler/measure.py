@@ -119,6 +119,15 @@ class ArchProfiler:
         await (adapter or self.adapter).load(name, self._config(name, kind))
         return time.perf_counter() - began
 
+    async def _loads_at_once(self, kind: str, placed: Sequence[tuple[str, TritonAdapter]]) -> tuple[float, list[float]]:
+        """Load every (expert, server) of ``placed`` at once, then unload them: the wall time of
+        the loads and each load's own time."""
+        began = time.perf_counter()
+        took = await asyncio.gather(*(self._load(n, kind, a) for n, a in placed))
+        wall = time.perf_counter() - began
+        await asyncio.gather(*(a.unload(n) for n, a in placed))
+        return wall, list(took)
+
     async def _unload(self, m: ArchMeasurement, name: str) -> None:
         result = await self.adapter.unload(name)
         m.unload_s.append(result.gone_seconds)
@@ -184,9 +193,8 @@ class ArchProfiler:
                 if k > len(servers):
                     continue
                 for _ in range(self.plan.load_reps):
-                    took = await asyncio.gather(*(self._load(name, kind, a) for a in servers[:k]))
+                    _, took = await self._loads_at_once(kind, [(name, a) for a in servers[:k]])
                     m.busy_load_s.setdefault(k, []).extend(took)
-                    await asyncio.gather(*(a.unload(name) for a in servers[:k]))
             self.tick(f"{m.arch}/{m.kind} loads while computing")
         finally:
             stop.set()
@@ -238,11 +246,7 @@ class ArchProfiler:
         for k in self.plan.concurrency:
             if k > len(experts):
                 continue
-            names = list(experts[:k])
-            began = time.perf_counter()
-            await asyncio.gather(*(self._load(n, kind) for n in names))
-            m.concurrent_wall_s[k] = time.perf_counter() - began
-            await asyncio.gather(*(self.adapter.unload(n) for n in names))
+            m.concurrent_wall_s[k], _ = await self._loads_at_once(kind, [(n, self.adapter) for n in experts[:k]])
             self.tick(f"{m.arch}/{m.kind} {k} loads at once")
         # Serving runs one executor per server, so the box's storage channels are what loads
         # spread over servers allow. The two figures differ with what else runs: with the box
@@ -253,11 +257,8 @@ class ArchProfiler:
         for k in self.plan.concurrency:
             if k > len(servers) or (k > 1 and not self.peers):
                 continue
-            names = [experts[i % len(experts)] for i in range(k)]
-            began = time.perf_counter()
-            await asyncio.gather(*(self._load(n, kind, a) for n, a in zip(names, servers, strict=False)))
-            m.spread_wall_s[k] = time.perf_counter() - began
-            await asyncio.gather(*(a.unload(n) for n, a in zip(names, servers, strict=False)))
+            placed = [(experts[i % len(experts)], servers[i]) for i in range(k)]
+            m.spread_wall_s[k], _ = await self._loads_at_once(kind, placed)
 
 
 def figure(values: Sequence[float]) -> fit.Figure:
