@@ -55,14 +55,14 @@ class Group:
         self._forget(s)
         return s
 
-    def discard(self, request_id: int) -> bool:
-        """Drop the step of ``request_id`` if it is here (True if it was)."""
+    def discard(self, request_id: int) -> Step | None:
+        """Drop the step of ``request_id`` if it is here; the step dropped, or None."""
         for s in self.steps:
             if s.request_id == request_id:
                 self.steps.remove(s)
                 self._forget(s)
-                return True
-        return False
+                return s
+        return None
 
     def _forget(self, s: Step) -> None:
         if s.arrival_s <= self._oldest:
@@ -167,8 +167,8 @@ class ExecutorQueue:
         """Drop the queued step of ``request_id`` (its caller gave up), removing its group once
         empty; True if it was queued here."""
         for g in self.groups:
-            step = next((s for s in g.steps if s.request_id == request_id), None)
-            if step is not None and g.discard(request_id):
+            step = g.discard(request_id)
+            if step is not None:
                 if step.deadline_s != math.inf:
                     self.deadline_steps -= 1
                 if g.steps:
