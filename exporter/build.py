@@ -304,8 +304,11 @@ def export_coe(
     try:
         def finish(rep: ExpertReport) -> None:
             rep = dc_replace(rep, fingerprint=fps[rep.name], reason=reasons[rep.name])
-            _install(root, rep.name, tmpdir / f"{rep.name}.onnx", target, move=True)
-            entries[rep.name] = _manifest_entry(rep)
+            # a changed definition is a new model (a new version beside the old one); a damaged
+            # or unhashed file of an unchanged one is repaired in place
+            new_model = reasons[rep.name] in (REASON_CHANGED, REASON_FORCED)
+            _install(root, rep.name, tmpdir / f"{rep.name}.onnx", target, move=True, new_version=new_model)
+            entries[rep.name] = _manifest_entry(rep, repo_mod.model_path(root, rep.name).parent.name)
             repo_mod.write_manifest(root, entries, {"coe": coe.name, "exporter_version": EXPORTER_VERSION})
             reports.append(rep)
             if progress:
@@ -337,12 +340,12 @@ def export_coe(
     return ExportSummary(root, target, reports, time.perf_counter() - t0, notes)
 
 
-def _install(root: Path, name: str, onnx_file: Path, target: str, move: bool = False) -> None:
+def _install(root: Path, name: str, onnx_file: Path, target: str, move: bool = False, new_version: bool = False) -> None:
     from exporter.export import inspect_onnx
 
     info = inspect_onnx(onnx_file, name=name)
     config = repo_mod.expert_config(name, info.inputs, info.outputs, target, batched=info.batched)
-    repo_mod.install_model(root, name, onnx_file, config, move=move)
+    repo_mod.install_model(root, name, onnx_file, config, move=move, new_version=new_version)
 
 
 _REPORT_KEYS = {f for f in ExpertReport.__dataclass_fields__}
@@ -352,12 +355,15 @@ def _report_fields(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if k in _REPORT_KEYS}
 
 
-def _manifest_entry(rep: ExpertReport) -> dict[str, Any]:
+def _manifest_entry(rep: ExpertReport, version: str) -> dict[str, Any]:
+    """The manifest entry of an installed expert; ``version``: the live version its ``sha256``
+    and ``bytes`` describe (the newest)."""
     d = asdict(rep)
     d.pop("reused", None)
     d.pop("seconds", None)
     d.pop("reason", None)
     d["export_seconds"] = round(rep.seconds, 3)
+    d["version"] = version
     return d
 
 
@@ -393,11 +399,10 @@ def add_expert(
     if (module is None) == (onnx_file is None):
         raise ExportError("give exactly one of a module factory or an ONNX file")
     root = repo_mod.check_repo_dir(repo)
-    dest = repo_mod.model_path(root, name)
     if (root / name).exists() and not replace:
         raise ExportError(
             f"expert {name!r} already exists in the model repository ({root / name}); "
-            "pass --replace to overwrite it"
+            "pass --replace to install a new version of it"
         )
     if module is not None:
         import torch
@@ -419,7 +424,8 @@ def add_expert(
         try:
             res = export_module(model, tmp, shape, names, name=name, parity=parity)
             config = repo_mod.expert_config(name, res.info.inputs, res.info.outputs, target, batched=res.info.batched)
-            repo_mod.install_model(root, name, tmp, config)
+            _check_same_signature(root, config)
+            repo_mod.install_model(root, name, tmp, config, new_version=True)
         finally:
             tmp.unlink(missing_ok=True)
             tmp.parent.rmdir()
@@ -445,16 +451,61 @@ def add_expert(
             except Exception as exc:
                 raise ExportError(f"{name}: ONNX Runtime cannot run {onnx_file}: {exc}") from None
         config = repo_mod.expert_config(name, info.inputs, info.outputs, target, batched=info.batched)
-        repo_mod.install_model(root, name, onnx_file, config)
-        err, size = None, dest.stat().st_size
+        _check_same_signature(root, config)
+        repo_mod.install_model(root, name, onnx_file, config, new_version=True)
+        err, size = None, repo_mod.model_path(root, name).stat().st_size
         arch = "onnx"
+    dest = repo_mod.model_path(root, name)
     rep = ExpertReport(name=name, arch=arch, bytes=size, weight_bytes=size, max_abs_error=err,
                        seconds=time.perf_counter() - t0, sha256=repo_mod.file_sha256(dest))
     manifest = repo_mod.read_manifest(root)
     entries = dict(manifest["experts"])
-    entries[name] = _manifest_entry(rep)
+    entries[name] = _manifest_entry(rep, dest.parent.name)
     repo_mod.write_manifest(root, entries, {k: v for k, v in manifest.items() if k != "experts"})
     return rep
+
+
+def _check_same_signature(root: Path, config: ModelConfig) -> None:
+    """A new version must keep the expert's contract (inputs, outputs, batching): a service
+    streaming boards loads it under the same config, and routing sends it the same images.
+    ``ExportError`` saying what differs; nothing to check for a new expert."""
+    if not (root / config.name / "config.pbtxt").is_file():
+        return
+    try:
+        old = ModelConfig.read(root / config.name)
+    except CoserveError:
+        return  # an unreadable config is replaced by the new one
+    diffs = [
+        f"{what} {a} -> {b}"
+        for what, a, b in (
+            ("inputs", old.inputs, config.inputs),
+            ("outputs", old.outputs, config.outputs),
+            ("max_batch_size", old.max_batch_size, config.max_batch_size),
+        )
+        if a != b
+    ]
+    if diffs:
+        raise ExportError(
+            f"{config.name}: the new model does not keep the expert's inputs and outputs ({'; '.join(diffs)}); "
+            "a new version must be a drop-in replacement: add it under another name instead"
+        )
+
+
+def rollback_expert(repo: str | Path, name: str) -> tuple[int, int]:
+    """``coserve expert rollback``: the expert's newest version goes to ``retired/`` and the one
+    before it is the newest again (a running service's next load takes it); the manifest entry
+    follows (its ``sha256``, ``bytes`` and ``version`` are the restored file's). Returns
+    ``(retired, restored)``; ``ExportError`` when there is nothing to roll back to."""
+    root = Path(repo)
+    retired, restored = repo_mod.retire_latest(root, name)
+    path = repo_mod.model_path(root, name, restored)
+    manifest = repo_mod.read_manifest(root)
+    entries = dict(manifest["experts"])
+    entry = dict(entries.get(name, {}))
+    entry.update(sha256=repo_mod.file_sha256(path), bytes=path.stat().st_size, version=str(restored))
+    entries[name] = entry
+    repo_mod.write_manifest(root, entries, {k: v for k, v in manifest.items() if k != "experts"})
+    return retired, restored
 
 
 def _default_outputs(n: int) -> list[str]:

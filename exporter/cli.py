@@ -90,9 +90,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument(
         "--replace",
         action="store_true",
-        help="overwrite an expert of that name already in the repository (without it, that is an error)",
+        help="install a new version of an expert already in the repository (same inputs and outputs; a running "
+        "service's next load of it takes the new version); without it, an existing name is an error",
     )
     add.set_defaults(func=_cmd_expert_add)
+    rb = ex_sub.add_parser(
+        "rollback",
+        help="take back an expert's newest version (a running service's next load takes the one before it)",
+    )
+    rb.add_argument("--repo", required=True, help="model repository directory")
+    rb.add_argument("--name", required=True, help="expert (Triton model) name")
+    rb.set_defaults(func=_cmd_expert_rollback)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -199,5 +207,14 @@ def _cmd_expert_add(args: argparse.Namespace) -> int:
         replace=args.replace,
     )
     err = "n/a" if rep.max_abs_error is None else f"{rep.max_abs_error:.3g}"
-    print(f"added {rep.name} to {args.repo}: {rep.bytes / 2**20:.2f} MiB, parity max abs error {err}")
+    version = repository.model_path(args.repo, rep.name).parent.name
+    print(f"added {rep.name} version {version} to {args.repo}: {rep.bytes / 2**20:.2f} MiB, parity max abs error {err}")
+    return 0
+
+
+def _cmd_expert_rollback(args: argparse.Namespace) -> int:
+    from exporter.build import rollback_expert
+
+    retired, restored = rollback_expert(args.repo, args.name)
+    print(f"rolled back {args.name} in {args.repo}: version {retired} retired, version {restored} is the newest again")
     return 0

@@ -5,7 +5,14 @@ Layout (one repository serves both targets; only ``config.pbtxt`` differs)::
     <repo>/coe.yaml                    copy of the CoE definition the repository was built from
     <repo>/coserve_manifest.json       per expert: arch, bytes, parity error, calibration, fingerprint
     <repo>/<expert>/config.pbtxt       complete config (the server runs without auto-complete)
-    <repo>/<expert>/1/model.onnx       single-file ONNX (weights inside)
+    <repo>/<expert>/<N>/model.onnx     single-file ONNX (weights inside), version N (1 first)
+
+Versions (``orchestrator.model_versions``): a first install writes version 1; installing a file
+with other content over an expert that has a live version (``expert add --replace``, or a
+re-export of a changed definition) writes version N+1 beside it, atomically (written as
+``.incoming-*`` and renamed), so a running service's next load of the expert takes it while
+instances already loaded keep serving the old one. ``KEEP_VERSIONS`` live versions are kept (older
+ones deleted); ``retire_latest`` (``coserve expert rollback``) moves the newest into ``retired/``.
 
 Targets (``orchestrator.triton.model_config.TARGET_BACKENDS``):
 
@@ -45,6 +52,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator import model_versions
 from orchestrator.coe import CoEDefinition, dump_coe
 from orchestrator.errors import ConfigError, ExportError
 from orchestrator.triton.model_config import TARGET_BACKENDS, InstanceGroup, ModelConfig, TensorSpec
@@ -53,8 +61,11 @@ DEFAULT_TARGET = "python-ort"
 DEFAULT_MAX_BATCH = 16
 MANIFEST = "coserve_manifest.json"
 COE_FILE = "coe.yaml"
-MODEL_FILE = "model.onnx"
+MODEL_FILE = model_versions.MODEL_FILE
+#: the version a first install writes
 VERSION = "1"
+#: live versions kept per expert (the newest, and two to roll back to); retired ones kept as many
+KEEP_VERSIONS = 3
 #: target -> (newest ONNX IR version, newest default-domain opset) its runtime reads. NVIDIA's
 #: Triton 24.10 container (nvcr.io/nvidia/tritonserver:24.10-py3, docker-compose.yml) ships ONNX
 #: Runtime 1.19, which reads IR <= 10 and opsets <= 21; python-ort runs this venv's onnxruntime.
@@ -148,13 +159,13 @@ def make_dirs(path: str | Path) -> Path:
     return p
 
 
-def _model_dirs(repo: str | Path, name: str) -> Path:
-    """Create (or open up) ``<repo>/<name>/<VERSION>``: both ``DIR_MODE`` or wider."""
+def _model_dirs(repo: str | Path, name: str, version: str = VERSION) -> Path:
+    """Create (or open up) ``<repo>/<name>/<version>``: both ``DIR_MODE`` or wider."""
     model_dir = Path(repo) / name
-    make_dirs(model_dir / VERSION)
+    make_dirs(model_dir / version)
     _add_mode_bits(model_dir, DIR_MODE)
-    _add_mode_bits(model_dir / VERSION, DIR_MODE)
-    return model_dir / VERSION
+    _add_mode_bits(model_dir / version, DIR_MODE)
+    return model_dir / version
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -176,21 +187,53 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def model_path(repo: str | Path, name: str) -> Path:
-    return Path(repo) / name / VERSION / MODEL_FILE
+def model_path(repo: str | Path, name: str, version: int | str | None = None) -> Path:
+    """``<repo>/<name>/<version>/model.onnx``; ``version`` None: the newest live version (``1``
+    for an expert with none yet)."""
+    return model_versions.model_file(Path(repo) / name, version)
 
 
-def install_model(repo: str | Path, name: str, onnx_file: str | Path, config: ModelConfig, move: bool = False) -> Path:
-    """Place ``onnx_file`` as ``<repo>/<name>/1/model.onnx`` (renamed when ``move``, else
-    copied) and write the config. Returns the model directory.
+def install_model(
+    repo: str | Path, name: str, onnx_file: str | Path, config: ModelConfig, move: bool = False, new_version: bool = False
+) -> Path:
+    """Place ``onnx_file`` as the expert's model file (renamed when ``move``, else copied) and
+    write the config. Returns the model directory.
 
-    The placed file is ``FILE_MODE`` (a moved file too: it was written under the user's umask);
-    when ``onnx_file`` already is that path (reuse), it only gains the read bits it lacks.
+    Where to (module doc): the expert's first version ``1/`` when it has no live version; when
+    ``onnx_file`` already is the newest version's file (reuse), nothing moves. Otherwise, with
+    ``new_version`` (a new model: ``expert add --replace``, a re-export of a changed definition)
+    a new version ``N+1`` (``model_versions.next_version``), renamed into place whole, live
+    versions beyond ``KEEP_VERSIONS`` deleted, unless the newest version holds the same content
+    (then it stays and ``onnx_file`` is dropped when moved); without it, the newest version's file
+    is overwritten atomically (a repair: its content had been damaged). The placed file is
+    ``FILE_MODE`` (a moved file too: it was written under the user's umask); a reused one only
+    gains the read bits it lacks.
     """
     src = Path(onnx_file)
     check_runtime_reads(src, config)
-    dest = model_path(repo, name)
-    _model_dirs(repo, name)
+    model_dir = Path(repo) / name
+    newest = model_versions.latest_version(model_dir)
+    if newest is None:
+        dest = model_dir / VERSION / MODEL_FILE
+        _model_dirs(repo, name)
+        _place(src, dest, move)
+    else:
+        current = model_dir / str(newest) / MODEL_FILE
+        _model_dirs(repo, name, str(newest))  # opens up existing directories too
+        if src.resolve() == current.resolve():
+            _add_mode_bits(current, FILE_MODE)
+        elif not new_version:
+            _place(src, current, move)
+        elif file_sha256(src) == file_sha256(current):
+            if move:
+                src.unlink()
+        else:
+            _new_version(model_dir, src, move)
+    write_config(repo, config)
+    return model_dir
+
+
+def _place(src: Path, dest: Path, move: bool) -> None:
     if move and src.resolve() != dest.resolve():
         os.chmod(src, FILE_MODE)
         os.replace(src, dest)
@@ -198,8 +241,47 @@ def install_model(repo: str | Path, name: str, onnx_file: str | Path, config: Mo
         _atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
     else:
         _add_mode_bits(dest, FILE_MODE)
-    write_config(repo, config)
-    return dest.parent.parent
+
+
+def _new_version(model_dir: Path, src: Path, move: bool) -> int:
+    """Write ``src`` as version N+1 of ``model_dir`` whole (a temporary directory renamed into
+    place: a reader never sees a version directory without its file), then prune old versions."""
+    _add_mode_bits(model_dir, DIR_MODE)
+    version = model_versions.next_version(model_dir)
+    incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=model_dir))
+    try:
+        os.chmod(incoming, DIR_MODE)
+        _place(src, incoming / MODEL_FILE, move)
+        os.rename(incoming, model_dir / str(version))
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    for old in model_versions.live_versions(model_dir)[:-KEEP_VERSIONS]:
+        shutil.rmtree(model_dir / str(old), ignore_errors=True)
+    return version
+
+
+def retire_latest(repo: str | Path, name: str) -> tuple[int, int]:
+    """Roll back: move the expert's newest live version into ``retired/`` so the one before it
+    is the newest again. Returns ``(retired, now_newest)``. ``ExportError`` naming the expert
+    when it has fewer than two live versions (nothing to go back to)."""
+    model_dir = Path(repo) / name
+    live = model_versions.live_versions(model_dir)
+    if not model_dir.is_dir():
+        raise ExportError(f"expert {name!r} is not in the model repository {repo}")
+    if len(live) < 2:
+        have = f"only version {live[0]}" if live else "no version"
+        raise ExportError(f"expert {name!r} has {have} in {model_dir}: there is no earlier version to roll back to")
+    retired_dir = make_dirs(model_dir / model_versions.RETIRED_DIR)
+    _add_mode_bits(retired_dir, DIR_MODE)
+    newest = live[-1]
+    target = retired_dir / str(newest)
+    if target.exists():  # a number is never reused (next_version), so this is a leftover copy
+        shutil.rmtree(target)
+    os.rename(model_dir / str(newest), target)
+    for old in model_versions.retired_versions(model_dir)[:-KEEP_VERSIONS]:
+        shutil.rmtree(retired_dir / str(old), ignore_errors=True)
+    return newest, live[-2]
 
 
 def check_runtime_reads(onnx_file: str | Path, config: ModelConfig) -> None:

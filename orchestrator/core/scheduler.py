@@ -177,6 +177,9 @@ class CoreScheduler:
         self._batches: dict[int, _Batch] = {}
         self._next_batch = 0
         self._requests: dict[int, Request] = {}
+        #: (executor index, expert) to unload once its running batch ends: a new version of
+        #: the expert is on disk (``refresh``)
+        self._stale: set[tuple[int, str]] = set()
         self.started = False
 
     # ---- introspection ---------------------------------------------------------------------
@@ -272,6 +275,8 @@ class CoreScheduler:
         self.experts.pools[x.idx].unpin(b.expert, now, b.act_bytes)
         x.running = None
         out: list[Decision] = []
+        if (x.idx, b.expert) in self._stale:  # refresh() waited for this batch
+            out.extend(self.refresh(x.cfg.name, b.expert, now))
         touched: set[int] = {x.idx}
         for s in b.steps:
             req = self._requests.get(s.request_id)
@@ -287,6 +292,26 @@ class CoreScheduler:
         self._pump(x, now, out)
         for i in sorted(touched - {x.idx}):
             self._pump(self.execs[i], now, out)
+        return out
+
+    def refresh(self, executor: str, expert: str, now: float) -> list[Decision]:
+        """A new version of ``expert`` is on disk (or an older one is again the newest): the copy
+        ``executor`` holds is to go, so that its next load takes the version now on disk. Ready
+        and idle: an ``Unload`` now (its bytes stay counted until confirmed, and the expert is
+        loaded again only when a queued step needs it: never two copies at once). Running a
+        batch: the unload follows that batch (requests already running finish on the old
+        version; queued ones run on the new). Loading, unloading or not held: nothing (the driver
+        asks again once the load is done: it knows which version that load took)."""
+        x = self._by_name[executor]
+        pool = self.experts.pools[x.idx]
+        out: list[Decision] = []
+        if pool.state(expert) is not ExpertState.READY:
+            return out
+        if pool.pinned(expert):
+            self._stale.add((x.idx, expert))
+            return out
+        self._stale.discard((x.idx, expert))
+        out.append(self.experts.unload(x.idx, expert, "a new version is on disk", now))
         return out
 
     def withdraw(self, request_id: int, now: float) -> list[Decision]:

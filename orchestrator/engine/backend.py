@@ -6,7 +6,8 @@ faults, for the engine's unit tests. The engine never talks to Triton except thr
 
 Contract (every method is a coroutine; ``executor`` is a name from the serve config):
 
-- ``load(executor, expert, tier)``: returns once the expert is ready on that executor; raises a
+- ``load(executor, expert, tier)``: returns once the expert is ready on that executor, with the
+  version it loaded (a string; ``None`` where the backend cannot tell); raises a
   ``CoserveError`` when the load failed (``ServerUnavailableError`` when its server is lost).
   ``tier`` is where the core expects it to come from ("disk", or "cpu": a copy from host memory);
   Triton has no host-copy tier (instances do not share weights), so the Triton backend loads from
@@ -17,6 +18,9 @@ Contract (every method is a coroutine; ``executor`` is a name from the serve con
 - ``infer(executor, expert, images)``: one batch (N x C x H x W float32) -> the expert's outputs
   (name -> array, batch axis first); raises ``CoserveError`` on failure.
 - ``close()``: releases connections (not servers: their owner stops them).
+- optional ``latest_versions(experts)``: expert -> the newest version on disk now (what the next
+  load of it would take); an expert without one is left out. The engine polls it to replace held
+  copies when a new version appears (``Engine.check_versions``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 
 
 class Backend(Protocol):
-    async def load(self, executor: str, expert: str, tier: str = "disk") -> None: ...
+    async def load(self, executor: str, expert: str, tier: str = "disk") -> str | None: ...
 
     async def reload(self, executor: str, expert: str) -> None: ...
 

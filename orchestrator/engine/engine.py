@@ -19,6 +19,13 @@ in ``orchestrator.core``) on a ``Backend``:
   are accepted and queued meanwhile (the core keeps them; they run once the set is back).
 - ``Complete`` / ``Reject`` -> the request's verdict.
 
+Versions (changing experts while serving, docs/serving.md): each load returns the version it
+took (the backend names it in the load); the engine keeps it per (executor, expert) and writes it
+into every verdict that expert gives there. Every ``version_poll_s`` it asks the backend for the
+newest version on disk of each expert it holds; where that differs (``coserve expert add
+--replace`` installed one, or ``coserve expert rollback`` took one back), ``core.refresh`` unloads
+the held copy once no batch runs on it, and the next load takes the version on disk.
+
 Events are handled one at a time (asyncio is single-threaded and no core call awaits), ``now`` is
 the event loop's clock since the engine started, so the same code runs on a virtual clock in tests
 and the decision sequence can be compared with the simulator's.
@@ -110,6 +117,7 @@ class EngineStats:
     recoveries: int = 0
     restarts: int = 0
     restore_loads: int = 0  # experts put back after a restart
+    version_swaps: int = 0  # held copies unloaded because another version is now on disk
     retries: int = 0  # operations (batch, load, unload) tried again after a recovery
     load_s: float = 0.0
     unload_s: float = 0.0
@@ -132,6 +140,7 @@ class Engine:
         source: str = "serve config",
         server_control: ServerControl | None = None,
         recovery: RecoveryPolicy | None = None,
+        version_poll_s: float = 2.0,
     ) -> None:
         self.coe = coe
         self.config = config
@@ -140,7 +149,13 @@ class Engine:
         self.core = CoreScheduler(self.graph, config, profile, policy)
         self.policy = policy or config.policy
         self.queue_bound = queue_bound
+        #: the version a verdict names where the backend did not say which one it loaded
         self.versions = dict(versions or {})
+        #: seconds between looks for a new version on disk (0: never look)
+        self.version_poll_s = version_poll_s
+        #: (executor, expert) -> the version its load took (module doc)
+        self.loaded_versions: dict[tuple[str, str], str] = {}
+        self._version_watch: asyncio.Task[None] | None = None
         self.stats = EngineStats()
         #: every decision the core returned, in order (the equivalence test compares these)
         self.decisions: list[Decision] = []
@@ -188,6 +203,8 @@ class Engine:
             self._placed.set()
         self._apply(decisions)
         self.watchdog.start_monitor()
+        if self.version_poll_s > 0 and callable(getattr(self.backend, "latest_versions", None)):
+            self._version_watch = asyncio.ensure_future(self._watch_versions())
         if wait:
             await self._placed.wait()
 
@@ -200,6 +217,7 @@ class Engine:
         """Stop accepting; return once every accepted request has its verdict."""
         self._draining = True
         self.watchdog.freeze()
+        await self._stop_version_watch()
         while self._pending:
             await asyncio.sleep(0.01)
         await self._wait_tasks()
@@ -224,6 +242,7 @@ class Engine:
         """Cancel what runs (nothing is answered after this) and close the backend."""
         self._draining = True
         await self.watchdog.stop()
+        await self._stop_version_watch()
         for task in list(self._tasks):
             task.cancel()
         await self._wait_tasks()
@@ -232,6 +251,50 @@ class Engine:
                 p.future.set_exception(NotServing("the service stopped before this component was inspected"))
         self._pending.clear()
         await self.backend.close()
+
+    async def _stop_version_watch(self) -> None:
+        task, self._version_watch = self._version_watch, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- versions ------------------------------------------------------------------------------
+    async def _watch_versions(self) -> None:
+        """Every ``version_poll_s``: the newest version on disk of each expert held somewhere
+        (``backend.latest_versions``, which reads the repository off the event loop), handed
+        to ``check_versions``. A failed look is tried again at the next tick."""
+        latest_of = self.backend.latest_versions  # type: ignore[attr-defined]
+        while True:
+            await asyncio.sleep(self.version_poll_s)
+            held = sorted({expert for _, expert in self.loaded_versions})
+            if not held:
+                continue
+            try:
+                latest = await latest_of(held)
+            except (OSError, CoserveError):
+                continue
+            self.check_versions(latest)
+
+    def check_versions(self, latest: Mapping[str, str]) -> int:
+        """Compare what each executor holds with ``latest`` (expert -> newest version on disk;
+        an expert missing from it is left alone) and have the core replace every copy that
+        differs (``CoreScheduler.refresh``). Returns how many copies the core unloads now."""
+        now = self.now()
+        swaps = 0
+        for (executor, expert), version in sorted(self.loaded_versions.items()):
+            want = latest.get(expert)
+            if want is None or want == version or (executor, expert) in self._unloading:
+                continue
+            decisions = self.core.refresh(executor, expert, now)
+            swaps += sum(isinstance(d, Unload) for d in decisions)
+            self._apply(decisions)
+        self.stats.version_swaps += swaps
+        return swaps
+
+    def version_of(self, executor: str, expert: str) -> str:
+        """The version ``expert`` runs on ``executor`` (what a verdict names)."""
+        return self.loaded_versions.get((executor, expert)) or self.versions.get(expert, "1")
 
     # -- InspectionService ---------------------------------------------------------------------
     def component_types(self) -> Sequence[str]:
@@ -376,7 +439,9 @@ class Engine:
     async def _do_load(self, d: Load) -> None:
         began = self.now()
         try:
-            await self._recovering(d.executor, d.expert, "load", lambda: self.backend.load(d.executor, d.expert, d.tier))
+            version = await self._recovering(
+                d.executor, d.expert, "load", lambda: self.backend.load(d.executor, d.expert, d.tier)
+            )
         except CoserveError as exc:
             self.stats.load_failures += 1
             self._load_errors[(d.executor, d.expert)] = str(exc)
@@ -386,6 +451,8 @@ class Engine:
         finally:
             self.stats.load_s += self.now() - began
         self.stats.loads += 1
+        if version is not None:
+            self.loaded_versions[(d.executor, d.expert)] = str(version)
         self._load_errors.pop((d.executor, d.expert), None)
         self._ready_at[(d.executor, d.expert)] = self.now()
         self._notify("load", d.executor, d.expert)
@@ -423,6 +490,7 @@ class Engine:
         self.stats.unloads += 1
         self.stats.unload_s += self.now() - began
         self._ready_at.pop((d.executor, d.expert), None)
+        self.loaded_versions.pop((d.executor, d.expert), None)
         self._notify("unload", d.executor, d.expert)
         self._apply(self.core.on_unload_done(d.executor, d.expert, self.now()))
 
@@ -444,6 +512,7 @@ class Engine:
         images = np.stack([p.tensors[d.expert] if p is not None else self._blank(d.expert) for p in pendings])
         began = self.now()
         ready = self._ready_at.get((d.executor, d.expert), began)
+        version = self.version_of(d.executor, d.expert)  # what runs it: the expert is pinned
         outputs: dict[str, np.ndarray] | None = None
         failure: str | None = None
         try:
@@ -465,7 +534,7 @@ class Engine:
             if p is not None:
                 p.compute_s += took
                 p.switch_s += max(0.0, ready - max(p.arrival, self._loading_since.get((d.executor, d.expert), ready)))
-                p.experts.append(ExpertUse(d.expert, self.versions.get(d.expert, "1")))
+                p.experts.append(ExpertUse(d.expert, version))
                 if outputs is None:
                     p.outcome, p.error = "error", failure
                 else:
@@ -546,7 +615,10 @@ class Engine:
             key for key in sorted(self._ready_at)
             if self.server_of(key[0]) == server and key not in self._unloading
         ]
-        await asyncio.gather(*(self.backend.load(executor, expert) for executor, expert in keys))
+        versions = await asyncio.gather(*(self.backend.load(executor, expert) for executor, expert in keys))
+        for key, version in zip(keys, versions, strict=True):
+            if version is not None:  # the newest on disk now: a replaced expert comes back new
+                self.loaded_versions[key] = str(version)
         self.stats.restore_loads += len(keys)
         return len(keys)
 

@@ -12,6 +12,10 @@ a detector passes an image whose mean is below 0.25. Tests choose verdicts by ch
 
 It also checks the engine: two operations at once on one expert of one executor, or an inference
 on an expert that is not loaded, are recorded in ``violations``.
+
+Versions: ``disk_versions`` (expert -> the newest version "on disk", "1" by default) is what a
+load takes when it starts and what ``latest_versions`` answers; a test installs a new version by
+setting it. ``log`` entries of inferences carry the version that ran (``infer_versions``).
 """
 
 from __future__ import annotations
@@ -84,6 +88,10 @@ class FakeBackend:
         self.violations: list[str] = []
         self.max_concurrent_loads = 0
         self._loading = 0
+        self.disk_versions: dict[str, str] = {}
+        self.loaded_version: dict[tuple[str, str], str] = {}
+        #: (executor, expert, version) of every inference, in order
+        self.infer_versions: list[tuple[str, str, str]] = []
 
     def _cost(self, executor: str, expert: str) -> ArchCost:
         cost = self.profile.cost(profile_arch(self.profile, self.coe.experts[expert].arch), self.kinds[executor])
@@ -102,8 +110,9 @@ class FakeBackend:
     def _leave(self, executor: str, expert: str) -> None:
         self._busy.discard((executor, expert))
 
-    async def load(self, executor: str, expert: str, tier: str = "disk") -> None:
+    async def load(self, executor: str, expert: str, tier: str = "disk") -> str:
         self._enter("load", executor, expert)
+        version = self.disk_versions.get(expert, "1")  # resolved when the load starts, as on Triton
         try:
             channel = self._storage if tier == "disk" else self._links[self.kinds[executor]]
             async with channel:
@@ -118,18 +127,27 @@ class FakeBackend:
                 self.faults.fail_loads[expert] -= 1
                 raise ModelLoadError(f"cannot load {expert!r}", "fake: INVALID_ARGUMENT corrupt model")
             self.loaded.add((executor, expert))
+            self.loaded_version[(executor, expert)] = version
         finally:
             self._leave(executor, expert)
+        return version
 
     async def reload(self, executor: str, expert: str) -> None:
+        version = self.loaded_version.get((executor, expert))
         self.loaded.discard((executor, expert))
         await self.load(executor, expert)
+        if version is not None:  # a reload brings back the version that ran, not a newer one
+            self.loaded_version[(executor, expert)] = version
+
+    async def latest_versions(self, experts: list[str]) -> dict[str, str]:
+        return {e: self.disk_versions.get(e, "1") for e in experts}
 
     async def unload(self, executor: str, expert: str) -> None:
         self._enter("unload", executor, expert)
         try:
             await self._time.sleep(self.profile.processor(self.kinds[executor]).unload_time_s)
             self.loaded.discard((executor, expert))
+            self.loaded_version.pop((executor, expert), None)
         finally:
             self._leave(executor, expert)
 
@@ -139,6 +157,7 @@ class FakeBackend:
         if (executor, expert) not in self.loaded:
             self.violations.append(f"inference on {expert} on {executor}, which is not loaded")
         self.log.append(("infer", executor, expert))
+        self.infer_versions.append((executor, expert, self.loaded_version.get((executor, expert), "?")))
         await self._time.sleep(self._cost(executor, expert).batch_time_s(len(images)))
         if self.faults.dead_process_infers.get(expert, 0) > 0:
             self.faults.dead_process_infers[expert] -= 1

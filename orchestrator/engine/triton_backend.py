@@ -17,6 +17,12 @@ cost profile's ``storage.concurrent_loads``: what this box runs in parallel, mea
 its 4 model-load threads: a load queued inside Triton would spawn no process, which the
 adapter's process watch could not tell from one that died.
 
+Versions (``orchestrator.model_versions``): every load names the newest live version on disk
+when it starts (``version_policy: specific``), so what it returns is exactly what runs; a reload
+(dead process) keeps the version that ran. ``latest_versions`` reads the repository on a worker
+thread for the engine's watch. Where the repository is not visible here (an external server's own
+volume), loads name no version and return ``None`` (Triton takes its newest).
+
 ``reconnect(server, url)`` points a restarted server's adapters at it (the watchdog's restart,
 ``orchestrator.triton.launcher.EmbeddedServerControl``).
 
@@ -33,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator import experts_io
+from orchestrator import experts_io, model_versions
 from orchestrator.engine.types import ServerStatus
 from orchestrator.errors import CoserveError
 from orchestrator.triton import deadlines
@@ -60,6 +66,7 @@ class TritonBackend:
         self.targets = dict(targets)
         self._configs: dict[tuple[str, str], ModelConfig] = {}
         self._bytes: dict[str, int] = {}
+        self._loaded: dict[tuple[str, str], int] = {}  # (executor, expert) -> version loaded
         self.load_retries = 0  # loads retried after the model process died during the first
         self._channels = asyncio.Semaphore(max(1, min(concurrent_loads, 3)))
 
@@ -93,27 +100,50 @@ class TritonBackend:
             self._bytes[expert] = deadlines.model_file_bytes(self.repo / expert)
         return self._bytes[expert]
 
-    async def load(self, executor: str, expert: str, tier: str = "disk") -> None:
-        """Load once more if the first load's model process died after its handshake (Triton
-        answers "not healthy" then, and a second load works; docs/triton.md)."""
+    def _versioned(self, executor: str, expert: str, version: int | None) -> ModelConfig:
+        config = self._config(executor, expert)
+        return config if version is None else config.with_version(version)
+
+    async def load(self, executor: str, expert: str, tier: str = "disk") -> str | None:
+        """Load the newest version on disk (module doc) and return it. Load once more if the
+        first load's model process died after its handshake (Triton answers "not healthy" then,
+        and a second load works; docs/triton.md)."""
+        version = model_versions.latest_version(self.repo / expert)
         timeout = deadlines.load_timeout_s(self._file_bytes(expert))
         adapter = self.targets[executor].adapter
+        config = self._versioned(executor, expert, version)
         async with self._channels:
             try:
-                await adapter.load(expert, self._config(executor, expert), timeout_s=timeout)
+                await adapter.load(expert, config, timeout_s=timeout)
             except CoserveError as exc:
                 if not model_process_died(exc):
                     raise
                 self.load_retries += 1
-                await adapter.load(expert, self._config(executor, expert), timeout_s=timeout)
+                await adapter.load(expert, config, timeout_s=timeout)
+        if version is None:
+            self._loaded.pop((executor, expert), None)
+            return None
+        self._loaded[(executor, expert)] = version
+        return str(version)
 
     async def reload(self, executor: str, expert: str) -> None:
         timeout = deadlines.load_timeout_s(self._file_bytes(expert))
+        config = self._versioned(executor, expert, self._loaded.get((executor, expert)))
         async with self._channels:
-            await self.targets[executor].adapter.reload(expert, self._config(executor, expert), timeout_s=timeout)
+            await self.targets[executor].adapter.reload(expert, config, timeout_s=timeout)
 
     async def unload(self, executor: str, expert: str) -> None:
         await self.targets[executor].adapter.unload(expert, timeout_s=deadlines.UNLOAD_S)
+        self._loaded.pop((executor, expert), None)
+
+    async def latest_versions(self, experts: Sequence[str]) -> dict[str, str]:
+        """Expert -> its newest live version on disk (experts without one are left out)."""
+
+        def scan() -> dict[str, str]:
+            found = {e: model_versions.latest_version(self.repo / e) for e in experts}
+            return {e: str(v) for e, v in found.items() if v is not None}
+
+        return await asyncio.to_thread(scan)
 
     async def infer(self, executor: str, expert: str, images: np.ndarray) -> dict[str, np.ndarray]:
         timeout = deadlines.infer_timeout_s(self._file_bytes(expert), len(images))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator import model_versions
+
 #: seconds any load may take: process spawn, interpreter and onnxruntime import (~0.15 s measured)
 LOAD_BASE_S = 10.0
 #: extra seconds per MB of ONNX file (measured ~3 ms/MB of session creation; 15x margin)
@@ -24,10 +26,11 @@ INFER_S_PER_MB_ITEM = 0.002
 UNLOAD_S = 10.0
 
 
-def model_file_bytes(model_dir: str | Path) -> int:
-    """Size of ``<model_dir>/1/model.onnx`` (0 when absent: the base deadlines still apply)."""
+def model_file_bytes(model_dir: str | Path, version: int | str | None = None) -> int:
+    """Size of ``<model_dir>/<version>/model.onnx`` (default: the newest version; 0 when absent:
+    the base deadlines still apply)."""
     try:
-        return (Path(model_dir) / "1" / "model.onnx").stat().st_size
+        return model_versions.model_file(model_dir, version).stat().st_size
     except OSError:
         return 0
 

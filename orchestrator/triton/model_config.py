@@ -60,6 +60,9 @@ class ModelConfig:
     dynamic_batching: bool = True
     max_queue_delay_us: int = 0
     parameters: Mapping[str, str] = field(default_factory=dict)
+    #: ``version_policy: {specific: {versions: [...]}}`` when set; empty: Triton's default
+    #: (the newest version). The engine names the version of every load it issues.
+    versions: tuple[int, ...] = ()
 
     # -- renderings -------------------------------------------------------------------------
     def to_proto(self) -> pb.ModelConfig:
@@ -75,6 +78,8 @@ class ModelConfig:
             msg.dynamic_batching.max_queue_delay_microseconds = self.max_queue_delay_us
         for key, value in sorted(self.parameters.items()):
             msg.parameters[key].string_value = value
+        if self.versions:
+            msg.version_policy.specific.versions.extend(self.versions)
         return msg
 
     def to_pbtxt(self) -> str:
@@ -99,6 +104,12 @@ class ModelConfig:
             raise ValueError("device ids (gpus) only apply to kind gpu")
         return replace(self, instance_groups=(InstanceGroup(triton_kind, count, tuple(gpus)),))
 
+    def with_version(self, version: int) -> ModelConfig:
+        """The same config serving exactly ``version`` (``version_policy: specific``)."""
+        if version < 1:
+            raise ValueError(f"a model version is >= 1, got {version}")
+        return replace(self, versions=(int(version),))
+
     # -- parsing -----------------------------------------------------------------------------
     @classmethod
     def from_proto(cls, msg: pb.ModelConfig) -> ModelConfig:
@@ -119,6 +130,9 @@ class ModelConfig:
             dynamic_batching=msg.HasField("dynamic_batching"),
             max_queue_delay_us=msg.dynamic_batching.max_queue_delay_microseconds,
             parameters={k: v.string_value for k, v in msg.parameters.items()},
+            versions=tuple(int(v) for v in msg.version_policy.specific.versions)
+            if msg.HasField("version_policy") and msg.version_policy.HasField("specific")
+            else (),
         )
 
     @classmethod

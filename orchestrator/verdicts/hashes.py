@@ -3,10 +3,12 @@
 Source of truth, cheapest first:
 
 1. the exporter's manifest (``<repo>/coserve_manifest.json``, ``experts.<name>.sha256``, taken
-   when the file was written), trusted when its recorded ``bytes`` equal the file's size now and
-   the manifest is not older than the file (the exporter writes the manifest last; a file
-   replaced by hand afterwards is newer, and same-architecture weights have the same size);
-2. otherwise the file itself (``<repo>/<expert>/<version>/model.onnx``), hashed once and cached by
+   when the file was written), trusted when it describes that version (its ``version``, "1" in
+   manifests older than versions), its recorded ``bytes`` equal the file's size now and the
+   manifest is not older than the file (the exporter writes the manifest last; a file replaced
+   by hand afterwards is newer, and same-architecture weights have the same size);
+2. otherwise the file itself (``<repo>/<expert>/<version>/model.onnx``, or ``retired/<version>/``
+   once a rollback took it back: ``orchestrator.model_versions``), hashed once and cached by
    (size, mtime), so an expert replaced in place is hashed again.
 
 Both are re-read when the file (or the manifest) changes. ``known`` answers without reading a
@@ -23,10 +25,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from orchestrator import model_versions
+
 #: the exporter's manifest file (``exporter.repository.MANIFEST``; the orchestrator does not
 #: import the exporter)
 MANIFEST = "coserve_manifest.json"
-MODEL_FILE = "model.onnx"
 
 
 def file_sha256(path: Path) -> str:
@@ -76,7 +79,7 @@ class ModelHashes:
         the file (call it off the event loop then)."""
         if self.repo is None:
             return True, None
-        path = self.repo / expert / version / MODEL_FILE
+        path = model_versions.model_file(self.repo / expert, version)
         stamp = self._stamp(path)
         if stamp is None:
             return True, None
@@ -84,18 +87,19 @@ class ModelHashes:
             cached = self._files.get(path)
             if cached is not None and cached[0] == stamp:
                 return True, cached[1]
-            digest = self._trusted(expert, stamp)
+            digest = self._trusted(expert, version, stamp)
             if digest is None:
                 return False, None
             self._files[path] = (stamp, digest)
             return True, digest
 
-    def _trusted(self, expert: str, stamp: tuple[int, int]) -> str | None:
-        """The manifest's hash of ``expert`` if it can be trusted for a file with ``stamp``."""
+    def _trusted(self, expert: str, version: str, stamp: tuple[int, int]) -> str | None:
+        """The manifest's hash of ``expert`` if it can be trusted for ``version``'s file with ``stamp``."""
         entry = self._manifest_entry(expert)
         digest = entry.get("sha256")
         manifest_newer = self._manifest_stamp is not None and self._manifest_stamp[1] >= stamp[1]
-        if isinstance(digest, str) and digest and entry.get("bytes") == stamp[0] and manifest_newer:
+        same_version = str(entry.get("version", "1")) == str(version)
+        if isinstance(digest, str) and digest and same_version and entry.get("bytes") == stamp[0] and manifest_newer:
             return digest
         return None
 
@@ -107,7 +111,7 @@ class ModelHashes:
         if found:
             return digest
         assert self.repo is not None
-        path = self.repo / expert / version / MODEL_FILE
+        path = model_versions.model_file(self.repo / expert, version)
         stamp = self._stamp(path)
         try:
             digest = file_sha256(path)
