@@ -134,7 +134,7 @@ async def run_service(
         # the watchdog restarts embedded servers through this seam (the engine never imports the launcher)
         control = EmbeddedServerControl(embedded, backend.reconnect)
         engine = Engine(coe, config, profile, backend, queue_bound=spec.queue_bound, source=spec.source,
-                        server_control=control)
+                        server_control=control, version_poll_s=spec.version_poll_s)
         if on_engine is not None:
             on_engine(engine, embedded)
         # the log wraps the engine (records, answers retries); metrics wrap that (what clients see)

@@ -8,6 +8,8 @@ features, and ignores these keys)::
     profile: profile.yaml           # optional: default <repo>/profile.yaml (measured if missing)
     listen: 127.0.0.1:50051         # the factory API
     queue_bound: 10000              # components accepted and not yet answered
+    version_poll_s: 2.0             # seconds between looks for new expert versions in repo
+                                    # (expert add --replace / rollback; 0: never look)
     metrics: {listen: 127.0.0.1:9464}   # optional: Prometheus /metrics (orchestrator.metrics);
                                         # tls: true serves it over HTTPS with the tls block's files
     tls:                            # optional: TLS for the factory API (paths relative to this file)
@@ -80,6 +82,8 @@ class ServeFile:
     #: None: no verdict log (the default of a ServeFile built in code: demo, bench, benchmarks);
     #: a parsed file logs unless ``verdict_log: {enabled: false}`` (orchestrator.verdicts.config)
     verdict_log: VerdictLogConfig | None = None
+    #: seconds between looks for a new expert version in ``repo`` (0: never; Engine.version_poll_s)
+    version_poll_s: float = 2.0
 
 
 def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
@@ -151,6 +155,7 @@ def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
         source, config, coe, repo, path("profile", False), listen, queue_bound, servers, executor_server, executor_gpus,
         metrics_listen=_parse_metrics(r, top.get("metrics")), tls=tls, metrics_tls=metrics_tls,
         verdict_log=parse_verdict_log(top.get("verdict_log"), r, base),
+        version_poll_s=r.number(top.get("version_poll_s", 2.0), "version_poll_s", 0.0, maximum=3600.0),
     )
 
 

@@ -1,0 +1,38 @@
+"""``CoreScheduler.refresh``: a new version on disk replaces a held copy, never two at once."""
+
+from __future__ import annotations
+
+from orchestrator.core.decisions import Dispatch, Load, Unload
+from orchestrator.core.memory import ExpertState
+from orchestrator.core.scheduler import CoreScheduler, Request
+
+from .factories import MB, make_config, make_graph, make_profile
+
+
+def test_refresh_unloads_an_idle_copy_waits_for_a_running_batch_and_ignores_the_rest() -> None:
+    core = CoreScheduler(make_graph(), make_config(100), make_profile(), "em-ra")
+    assert core.refresh("gpu0", "cls_3", 0.0) == []  # not held: nothing to replace
+    [load] = core.on_arrival(Request(0, 0.0, "cls_3"), 0.0)
+    assert isinstance(load, Load)
+    assert core.refresh("gpu0", "cls_3", 0.1) == []  # loading: the driver asks again after the load
+    [batch] = core.on_load_done("gpu0", "cls_3", 1.0)
+    assert isinstance(batch, Dispatch)
+    # a batch runs on it: the unload waits for that batch (kills: unload at once / never)
+    assert core.refresh("gpu0", "cls_3", 1.01) == []
+    assert core.pool("gpu0").state("cls_3") is ExpertState.READY
+    out = core.on_batch_done(batch.batch_id, 1.1, {0: False})
+    unloads = [d for d in out if isinstance(d, Unload)]
+    assert [(u.expert, u.reason) for u in unloads] == [("cls_3", "a new version is on disk")]
+    # its bytes stay counted until the unload is confirmed: no second copy fits beside it
+    assert core.pool("gpu0").state("cls_3") is ExpertState.UNLOADING
+    assert core.pool("gpu0").used_bytes == 10 * MB
+    # a request for it now waits, and its load follows the confirmation (the new version)
+    assert not [d for d in core.on_arrival(Request(1, 1.2, "cls_3"), 1.2) if isinstance(d, Load)]
+    after = core.on_unload_done("gpu0", "cls_3", 1.3)
+    assert [d.expert for d in after if isinstance(d, Load)] == ["cls_3"]
+    # an idle ready copy goes at once
+    [batch2] = core.on_load_done("gpu0", "cls_3", 2.0)
+    assert isinstance(batch2, Dispatch)
+    assert core.on_batch_done(batch2.batch_id, 2.1, {1: False})[-1:] and core.pool("gpu0").is_ready("cls_3")
+    [unload] = core.refresh("gpu0", "cls_3", 3.0)
+    assert isinstance(unload, Unload) and unload.expert == "cls_3"
