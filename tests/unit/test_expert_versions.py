@@ -93,3 +93,19 @@ def test_the_cli_says_which_version_it_added_and_rolled_back(tmp_path: Path, cap
     code = main(["expert", "rollback", "--repo", str(repo), "--name", "mine"])
     out, err = capsys.readouterr()
     assert code != 0 and "no earlier version" in err and "Traceback" not in err
+
+
+def test_a_re_export_of_a_changed_definition_is_a_new_version(tmp_path: Path) -> None:
+    from exporter.build import export_coe
+    from orchestrator.coe import load_coe
+    from tests.unit.exporter_factories import tiny_coe_yaml
+
+    repo = tmp_path / "repo"
+    for seed in (1, 2):  # another seed: other weights, the same inputs and outputs
+        coe_file = tmp_path / f"coe{seed}.yaml"
+        coe_file.write_text(tiny_coe_yaml("tiny", seed))
+        export_coe(load_coe(coe_file), repo, jobs=1, calibrate=False, parity=False)
+    for name in ("cls_t000", "det_0"):
+        assert model_versions.live_versions(repo / name) == [1, 2]
+        entry = manifest_entry(repo, name)
+        assert entry["version"] == "2" and entry["sha256"] == repository.file_sha256(repository.model_path(repo, name))
