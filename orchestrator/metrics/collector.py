@@ -38,6 +38,7 @@ coserve_watchdog_recoveries_total          counter ``kind`` where the engine nam
 coserve_watchdog_server_restarts_total     counter servers restarted (``EngineStats.restarts``)
 coserve_watchdog_restore_loads_total       counter experts put back after a restart
 coserve_watchdog_retries_total             counter operations tried again after a recovery
+coserve_expert_version_swaps_total         counter held experts replaced by a new version on disk
 coserve_verdict_log_enabled                gauge   1 if a verdict log is configured
 coserve_verdict_log_healthy                gauge   1 while the log accepts records (0: full disk,
                                                    unwritable; the service refuses new work then)
@@ -136,6 +137,7 @@ _STATS_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("restarts", "watchdog_server_restarts", "Triton servers the watchdog restarted."),
     ("restore_loads", "watchdog_restore_loads", "Experts put back after a server restart."),
     ("retries", "watchdog_retries", "Operations (batch, load, unload) tried again after a recovery."),
+    ("version_swaps", "expert_version_swaps", "Held experts unloaded because another version is now on disk."),
 )
 
 

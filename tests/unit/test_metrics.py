@@ -84,23 +84,29 @@ def test_a_scrape_agrees_with_the_engine_and_the_verdicts() -> None:
             verdicts.append(await service.inspect(request(t, 0.9 if i % 4 == 0 else 0.1, cid=str(i))))
         with pytest.raises(BadRequest):
             await service.inspect(request("no_such_type", cid="bad"))
+        held = sorted({e for _, e in engine.loaded_versions})
+        backend.disk_versions.update({e: "2" for e in held})  # a new version of each held expert
+        engine.check_versions(await backend.latest_versions(held))
+        await asyncio.sleep(1.0)  # the idle copies' unloads finish
+        verdicts.append(await service.inspect(request(types[0], cid="after")))  # loads one again
         return verdicts, placed, metrics.render(), engine.status()
 
     verdicts, placed, text, status = run_virtual(drive())
     s, _ = parse(text)
-    assert value(s, "coserve_requests_total", result="verdict") == len(types)
+    assert value(s, "coserve_requests_total", result="verdict") == len(verdicts)
     assert value(s, "coserve_requests_total", result="bad_request") == 1
     assert value(s, "coserve_requests_total", result="queue_full") == 0  # present from the start
     for outcome in ("pass", "defect", "fail", "error"):
         n = sum(1 for v in verdicts if v.outcome == outcome)
         assert value(s, "coserve_verdicts_total", outcome=outcome) == n
         assert value(s, "coserve_request_duration_seconds_count", outcome=outcome) == n
-    assert value(s, "coserve_verdict_compute_seconds_count") == len(types)
+    assert value(s, "coserve_verdict_compute_seconds_count") == len(verdicts)
     assert value(s, "coserve_verdict_compute_seconds_sum") == pytest.approx(sum(v.compute_s for v in verdicts))
     assert value(s, "coserve_expert_loads_total", executor="cpu0") == engine.stats.loads
     assert value(s, "coserve_expert_unloads_total", executor="cpu0") == engine.stats.unloads
     assert value(s, "coserve_expert_switches_total", executor="cpu0") == engine.stats.loads - placed > 0
     assert value(s, "coserve_batches_total") == engine.stats.batches
+    assert value(s, "coserve_expert_version_swaps_total") == engine.stats.version_swaps > 0
     assert value(s, "coserve_expert_load_seconds_total") == pytest.approx(engine.stats.load_s)
     [ex] = status.executors
     labels = {"executor": "cpu0", "kind": "cpu", "server": ex.server}
