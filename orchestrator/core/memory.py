@@ -66,6 +66,8 @@ class ExpertPool:
         self._pins: dict[str, int] = {}
         self.weight_bytes = 0
         self.activation_bytes = 0
+        #: measured memory the entries' figures do not account for (``set_unattributed``)
+        self.unattributed_bytes = 0
         self._seq = 0
         self.peak_bytes = 0
 
@@ -85,7 +87,7 @@ class ExpertPool:
 
     @property
     def used_bytes(self) -> int:
-        return self.weight_bytes + self.activation_bytes
+        return self.weight_bytes + self.activation_bytes + self.unattributed_bytes
 
     @property
     def free_bytes(self) -> int:
@@ -156,6 +158,14 @@ class ExpertPool:
         """
         self.transition(expert, ExpertState.LOADING, nbytes)
         self.transition(expert, ExpertState.READY)
+
+    def set_unattributed(self, nbytes: int) -> None:
+        """Count ``nbytes`` (>= 0; less is 0) of measured memory that no entry's figure covers
+        (an expert larger than its profile said, a server grown more than profiled). It may put
+        the pool over its budget (``free_bytes`` < 0): its owner then evicts, and nothing new
+        is admitted until the pool fits again."""
+        self.unattributed_bytes = max(0, int(nbytes))
+        self.peak_bytes = max(self.peak_bytes, self.used_bytes)
 
     # ---- pins and activation memory --------------------------------------------------
     def pin(self, expert: str, now: float, activation_bytes: int = 0) -> None:

@@ -314,6 +314,26 @@ class CoreScheduler:
         out.append(self.experts.unload(x.idx, expert, "a new version is on disk", now))
         return out
 
+    def correct_footprint(self, executor: str, excess_bytes: int, now: float) -> list[Decision]:
+        """The driver measured ``executor``'s memory and found ``excess_bytes`` more than the
+        core accounts for it (its experts' figures, the running batches' activations): the
+        budget is a promise about the measured footprint, so the excess is counted against it
+        (``ExpertPool.set_unattributed``; a new measurement replaces it, <= 0 clears it). Where
+        that puts the pool over its budget, idle experts are evicted by the policy's ranking
+        (queue-aware where that is on) until it fits, or every idle one if that is not enough
+        (batches running free the rest when they end; nothing is admitted meanwhile)."""
+        x = self._by_name[executor]
+        pool = self.experts.pools[x.idx]
+        pool.set_unattributed(excess_bytes)
+        out: list[Decision] = []
+        if pool.free_bytes >= 0:
+            return out
+        victims = self.experts.victims(x.idx, 0, ())
+        for v in victims if victims is not None else pool.evictable():
+            out.append(self.experts.unload(x.idx, v, "evicted: the measured footprint was over the budget", now))
+            self.stats.footprint_evictions += 1
+        return out
+
     def withdraw(self, request_id: int, now: float) -> list[Decision]:
         """The caller gave up on ``request_id`` (it went away, or its deadline passed): its queued
         step leaves its queue (and its group, once empty: an expert no one waits for is not

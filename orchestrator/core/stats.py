@@ -16,6 +16,7 @@ class CoreStats:
     replacement_loads: int = 0
     rejected: int = 0
     withdrawn: int = 0  # requests whose caller gave up before their verdict
+    footprint_evictions: int = 0  # experts evicted because a measured footprint was over budget
     max_wait_s: float = 0.0
 
     def reset(self) -> None:

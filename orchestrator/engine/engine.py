@@ -292,6 +292,19 @@ class Engine:
         self.stats.version_swaps += swaps
         return swaps
 
+    # -- measured memory -------------------------------------------------------------------------
+    def observe_footprint(self, executor: str, measured_bytes: int, reserved_bytes: int = 0) -> None:
+        """A measurement of ``executor``'s footprint (its server's growth over idle plus its model
+        processes, ``orchestrator.engine.memory_sampler``); ``reserved_bytes``: what the shell
+        set aside of the configured budget for the server's own growth (not in the core's
+        pool). Whatever exceeds what the core accounts is counted against the budget, and the
+        core evicts if that puts it over (``CoreScheduler.correct_footprint``): the budget is a
+        promise about measured memory, so a profile that was short corrects the accounting,
+        never the promise. Call it on the event loop."""
+        pool = self.core.pool(executor)
+        accounted = pool.used_bytes - pool.unattributed_bytes + reserved_bytes
+        self._apply(self.core.correct_footprint(executor, int(measured_bytes) - accounted, self.now()))
+
     def version_of(self, executor: str, expert: str) -> str:
         """The version ``expert`` runs on ``executor`` (what a verdict names)."""
         return self.loaded_versions.get((executor, expert)) or self.versions.get(expert, "1")
@@ -384,6 +397,11 @@ class Engine:
         notes = [
             f"server {s.name}: memory accounted from the cost profile (an external server's processes "
             "cannot be seen)" for s in servers if s.accounting == "profile"
+        ]
+        notes += [
+            f"executor {e.name}: {self.core.pool(e.name).unattributed_bytes / 1e6:.1f} MB measured beyond the "
+            "cost profile's figures, counted against its budget"
+            for e in execs if self.core.pool(e.name).unattributed_bytes > 0
         ]
         return EngineStatus(
             policy=self.policy, serving=self.serving(), servers=servers, executors=execs, queued=len(self._pending),

@@ -36,3 +36,29 @@ def test_refresh_unloads_an_idle_copy_waits_for_a_running_batch_and_ignores_the_
     assert core.on_batch_done(batch2.batch_id, 2.1, {1: False})[-1:] and core.pool("gpu0").is_ready("cls_3")
     [unload] = core.refresh("gpu0", "cls_3", 3.0)
     assert isinstance(unload, Unload) and unload.expert == "cls_3"
+
+
+def test_a_measured_excess_is_counted_against_the_budget_and_evicts_until_it_fits() -> None:
+    core = CoreScheduler(make_graph(), make_config(35), make_profile(), "em-ra")  # room for 3 x 10 MB
+    for i, e in enumerate(["cls_1", "cls_2", "cls_3"]):
+        [load] = core.on_arrival(Request(i, float(i), e), float(i))
+        [batch] = core.on_load_done("gpu0", e, float(i) + 0.5)
+        assert isinstance(batch, Dispatch)
+        core.on_batch_done(batch.batch_id, float(i) + 0.6, {i: False})
+    pool = core.pool("gpu0")
+    assert pool.used_bytes == 30 * MB
+    # 3 MB more than the figures say: counted, still within the budget: nothing evicted
+    assert core.correct_footprint("gpu0", 3 * MB, 4.0) == []
+    assert pool.used_bytes == 33 * MB and pool.free_bytes == 2 * MB
+    # 8 MB more: over the budget by 3 MB: one expert goes, by the policy's ranking (kills: ignore it)
+    out = core.correct_footprint("gpu0", 8 * MB, 5.0)
+    assert len(out) == 1 and isinstance(out[0], Unload)
+    assert core.stats.footprint_evictions == 1
+    # a later measurement below the figures clears the correction (kills: a correction that only grows)
+    core.on_unload_done("gpu0", out[0].expert, 5.5)
+    assert core.correct_footprint("gpu0", -1 * MB, 6.0) == []
+    assert pool.unattributed_bytes == 0 and pool.used_bytes == 20 * MB
+    # while corrected, a load that fits the figures but not the measured footprint waits
+    core.correct_footprint("gpu0", 10 * MB, 7.0)
+    out = core.on_arrival(Request(9, 7.0, "cls_4"), 7.0)
+    assert not [d for d in out if isinstance(d, Load)]
