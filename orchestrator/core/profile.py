@@ -28,6 +28,8 @@ A profile measured by ``coserve profile`` carries optional fields the core does 
 but a reader (planner, operator) needs to trust or extrapolate it::
 
     measured: {machine: ..., triton: "2.51.0", date: ..., command: ..., unload_mode: stock}
+    host:
+      cpu_cores: 2                   # cores loads and CPU batches share (the simulator's CPU model)
     processors:
       cpu:
         unload_mode: stock           # how the embedded server releases an unloaded expert
@@ -44,6 +46,8 @@ but a reader (planner, operator) needs to trust or extrapolate it::
           r2: 0.998                  # of the K, B least-squares fit
           load_time_cold_s: 0.21     # load with the file dropped from the page cache
           load_time_idle_s: 0.18     # warm load on an idle box (load_time_s.disk: while it computes)
+          load_cpu_s: 0.23           # CPU seconds one load takes on the host (model process, server, client)
+          first_batch_extra_s: 0.028 # what the first batch after a load takes over the steady one
           peak_bytes: 98000000       # footprint at its peak while running max_batch
           spread: {k_s: 0.03, load_time_s: 0.12}   # (max - min) / median of the repetitions
 """
@@ -76,6 +80,12 @@ class ArchCost:
     r2: float | None = None
     load_time_cold_s: float | None = None
     load_time_idle_s: float | None = None
+    #: CPU seconds one load takes on the host (its model process, the server, the client), for
+    #: the simulator's shared-cores model (``simulate.cpu``); None: a load takes no host CPU
+    load_cpu_s: float | None = None
+    #: the first batch after a load takes this much longer than ``batch_time_s`` (lazy set-up in
+    #: the runtime on its first run); None: not measured (0)
+    first_batch_extra_s: float | None = None
     peak_bytes: int | None = None
     spread: Mapping[str, float] = field(default_factory=dict)
 
@@ -111,6 +121,9 @@ class CostProfile:
     storage_concurrent_loads: int = 2
     #: where and how it was measured (machine, triton, date, command, unload_mode); {} for presets
     measured: Mapping[str, str] = field(default_factory=dict)
+    #: the host's cores that loads and CPU batches share (``host.cpu_cores``); None: loads and
+    #: compute do not compete for CPU (the presets; a profile measured before this field)
+    host_cpu_cores: int | None = None
 
     def cost(self, arch: str, processor: str) -> ArchCost | None:
         return self.architectures.get(arch, {}).get(processor)
@@ -122,13 +135,16 @@ class CostProfile:
 def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
     r = Reader(source)
     top = r.mapping(data, "(top level)")
-    r.unknown(top, {"name", "storage", "processors", "architectures", "description", "measured"}, "")
+    r.unknown(top, {"name", "storage", "processors", "architectures", "description", "measured", "host"}, "")
     measured = {
         str(k): str(v) for k, v in r.mapping(top.get("measured", {}) or {}, "measured").items()
     }
     storage = r.mapping(top.get("storage", {}) or {}, "storage")
     r.unknown(storage, {"concurrent_loads"}, "storage")
     storage_loads = r.integer(storage.get("concurrent_loads", 2), "storage.concurrent_loads", 1)
+    host = r.mapping(top.get("host", {}) or {}, "host")
+    r.unknown(host, {"cpu_cores"}, "host")
+    cores = None if host.get("cpu_cores") is None else r.integer(host["cpu_cores"], "host.cpu_cores", 1)
     name = str(top.get("name", "profile"))
     procs: dict[str, ProcessorSpec] = {}
     for kind, raw in r.mapping(top.get("processors", {}) or {}, "processors").items():
@@ -183,6 +199,8 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
                 r2=_opt_number(r, m, "r2", path, minimum=float("-inf")),
                 load_time_cold_s=_opt_number(r, m, "load_time_cold_s", path),
                 load_time_idle_s=_opt_number(r, m, "load_time_idle_s", path),
+                load_cpu_s=_opt_number(r, m, "load_cpu_s", path),
+                first_batch_extra_s=_opt_number(r, m, "first_batch_extra_s", path),
                 peak_bytes=_opt_bytes(r, m, "peak_bytes", path),
                 spread={
                     str(k): r.number(v, f"{path}.spread.{k}")
@@ -196,6 +214,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
         architectures=archs,
         storage_concurrent_loads=storage_loads,
         measured=measured,
+        host_cpu_cores=cores,
     )
 
 
@@ -206,7 +225,8 @@ _PROCESSOR_FIELDS = (
 )
 _ARCH_FIELDS = (
     "k_s", "b_s", "max_batch", "load_time_s", "weight_bytes", "activation_bytes_per_item", "measured_expert",
-    "file_bytes", "r2", "load_time_cold_s", "load_time_idle_s", "peak_bytes", "spread",
+    "file_bytes", "r2", "load_time_cold_s", "load_time_idle_s", "load_cpu_s", "first_batch_extra_s", "peak_bytes",
+    "spread",
 )
 
 
@@ -235,6 +255,8 @@ def profile_to_data(profile: CostProfile) -> dict[str, Any]:
     data: dict[str, Any] = {"name": profile.name}
     if profile.measured:
         data["measured"] = dict(profile.measured)
+    if profile.host_cpu_cores is not None:
+        data["host"] = {"cpu_cores": profile.host_cpu_cores}
     data["storage"] = {"concurrent_loads": profile.storage_concurrent_loads}
     data["processors"] = {kind: fields(spec, _PROCESSOR_FIELDS) for kind, spec in profile.processors.items()}
     data["architectures"] = {

@@ -1,9 +1,17 @@
 """The discrete-event loop: the core on a simulated clock, costs from a cost profile.
 
-Hardware model: each executor runs one batch at a time (``K*n + B`` seconds); loads from disk go
+Hardware model: each executor runs one batch at a time (``K*n + B`` seconds, plus the profile's
+``first_batch_extra_s`` for the first batch of an expert after its load); loads from disk go
 through the box's storage, which runs ``storage.concurrent_loads`` at once, and copies from CPU
 memory through the processor's link (``processors.<kind>.concurrent_loads``); more wait in line, FIFO;
-an unload frees its memory ``unload_time_s`` after it is issued. Events at the same instant run in
+an unload frees its memory ``unload_time_s`` after it is issued.
+
+Shared cores (where the profile has ``host.cpu_cores``): loads from disk of architectures with a
+measured ``load_cpu_s`` and every batch of a CPU executor are jobs on the host's cores
+(``simulate.cpu``: each alone takes what the profile says, a load ``load_time_idle_s`` or else
+``load_time_s.disk``; when together they want more cores than the host has, all slow down alike),
+instead of taking fixed times that overlap for free. GPU batches and loads without
+``load_cpu_s`` keep fixed times. Events at the same instant run in
 the order they were scheduled, so a run is a pure function of its inputs.
 
 Start (the same for every policy): ``warmup_tasks`` (default 1) prior tasks drawn from the same mix
@@ -27,10 +35,11 @@ from orchestrator.core.policies import PolicySpec
 from orchestrator.core.profile import ArchCost, CostProfile
 from orchestrator.core.scheduler import CoreScheduler, Request
 from orchestrator.core.serve_config import ServeConfig
+from orchestrator.simulate.cpu import CpuShare
 from orchestrator.simulate.ledger import MemoryLedger
 from orchestrator.simulate.workload import Workload, warmup_seed
 
-_ARRIVAL, _LOAD, _UNLOAD, _BATCH, _PHASE = 0, 1, 2, 3, 4
+_ARRIVAL, _LOAD, _UNLOAD, _BATCH, _PHASE, _CPU = 0, 1, 2, 3, 4, 5
 
 
 @dataclass
@@ -111,6 +120,11 @@ class Simulation:
         self._channels: dict[tuple[str, str], int] = {}
         self._waiting: dict[tuple[str, str], deque[Load]] = {}
         self.now = 0.0
+        cores = profile.host_cpu_cores
+        self.cpu: CpuShare | None = CpuShare(cores) if cores else None
+        self._cpu_gen = 0  # a _CPU event of an older generation is stale (rates changed since)
+        #: (executor, expert) loaded whose first batch has not run yet (it pays first_batch_extra_s)
+        self._fresh: set[tuple[str, str]] = set()
         names = self.core.executor_names()
         self.ledger = MemoryLedger({n: self.core.pool(n).budget_bytes for n in names})
         self._verdicts: dict[int, bool] = {}
@@ -161,7 +175,21 @@ class Simulation:
         return self.profile.processor(self.core.executor_kind(d.executor)).concurrent_loads
 
     def _start_load(self, d: Load) -> None:
-        self._push(self.now + self._load_time(d), _LOAD, d)
+        c = self._cost(d.expert, d.executor)
+        if self.cpu is not None and d.tier == "disk" and c.load_cpu_s:
+            alone = c.load_time_idle_s or c.load_time_s["disk"]
+            self.cpu.add(self.now, c.load_cpu_s, min(self.cpu.cores, c.load_cpu_s / max(alone, 1e-9)), d)
+            self._cpu_reschedule()
+        else:
+            self._push(self.now + self._load_time(d), _LOAD, d)
+
+    def _cpu_reschedule(self) -> None:
+        """The rates changed: the pending _CPU event is stale; push one for the next job's end."""
+        assert self.cpu is not None
+        self._cpu_gen += 1
+        end = self.cpu.next_end()
+        if end is not None:
+            self._push(end, _CPU, self._cpu_gen)
 
     def _execute(self, decisions: list[Decision]) -> None:
         for d in decisions:
@@ -175,6 +203,7 @@ class Simulation:
                 else:
                     self._waiting.setdefault(ch, deque()).append(d)
             elif isinstance(d, Unload):
+                self._fresh.discard((d.executor, d.expert))
                 self.ledger.unload(d.executor, d.expert, self.now)
                 kind = self.core.executor_kind(d.executor)
                 self._push(self.now + self.profile.processor(kind).unload_time_s, _UNLOAD, d)
@@ -183,7 +212,9 @@ class Simulation:
                 n = len(d.request_ids)
                 self.ledger.dispatch(d.executor, d.expert, c.activation_bytes_per_item * n, self.now)
                 dur = c.batch_time_s(n)
-                self.busy[d.executor] += dur
+                if (d.executor, d.expert) in self._fresh:
+                    self._fresh.discard((d.executor, d.expert))
+                    dur += c.first_batch_extra_s or 0.0
                 for rid in d.request_ids:
                     if d.stage == 1:
                         if self._stage_done.get(rid, -1) < 0:
@@ -191,7 +222,12 @@ class Simulation:
                                 f"request {rid}: subsequent step before its preliminary step"
                             )
                         self.subsequent_run.add(rid)
-                self._push(self.now + dur, _BATCH, d)
+                if self.cpu is not None and self.core.executor_kind(d.executor) == "cpu":
+                    self.cpu.add(self.now, dur, 1.0, d)  # one intra-op thread: one core at most
+                    self._cpu_reschedule()
+                else:
+                    self.busy[d.executor] += dur
+                    self._push(self.now + dur, _BATCH, d)
             elif isinstance(d, Complete):
                 self.done_at[d.request_id] = self.now
                 self._open -= 1
@@ -238,31 +274,49 @@ class Simulation:
                 self._execute(core.on_arrival(data, t))
             elif kind == _LOAD:
                 assert isinstance(data, Load)
-                ch = self._channel(data)
-                q = self._waiting.get(ch)
-                if q:
-                    self._start_load(q.popleft())
-                else:
-                    self._channels[ch] -= 1
-                ok = not (self._fail_rate and self._fail_rng.random() < self._fail_rate)
-                self.ledger.load_done(data.executor, data.expert, ok)
-                self._execute(core.on_load_done(data.executor, data.expert, t, ok=ok))
+                self._load_done(data, t)
             elif kind == _UNLOAD:
                 assert isinstance(data, Unload)
                 self.ledger.unload_done(data.executor, data.expert)
                 self._execute(core.on_unload_done(data.executor, data.expert, t))
             elif kind == _BATCH:
                 assert isinstance(data, Dispatch)
-                c = self._cost(data.expert, data.executor)
-                self.ledger.batch_done(
-                    data.executor, data.expert, c.activation_bytes_per_item * len(data.request_ids)
-                )
-                for rid in data.request_ids:
-                    self._stage_done[rid] = data.stage
-                verdicts = {rid: self._verdicts.get(rid, False) for rid in data.request_ids}
-                self._execute(core.on_batch_done(data.batch_id, t, verdicts))
+                self._batch_done(data, t)
+            elif kind == _CPU:
+                assert self.cpu is not None
+                if data != self._cpu_gen:
+                    continue  # stale: a job started or ended after it was pushed
+                for job in self.cpu.pop_done(t):
+                    if isinstance(job.payload, Load):
+                        self._load_done(job.payload, t)
+                    else:
+                        assert isinstance(job.payload, Dispatch)
+                        self.busy[job.payload.executor] = self.busy.get(job.payload.executor, 0.0) + t - job.started
+                        self._batch_done(job.payload, t)
+                self._cpu_reschedule()
             elif kind == _PHASE:
                 self.graph.set_probabilities(data)  # type: ignore[arg-type]
+
+    def _load_done(self, data: Load, t: float) -> None:
+        ch = self._channel(data)
+        q = self._waiting.get(ch)
+        if q:
+            self._start_load(q.popleft())
+        else:
+            self._channels[ch] -= 1
+        ok = not (self._fail_rate and self._fail_rng.random() < self._fail_rate)
+        self.ledger.load_done(data.executor, data.expert, ok)
+        if ok:
+            self._fresh.add((data.executor, data.expert))
+        self._execute(self.core.on_load_done(data.executor, data.expert, t, ok=ok))
+
+    def _batch_done(self, data: Dispatch, t: float) -> None:
+        c = self._cost(data.expert, data.executor)
+        self.ledger.batch_done(data.executor, data.expert, c.activation_bytes_per_item * len(data.request_ids))
+        for rid in data.request_ids:
+            self._stage_done[rid] = data.stage
+        verdicts = {rid: self._verdicts.get(rid, False) for rid in data.request_ids}
+        self._execute(self.core.on_batch_done(data.batch_id, t, verdicts))
 
     def _result(self) -> SimResult:
         wl = self.workload
