@@ -51,6 +51,8 @@ VALIDATION_SIZES = (3, 6, 12)
 def _figures(profile: CostProfile) -> dict[str, float]:
     """Every figure of a profile, flat, for run-to-run comparison."""
     out: dict[str, float] = {}
+    if profile.host_cpu_cores is not None:
+        out["host.cpu_cores"] = float(profile.host_cpu_cores)
     for kind, spec in profile.processors.items():
         out[f"{kind}.unload_time_s"] = spec.unload_time_s
         out[f"{kind}.concurrent_loads"] = float(spec.concurrent_loads)
@@ -68,6 +70,11 @@ def _figures(profile: CostProfile) -> dict[str, float]:
                 out[f"{p}.load_time_idle_s"] = c.load_time_idle_s
             if c.peak_bytes is not None:
                 out[f"{p}.peak_bytes"] = float(c.peak_bytes)
+            # the shared-cores model's inputs (docs/simulator.md section 3)
+            if c.load_cpu_s is not None:
+                out[f"{p}.load_cpu_s"] = c.load_cpu_s
+            if c.first_batch_extra_s is not None:
+                out[f"{p}.first_batch_extra_s"] = c.first_batch_extra_s
             # K and B trade off against each other in a fit; what the core uses is K*n + B
             for n in (1, c.max_batch, 16):
                 out[f"{p}.batch_time_s[{n}]"] = c.batch_time_s(n)

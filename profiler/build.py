@@ -13,6 +13,13 @@ load_time_s.disk        median warm load (file in the page cache: what a serving
                         max batches back to back (serving loads while other executors compute);
                         ``load_time_idle_s``: the same on an idle box (the figure used against
                         an external server); ``load_time_cold_s``: median cold load
+load_cpu_s              median CPU seconds of a warm idle load on the host: its model process,
+                        the server itself and the profiler's own process (none against an
+                        external server: its processes cannot be seen)
+first_batch_extra_s     median first one-item batch after a warm load less the sweep's median
+                        one-item batch (0 at least)
+host.cpu_cores          the cores this process may run on (``os.sched_getaffinity``), where the
+                        server is embedded (it runs on the same host)
 unload_time_s           median time from the unload call until the memory is back (processes
                         gone on the embedded server; index state on an external one)
 concurrent_loads        ``fit.concurrent_loads`` over 1, 2, 4 loads at once on one server
@@ -68,6 +75,8 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> Ar
         [(n, grown)] = m.activation_bytes.items()
         activation = grown // max(1, n)
     peak_growth = m.activation_bytes.get(best, activation * best)
+    steady_one = statistics.median(m.batch_latency_s[1]) if m.batch_latency_s.get(1) else line(1.0)
+    first_extra = max(0.0, statistics.median(m.first_run_s) - steady_one) if m.first_run_s else None
     # the widest spread over the swept sizes stands for the batch latency figures (K and B)
     spread = {"batch_latency_s": max(_spread(v) for v in m.batch_latency_s.values())}
     # the load time the core and the simulator use: while the box computes where that was
@@ -78,6 +87,8 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> Ar
         spread["load_time_s"] = _spread(loads)
     if m.cold_load_s:
         spread["load_time_cold_s"] = _spread(m.cold_load_s)
+    if m.load_cpu_s:
+        spread["load_cpu_s"] = _spread(m.load_cpu_s)
     if m.footprints:
         spread["weight_bytes"] = _spread([float(f.total_bytes) for f in m.footprints])
     return ArchCost(
@@ -92,6 +103,8 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> Ar
         r2=round(line.r2, 4),
         load_time_cold_s=round(statistics.median(m.cold_load_s), 4) if m.cold_load_s else None,
         load_time_idle_s=round(statistics.median(m.warm_load_s), 4) if busy and m.warm_load_s else None,
+        load_cpu_s=round(statistics.median(m.load_cpu_s), 4) if m.load_cpu_s else None,
+        first_batch_extra_s=round(first_extra, 5) if first_extra is not None else None,
         peak_bytes=weight + peak_growth,
         spread=spread,
     )
@@ -142,8 +155,10 @@ def build_profile(
     server_idle_bytes: int | None,
     measured: Mapping[str, str],
     server_growth_bytes: int | None = None,
+    host_cpu_cores: int | None = None,
 ) -> CostProfile:
-    """The profile of ``measurements`` (one per architecture and kind)."""
+    """The profile of ``measurements`` (one per architecture and kind); ``host_cpu_cores``: the
+    cores of the host the (embedded) server ran on, None when unknown (an external server)."""
     archs: dict[str, dict[str, ArchCost]] = {}
     procs: dict[str, ProcessorSpec] = {}
     spread = spread_concurrent_loads(measurements)
@@ -159,5 +174,6 @@ def build_profile(
     # without a spread figure (an external server), the best within one server
     storage = spread or max((p.concurrent_loads for p in procs.values()), default=1)
     return CostProfile(
-        name=name, processors=procs, architectures=archs, storage_concurrent_loads=storage, measured=dict(measured)
+        name=name, processors=procs, architectures=archs, storage_concurrent_loads=storage, measured=dict(measured),
+        host_cpu_cores=host_cpu_cores,
     )

@@ -66,7 +66,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         )
     path = write_profile(result, args.out)
     print(f"wrote {path} in {result.seconds:.0f} s")
-    print(f"box: {result.profile.storage_concurrent_loads} loads at once across servers (storage channels)")
+    print(f"box: {result.profile.storage_concurrent_loads} loads at once across servers (storage channels)"
+          + (f", {result.profile.host_cpu_cores} cores shared by loads and CPU batches"
+             if result.profile.host_cpu_cores else ""))
     for kind, spec in result.profile.processors.items():
         print(f"{kind}: unload until memory back {spec.unload_time_s * 1e3:.0f} ms ({spec.unload_mode}), "
               f"{spec.concurrent_loads} loads at once on one server"
@@ -78,7 +80,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
                   f"K {c.k_s * 1e3:.2f} ms B {c.b_s * 1e3:.2f} ms (R^2 {c.r2}), max batch {c.max_batch}, "
                   f"load {c.load_time_s['disk'] * 1e3:.0f} ms"
                   + (f" while computing ({c.load_time_idle_s * 1e3:.0f} ms idle)" if c.load_time_idle_s else " warm")
-                  + f" / {(c.load_time_cold_s or 0) * 1e3:.0f} ms cold, "
+                  + f" / {(c.load_time_cold_s or 0) * 1e3:.0f} ms cold"
+                  + (f" ({c.load_cpu_s:.2f} CPU s)" if c.load_cpu_s is not None else "")
+                  + (f", first batch +{c.first_batch_extra_s * 1e3:.0f} ms" if c.first_batch_extra_s is not None else "")
+                  + ", "
                   f"footprint {(c.weight_bytes or 0) / 2**20:.1f} MiB (+{c.activation_bytes_per_item / 2**20:.2f} MiB/item)")
     if result.explain is not None:
         print("where one load and one unload go:")

@@ -3,7 +3,9 @@
 For one architecture on one instance kind, with experts of that architecture from a repository:
 
 1. loads with the ONNX file dropped from the page cache (cold) and with it cached (warm), each
-   followed by a confirmed unload whose time until the memory is back is ``unload_time_s``;
+   followed by a confirmed unload whose time until the memory is back is ``unload_time_s``; each
+   warm load's CPU seconds on the host (its model process, the server, this client: the work the
+   simulator's shared-cores model gives a load) and its first batch (one item) after the load;
 2. 1, 2 and 4 loads of different experts at once (as many as there are experts), which sets how
    many loads this box really runs in parallel;
 3. a batch-size sweep on the loaded expert (each size the median of repeated inferences), and
@@ -76,6 +78,11 @@ class ArchMeasurement:
     footprints: list[Footprint] = field(default_factory=list)
     cold_cache_dropped: bool = True
     first_infer_s: float | None = None
+    #: per warm load: CPU seconds it took on the host (model process + server + this process);
+    #: empty where the processes cannot be seen (external server)
+    load_cpu_s: list[float] = field(default_factory=list)
+    #: per warm load: the seconds of the first one-item batch after it
+    first_run_s: list[float] = field(default_factory=list)
 
 
 def drop_from_page_cache(path: Path) -> bool:
@@ -144,10 +151,16 @@ class ArchProfiler:
             self.tick(f"{arch}/{kind} cold load")
         for rep in range(self.plan.load_reps):
             before = self._server_pss()
+            cpu_before = self._host_cpu_s(None)
             m.warm_load_s.append(await self._load(name, kind))
+            cpu_after = self._host_cpu_s(name)
+            if cpu_before is not None and cpu_after is not None:
+                m.load_cpu_s.append(max(0.0, cpu_after - cpu_before))
             # ONNX Runtime allocates on its first run (+~9 MB for a 1.5 MB expert, measured) and
-            # keeps it: the footprint a budget must hold is the one after a first inference.
-            await self._first_run(name)
+            # keeps it: the footprint a budget must hold is the one after a first inference. That
+            # first run is also slower than later ones (~0.03 s against ~0.002 s for a classifier
+            # here): a cost every switch pays, timed here.
+            m.first_run_s.append(await self._first_run(name))
             if self.server is not None and self.server.pid is not None:
                 m.footprints.append(model_footprint(self.server.pid, name, before, self.gpu))
             if rep + 1 < self.plan.load_reps:
@@ -201,10 +214,27 @@ class ArchProfiler:
             await busy
             await peer.unload(spare)
 
-    async def _first_run(self, name: str) -> None:
+    async def _first_run(self, name: str) -> float:
         config = ModelConfig.read(self.repo / name)
         batch = np.zeros((1, *config.inputs[0].dims), dtype=np.float32)
+        began = time.perf_counter()
         await self.adapter.infer(name, {config.inputs[0].name: batch})
+        return time.perf_counter() - began
+
+    def _host_cpu_s(self, loaded: str | None) -> float | None:
+        """CPU seconds so far of the server (itself, not its reaped children: an earlier unload's
+        process may be reaped at any time), of ``loaded``'s model processes and of this process;
+        None against an external server. The difference across one load is the load's CPU work
+        (a model process starts with the load, so before it ``loaded`` is None: it has none)."""
+        if self.server is None or self.server.pid is None:
+            return None
+        total = process_cpu_s(self.server.pid)
+        if total is None:
+            return None
+        if loaded is not None:
+            total += sum(process_cpu_s(p.pid) or 0.0 for p in self.server.model_processes(loaded))
+        t = os.times()
+        return total + t.user + t.system
 
     def _server_pss(self) -> int:
         if self.server is None or self.server.pid is None:
@@ -259,6 +289,16 @@ class ArchProfiler:
                 continue
             placed = [(experts[i % len(experts)], servers[i]) for i in range(k)]
             m.spread_wall_s[k], _ = await self._loads_at_once(kind, placed)
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` itself (``/proc/PID/stat``; clock-tick
+    resolution, 10 ms here); None if it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def figure(values: Sequence[float]) -> fit.Figure:

@@ -91,6 +91,14 @@ def machine_description() -> str:
     return f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores ({model or 'unknown CPU'}), {mem:.0f} GiB"
 
 
+def host_cpu_cores() -> int:
+    """The cores this process (and the servers it starts) may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def run_profile(
     coe: CoEDefinition,
     repo: str | Path,
@@ -125,7 +133,7 @@ def run_profile(
             result = asyncio.run(
                 _measure_all(
                     server, server.grpc_url, repo, by_arch, kinds, plan, explain, gpu_reader, tick,
-                    peer_urls=[p.grpc_url for p in peers],
+                    peer_servers=peers,
                 )
             )
             mode = server.unload_mode
@@ -148,7 +156,9 @@ def run_profile(
     }
     if measurements and not all(m.cold_cache_dropped for m in measurements):
         measured["cold_load"] = "posix_fadvise(DONTNEED) was refused: cold loads may have read cached pages"
-    profile = build_profile(f"measured-{coe.name}", measurements, max_batch, mode, idle, measured, growth)
+    # the embedded server runs on this host: its cores are the ones loads and batches share
+    cores = host_cpu_cores() if triton_url is None else None
+    profile = build_profile(f"measured-{coe.name}", measurements, max_batch, mode, idle, measured, growth, cores)
     return ProfileResult(profile, measurements, time.perf_counter() - began, explained)
 
 
@@ -162,11 +172,13 @@ async def _measure_all(
     explain: bool,
     gpu: GpuMemoryReader | None,
     tick: Callable[[str], None],
-    peer_urls: Sequence[str] = (),
+    peer_servers: Sequence[EmbeddedTriton] = (),
 ) -> tuple[list[ArchMeasurement], str, Explain | None]:
     probe = server.process_probe() if server is not None else None
     adapter = TritonAdapter(url, process_probe=probe, request_timeout_s=120.0)
-    peers = [TritonAdapter(u, request_timeout_s=120.0) for u in peer_urls]
+    # each peer's adapter watches its model processes as serving's adapters do (that watch is CPU
+    # the orchestrator spends while a load runs, on the cores the loads share)
+    peers = [TritonAdapter(p.grpc_url, process_probe=p.process_probe(), request_timeout_s=120.0) for p in peer_servers]
     try:
         version = await adapter.server_version()
         results = []

@@ -52,6 +52,11 @@ def test_quick_profile_measures_every_architecture_and_feeds_the_simulator(
         assert cost.weight_bytes and cost.file_bytes and cost.weight_bytes > 5 * cost.file_bytes
         assert cost.peak_bytes is not None and cost.peak_bytes >= cost.weight_bytes
         assert 1 <= cost.max_batch <= 16
+        # a load is CPU work on this host (a model process starts, imports ONNX Runtime, builds a
+        # session): measured, and more than nothing; its first batch costs extra (>= 0)
+        assert cost.load_cpu_s is not None and 0.02 < cost.load_cpu_s < 20
+        assert cost.first_batch_extra_s is not None and cost.first_batch_extra_s >= 0
+    assert profile.host_cpu_cores is not None and profile.host_cpu_cores >= 1
     assert "where one load and one unload go" in printed and "ORT session creation" in printed
 
     assert main(["simulate", "--profile", str(out), "--coe", str(coe_file), "--policy", "coserve"]) == 0

@@ -126,6 +126,25 @@ def test_load_time_is_the_one_measured_at_the_box_channels_while_it_computes() -
     assert cost is not None and cost.load_time_s == {"disk": 0.22} and cost.load_time_idle_s is None
 
 
+def test_load_cpu_first_batch_and_host_cores_come_from_their_measurements() -> None:
+    # a load's CPU seconds: the median over warm loads (mutation: mean -> 0.2333); the first batch's
+    # extra: its median less the sweep's median one-item batch (k + b = 0.003; mutation: the raw
+    # first-run median -> 0.033); the host's cores as given; none measured -> the fields stay unset
+    m = _measurement("classifier", "cls_a", 1.0, 0.001, 0.002)
+    m.load_cpu_s = [0.2, 0.3, 0.2]
+    m.first_run_s = [0.03, 0.033, 0.05]
+    profile = build_profile("p", [m], {"cls_a": 8}, "stock", None, {}, host_cpu_cores=2)
+    cost = profile.cost("classifier", "cpu")
+    assert cost is not None and cost.load_cpu_s == pytest.approx(0.2) and cost.first_batch_extra_s == pytest.approx(0.030)
+    assert profile.host_cpu_cores == 2
+    assert parse_profile(profile_to_data(profile)) == profile
+    m.load_cpu_s, m.first_run_s = [], []
+    bare = build_profile("p", [m], {"cls_a": 8}, "stock", None, {})
+    cost = bare.cost("classifier", "cpu")
+    assert cost is not None and cost.load_cpu_s is None and cost.first_batch_extra_s is None
+    assert bare.host_cpu_cores is None and "host" not in profile_to_data(bare)
+
+
 def test_profile_parser_names_bad_measured_fields() -> None:
     data = profile_to_data(build_profile("p", [_measurement("classifier", "c", 1.0, 0.001, 0.0)], {}, "stock", None, {}))
     data["architectures"]["classifier"]["cpu"]["spread"] = {"k_s": "wide"}
