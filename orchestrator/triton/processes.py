@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STUB_NAME = "triton_python_backend_stub"
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,92 @@ def memory(pid: int) -> ProcessMemory:
         pass
     uss = values["Private_Clean:"] + values["Private_Dirty:"]
     return ProcessMemory(pid, values["Rss:"], values["Pss:"], uss)
+
+
+def pss_from_rollup(text: bytes) -> int:
+    """The ``Pss:`` figure of a ``/proc/PID/smaps_rollup`` text in bytes (0 if it has none)."""
+    at = text.find(b"\nPss:")
+    if at < 0:
+        return 0
+    fields = text[at + 5 : text.find(b"\n", at + 5)].split()
+    try:
+        return int(fields[0]) * 1024  # reported in kB
+    except (IndexError, ValueError):
+        return 0
+
+
+def statm_bytes(text: bytes) -> tuple[int, int]:
+    """(resident, shared) bytes of a ``/proc/PID/statm`` text, (0, 0) if unreadable. ``shared``
+    is the resident file-backed and shared-memory pages."""
+    fields = text.split()
+    try:
+        return int(fields[1]) * _PAGE, int(fields[2]) * _PAGE
+    except (IndexError, ValueError):
+        return 0, 0
+
+
+def private_from_statm(text: bytes) -> int:
+    """Private resident bytes (``resident - shared``) of a ``/proc/PID/statm`` text, 0 if unreadable:
+    the resident anonymous memory, what a process's own allocations hold, read without a page walk."""
+    resident, shared = statm_bytes(text)
+    return max(0, resident - shared)
+
+
+class ProcFiles:
+    """``/proc/PID/<name>`` files kept open and re-read with ``pread`` (one system call per read
+    instead of open, read and close), for a sampler that reads the same few files many times.
+
+    An open file names one process, not a pid: once that process has exited a read fails
+    (``ESRCH``, or a zombie's zeros) and is answered with ``b""``; it never reads another process
+    that got the same pid. ``forget(pid)`` closes a process's files (call it when the process is
+    gone, or they stay open until ``close()``); not thread-safe (one reader thread).
+    """
+
+    def __init__(self) -> None:
+        self._fds: dict[tuple[int, str], int] = {}
+
+    def read(self, pid: int, name: str) -> bytes:
+        """The file's text, ``b""`` when the process (or the file) is gone."""
+        key = (pid, name)
+        fd = self._fds.get(key)
+        try:
+            if fd is None:
+                fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                self._fds[key] = fd
+            return os.pread(fd, 16384, 0)  # smaps_rollup is ~1 KB, statm one line
+        except OSError:
+            self._close(key)
+            return b""
+
+    def _close(self, key: tuple[int, str]) -> None:
+        fd = self._fds.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
+    def forget(self, pid: int) -> None:
+        for key in [k for k in self._fds if k[0] == pid]:
+            self._close(key)
+
+    def open_count(self) -> int:
+        return len(self._fds)
+
+    def close(self) -> None:
+        for key in list(self._fds):
+            self._close(key)
+
+
+def read_once(path: str) -> bytes:
+    """A /proc file's text read once (os.open/read/close: no buffered file object), ``b""`` if gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        return os.read(fd, 16384)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def rss_bytes(pid: int) -> int:
