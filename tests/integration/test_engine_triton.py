@@ -8,13 +8,14 @@ to it), and the core's memory bound must hold on each executor.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from orchestrator import experts_io
+from orchestrator import experts_io, model_versions
 from orchestrator.board_source import BoardSource
 from orchestrator.coe import CoEDefinition
 from orchestrator.core.profile import parse_profile
@@ -37,16 +38,21 @@ PROFILE = parse_profile(
 )
 
 
-def reference_outcome(coe: CoEDefinition, repo: Path, ctype: str, png: bytes, sessions: dict) -> str:
-    """The verdict of the expert chain run directly in ONNX Runtime."""
+def reference_outcome(
+    coe: CoEDefinition, repo: Path, ctype: str, png: bytes, sessions: dict, versions: Mapping[str, int] | None = None
+) -> str:
+    """The verdict of the expert chain run directly in ONNX Runtime, each expert at its version
+    in ``versions`` (default 1)."""
     rule = coe.routing[ctype]
 
     def run(expert: str) -> dict[str, np.ndarray]:
-        if expert not in sessions:
-            sessions[expert] = ort.InferenceSession(str(repo / expert / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+        key = (expert, (versions or {}).get(expert, 1))
+        if key not in sessions:
+            path = model_versions.model_file(repo / expert, key[1])
+            sessions[key] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         x = decode_image(png, coe.experts[expert].input_shape)[None]
-        names = [o.name for o in sessions[expert].get_outputs()]
-        return dict(zip(names, sessions[expert].run(None, {experts_io.INPUT_NAME: x}), strict=True))
+        names = [o.name for o in sessions[key].get_outputs()]
+        return dict(zip(names, sessions[key].run(None, {experts_io.INPUT_NAME: x}), strict=True))
 
     logits = run(rule.classifier)[experts_io.CLASSIFIER_OUTPUT]
     if not experts_io.classifier_no_defect(logits)[0]:

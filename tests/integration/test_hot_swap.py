@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from exporter import repository
@@ -35,10 +34,10 @@ from orchestrator.core.profile import parse_profile
 from orchestrator.demo import demo_budget_bytes, demo_spec
 from orchestrator.engine.types import InspectRequest, Verdict
 from orchestrator.frontend.board import BoardSummary
-from orchestrator.images import decode_image
 from orchestrator.serve import Service, run_service
 from orchestrator.verdicts.config import VerdictLogConfig
 from orchestrator.verdicts.store import open_read_only
+from tests.integration.test_engine_triton import reference_outcome
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -58,29 +57,6 @@ def defect_everywhere(src: Path, dest: Path) -> Path:
     init.CopyFrom(numpy_helper.from_array(bias.astype(np.float32), bias_name))
     onnx.save(model, str(dest))
     return dest
-
-
-def reference(coe: CoEDefinition, repo: Path, req: InspectRequest, versions: dict[str, int], sessions: dict[Any, Any]) -> str:
-    """The verdict of the expert chain in ONNX Runtime, each expert at ``versions`` (default 1)."""
-    rule = coe.routing[req.component_type]
-
-    def run(expert: str) -> dict[str, np.ndarray]:
-        v = versions.get(expert, 1)
-        if (expert, v) not in sessions:
-            path = model_versions.model_file(repo / expert, v)
-            sessions[(expert, v)] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        s = sessions[(expert, v)]
-        assert isinstance(req.image, bytes)
-        x = decode_image(req.image, coe.experts[expert].input_shape)[None]
-        return dict(zip([o.name for o in s.get_outputs()], s.run(None, {experts_io.INPUT_NAME: x}), strict=True))
-
-    if not experts_io.classifier_no_defect(run(rule.classifier)[experts_io.CLASSIFIER_OUTPUT])[0]:
-        return "defect"
-    if rule.detector is None:
-        return "pass"
-    out = run(rule.detector)
-    _, h, w = coe.experts[rule.detector].input_shape
-    return "pass" if experts_io.detector_pass(out["boxes"], out["objectness"], (h, w))[0] else "fail"
 
 
 def test_an_expert_is_replaced_and_rolled_back_while_a_board_streams(
@@ -191,7 +167,10 @@ def test_an_expert_is_replaced_and_rolled_back_while_a_board_streams(
             want = str(phase_versions[i].get(use.expert, 1))
             assert use.version == want, f"phase {i}: {v.component_id} ran {use.expert}@{use.version}, expected @{want}"
             seen_victim[i] += use.expert == victim
-        assert v.outcome == reference(coe, repo, by_id[v.component_id], phase_versions[i], sessions), v.component_id
+        req = by_id[v.component_id]
+        assert isinstance(req.image, bytes)
+        want_outcome = reference_outcome(coe, repo, req.component_type, req.image, sessions, phase_versions[i])
+        assert v.outcome == want_outcome, v.component_id
     assert all(seen_victim), f"the victim ran in every phase: {seen_victim}"
     # version 2 made every one of its components a defect (the change is visible in the verdicts)
     assert all(v.outcome == "defect" for v in verdicts if phase_of[v.component_id] == 1 and v.experts[0].expert == victim)
