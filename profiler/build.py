@@ -13,9 +13,11 @@ load_time_s.disk        median warm load (file in the page cache: what a serving
                         max batches back to back (serving loads while other executors compute);
                         ``load_time_idle_s``: the same on an idle box (the figure used against
                         an external server); ``load_time_cold_s``: median cold load
-load_cpu_s              median CPU seconds of a warm idle load on the host: its model process,
-                        the server itself and the profiler's own process (none against an
-                        external server: its processes cannot be seen)
+load_cpu_s              median CPU seconds of a warm idle load on the server side: its model
+                        process and the server itself (none against an external server: its
+                        processes cannot be seen)
+load_watch_cores        median over the same loads of the profiler's own CPU seconds during the
+                        load / its wall time (the adapter's process watch polling /proc)
 first_batch_extra_s     median first one-item batch after a warm load less the sweep's median
                         one-item batch (0 at least)
 host.cpu_cores          the cores this process may run on (``os.sched_getaffinity``), where the
@@ -104,6 +106,7 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> Ar
         load_time_cold_s=round(statistics.median(m.cold_load_s), 4) if m.cold_load_s else None,
         load_time_idle_s=round(statistics.median(m.warm_load_s), 4) if busy and m.warm_load_s else None,
         load_cpu_s=round(statistics.median(m.load_cpu_s), 4) if m.load_cpu_s else None,
+        load_watch_cores=round(statistics.median(m.watch_cores), 4) if m.watch_cores else None,
         first_batch_extra_s=round(first_extra, 5) if first_extra is not None else None,
         peak_bytes=weight + peak_growth,
         spread=spread,

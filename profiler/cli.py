@@ -81,7 +81,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
                   f"load {c.load_time_s['disk'] * 1e3:.0f} ms"
                   + (f" while computing ({c.load_time_idle_s * 1e3:.0f} ms idle)" if c.load_time_idle_s else " warm")
                   + f" / {(c.load_time_cold_s or 0) * 1e3:.0f} ms cold"
-                  + (f" ({c.load_cpu_s:.2f} CPU s)" if c.load_cpu_s is not None else "")
+                  + (f" ({c.load_cpu_s:.2f} CPU s" + (f" + watch {c.load_watch_cores:.2f} cores" if c.load_watch_cores is not None else "") + ")"
+                     if c.load_cpu_s is not None else "")
                   + (f", first batch +{c.first_batch_extra_s * 1e3:.0f} ms" if c.first_batch_extra_s is not None else "")
                   + ", "
                   f"footprint {(c.weight_bytes or 0) / 2**20:.1f} MiB (+{c.activation_bytes_per_item / 2**20:.2f} MiB/item)")

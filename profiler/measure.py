@@ -4,8 +4,9 @@ For one architecture on one instance kind, with experts of that architecture fro
 
 1. loads with the ONNX file dropped from the page cache (cold) and with it cached (warm), each
    followed by a confirmed unload whose time until the memory is back is ``unload_time_s``; each
-   warm load's CPU seconds on the host (its model process, the server, this client: the work the
-   simulator's shared-cores model gives a load) and its first batch (one item) after the load;
+   warm load's CPU seconds on the server side (its model process, the server: the work the
+   simulator's shared-cores model gives a load), the cores this process used meanwhile (the
+   adapter's process watch) and its first batch (one item) after the load;
 2. 1, 2 and 4 loads of different experts at once (as many as there are experts), which sets how
    many loads this box really runs in parallel;
 3. a batch-size sweep on the loaded expert (each size the median of repeated inferences), and
@@ -78,9 +79,12 @@ class ArchMeasurement:
     footprints: list[Footprint] = field(default_factory=list)
     cold_cache_dropped: bool = True
     first_infer_s: float | None = None
-    #: per warm load: CPU seconds it took on the host (model process + server + this process);
+    #: per warm load: CPU seconds it took on the server side (model process + server);
     #: empty where the processes cannot be seen (external server)
     load_cpu_s: list[float] = field(default_factory=list)
+    #: per warm load: this process's CPU seconds during it over its wall time (the cores the
+    #: adapter's process watch used); empty where ``load_cpu_s`` is
+    watch_cores: list[float] = field(default_factory=list)
     #: per warm load: the seconds of the first one-item batch after it
     first_run_s: list[float] = field(default_factory=list)
 
@@ -151,11 +155,15 @@ class ArchProfiler:
             self.tick(f"{arch}/{kind} cold load")
         for rep in range(self.plan.load_reps):
             before = self._server_pss()
-            cpu_before = self._host_cpu_s(None)
-            m.warm_load_s.append(await self._load(name, kind))
-            cpu_after = self._host_cpu_s(name)
+            cpu_before, own_before = self._triton_cpu_s(None), _own_cpu_s()
+            took = await self._load(name, kind)
+            m.warm_load_s.append(took)
+            cpu_after, own_after = self._triton_cpu_s(name), _own_cpu_s()
             if cpu_before is not None and cpu_after is not None:
                 m.load_cpu_s.append(max(0.0, cpu_after - cpu_before))
+                # this process did little but watch the load (the adapter polls /proc for the
+                # model's process, as serving's adapters do): that watch's cores while it ran
+                m.watch_cores.append(max(0.0, own_after - own_before) / max(took, 1e-9))
             # ONNX Runtime allocates on its first run (+~9 MB for a 1.5 MB expert, measured) and
             # keeps it: the footprint a budget must hold is the one after a first inference. That
             # first run is also slower than later ones (~0.03 s against ~0.002 s for a classifier
@@ -221,11 +229,11 @@ class ArchProfiler:
         await self.adapter.infer(name, {config.inputs[0].name: batch})
         return time.perf_counter() - began
 
-    def _host_cpu_s(self, loaded: str | None) -> float | None:
+    def _triton_cpu_s(self, loaded: str | None) -> float | None:
         """CPU seconds so far of the server (itself, not its reaped children: an earlier unload's
-        process may be reaped at any time), of ``loaded``'s model processes and of this process;
-        None against an external server. The difference across one load is the load's CPU work
-        (a model process starts with the load, so before it ``loaded`` is None: it has none)."""
+        process may be reaped at any time) and of ``loaded``'s model processes; None against an
+        external server. The difference across one load is the load's CPU work on the server
+        side (a model process starts with the load, so before it ``loaded`` is None: it has none)."""
         if self.server is None or self.server.pid is None:
             return None
         total = process_cpu_s(self.server.pid)
@@ -233,8 +241,7 @@ class ArchProfiler:
             return None
         if loaded is not None:
             total += sum(process_cpu_s(p.pid) or 0.0 for p in self.server.model_processes(loaded))
-        t = os.times()
-        return total + t.user + t.system
+        return total
 
     def _server_pss(self) -> int:
         if self.server is None or self.server.pid is None:
@@ -289,6 +296,11 @@ class ArchProfiler:
                 continue
             placed = [(experts[i % len(experts)], servers[i]) for i in range(k)]
             m.spread_wall_s[k], _ = await self._loads_at_once(kind, placed)
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def process_cpu_s(pid: int) -> float | None:

@@ -46,7 +46,8 @@ but a reader (planner, operator) needs to trust or extrapolate it::
           r2: 0.998                  # of the K, B least-squares fit
           load_time_cold_s: 0.21     # load with the file dropped from the page cache
           load_time_idle_s: 0.18     # warm load on an idle box (load_time_s.disk: while it computes)
-          load_cpu_s: 0.23           # CPU seconds one load takes on the host (model process, server, client)
+          load_cpu_s: 0.22           # CPU seconds one load takes on the host (model process, server)
+          load_watch_cores: 0.15     # cores the client's process watch uses while a load runs
           first_batch_extra_s: 0.028 # what the first batch after a load takes over the steady one
           peak_bytes: 98000000       # footprint at its peak while running max_batch
           spread: {k_s: 0.03, load_time_s: 0.12}   # (max - min) / median of the repetitions
@@ -83,6 +84,9 @@ class ArchCost:
     #: CPU seconds one load takes on the host (its model process, the server, the client), for
     #: the simulator's shared-cores model (``simulate.cpu``); None: a load takes no host CPU
     load_cpu_s: float | None = None
+    #: cores the orchestrator's process watch (the adapter polling ``/proc`` for the model's
+    #: process) uses while a load is in flight; None: not measured (0)
+    load_watch_cores: float | None = None
     #: the first batch after a load takes this much longer than ``batch_time_s`` (lazy set-up in
     #: the runtime on its first run); None: not measured (0)
     first_batch_extra_s: float | None = None
@@ -200,6 +204,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
                 load_time_cold_s=_opt_number(r, m, "load_time_cold_s", path),
                 load_time_idle_s=_opt_number(r, m, "load_time_idle_s", path),
                 load_cpu_s=_opt_number(r, m, "load_cpu_s", path),
+                load_watch_cores=_opt_number(r, m, "load_watch_cores", path),
                 first_batch_extra_s=_opt_number(r, m, "first_batch_extra_s", path),
                 peak_bytes=_opt_bytes(r, m, "peak_bytes", path),
                 spread={
@@ -225,7 +230,8 @@ _PROCESSOR_FIELDS = (
 )
 _ARCH_FIELDS = (
     "k_s", "b_s", "max_batch", "load_time_s", "weight_bytes", "activation_bytes_per_item", "measured_expert",
-    "file_bytes", "r2", "load_time_cold_s", "load_time_idle_s", "load_cpu_s", "first_batch_extra_s", "peak_bytes",
+    "file_bytes", "r2", "load_time_cold_s", "load_time_idle_s", "load_cpu_s", "load_watch_cores", "first_batch_extra_s",
+    "peak_bytes",
     "spread",
 )
 

@@ -16,6 +16,9 @@ runs at its cap (so alone, each takes what the profile measured on an idle box);
 every job's rate is scaled by the same factor ``cores / sum(caps)``. A job ends when its work is
 done. Rates change only when a job starts or ends, so completion times are exact (piecewise
 linear work), and ties end in the order the jobs started: a run is a pure function of its inputs.
+
+A job of infinite work runs until it is removed (``remove``): the orchestrator's process watch,
+which polls ``/proc`` for as long as a load is in flight, is one beside each load.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ class CpuShare:
             s = self.scale()
             for j in self.jobs:
                 step = min(j.work, j.cap * s * dt)
-                j.work -= step
+                j.work -= step  # inf - finite stays inf
                 self.done_work += step
         self.now = now
 
@@ -75,12 +78,18 @@ class CpuShare:
         self.jobs.append(job)
         return job
 
+    def remove(self, now: float, job: CpuJob) -> None:
+        """Stop ``job`` at ``now`` (the others are advanced first: their rates change now)."""
+        self.advance(now)
+        self.jobs = [j for j in self.jobs if j is not job]
+
     def next_end(self) -> float | None:
-        """When the next job ends at the current rates (None: no job runs)."""
-        if not self.jobs:
+        """When the next job ends at the current rates (None: no job of finite work runs)."""
+        finite = [j for j in self.jobs if j.work != float("inf")]
+        if not finite:
             return None
         s = self.scale()
-        return self.now + min(j.work / (j.cap * s) for j in self.jobs)
+        return self.now + min(j.work / (j.cap * s) for j in finite)
 
     def pop_done(self, now: float) -> list[CpuJob]:
         """Advance to ``now`` and remove the jobs whose work is done, in the order they started."""

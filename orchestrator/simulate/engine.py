@@ -10,7 +10,8 @@ Shared cores (where the profile has ``host.cpu_cores``): loads from disk of arch
 measured ``load_cpu_s`` and every batch of a CPU executor are jobs on the host's cores
 (``simulate.cpu``: each alone takes what the profile says, a load ``load_time_idle_s`` or else
 ``load_time_s.disk``; when together they want more cores than the host has, all slow down alike),
-instead of taking fixed times that overlap for free. GPU batches and loads without
+instead of taking fixed times that overlap for free; beside each such load the orchestrator's
+process watch uses ``load_watch_cores`` for as long as the load lasts. GPU batches and loads without
 ``load_cpu_s`` keep fixed times. Events at the same instant run in
 the order they were scheduled, so a run is a pure function of its inputs.
 
@@ -35,7 +36,7 @@ from orchestrator.core.policies import PolicySpec
 from orchestrator.core.profile import ArchCost, CostProfile
 from orchestrator.core.scheduler import CoreScheduler, Request
 from orchestrator.core.serve_config import ServeConfig
-from orchestrator.simulate.cpu import CpuShare
+from orchestrator.simulate.cpu import CpuJob, CpuShare
 from orchestrator.simulate.ledger import MemoryLedger
 from orchestrator.simulate.workload import Workload, warmup_seed
 
@@ -125,6 +126,7 @@ class Simulation:
         self._cpu_gen = 0  # a _CPU event of an older generation is stale (rates changed since)
         #: (executor, expert) loaded whose first batch has not run yet (it pays first_batch_extra_s)
         self._fresh: set[tuple[str, str]] = set()
+        self._watches: dict[int, CpuJob] = {}  # id(Load) -> the process watch beside it
         names = self.core.executor_names()
         self.ledger = MemoryLedger({n: self.core.pool(n).budget_bytes for n in names})
         self._verdicts: dict[int, bool] = {}
@@ -178,7 +180,12 @@ class Simulation:
         c = self._cost(d.expert, d.executor)
         if self.cpu is not None and d.tier == "disk" and c.load_cpu_s:
             alone = c.load_time_idle_s or c.load_time_s["disk"]
-            self.cpu.add(self.now, c.load_cpu_s, min(self.cpu.cores, c.load_cpu_s / max(alone, 1e-9)), d)
+            # the watch's cores come off the load's own cap: alone the two together take ``alone``
+            watch = min(c.load_watch_cores or 0.0, self.cpu.cores / 2)
+            cap = min(self.cpu.cores - watch, c.load_cpu_s / max(alone, 1e-9))
+            self.cpu.add(self.now, c.load_cpu_s, max(cap, 1e-6), d)
+            if watch > 0:
+                self._watches[id(d)] = self.cpu.add(self.now, float("inf"), watch, ("watch", d))
             self._cpu_reschedule()
         else:
             self._push(self.now + self._load_time(d), _LOAD, d)
@@ -288,6 +295,9 @@ class Simulation:
                     continue  # stale: a job started or ended after it was pushed
                 for job in self.cpu.pop_done(t):
                     if isinstance(job.payload, Load):
+                        watch = self._watches.pop(id(job.payload), None)
+                        if watch is not None:
+                            self.cpu.remove(t, watch)
                         self._load_done(job.payload, t)
                     else:
                         assert isinstance(job.payload, Dispatch)

@@ -57,6 +57,23 @@ def test_a_multithreaded_load_alone_takes_its_idle_time_and_two_share_the_cores(
     assert two.next_end() == pytest.approx(0.3)
 
 
+def test_an_endless_job_runs_until_removed_and_takes_its_share_meanwhile() -> None:
+    # a load (1 core, work 1) beside a watch of 0.5 core and another one-core job on 1.5 cores...
+    # here on 2 cores: caps 1 + 1 + 0.5 = 2.5 > 2, scale 0.8: the finite jobs end at 1.25; the
+    # watch never ends by itself and no end is due once only it runs (mutations: inf work counted
+    # in next_end -> inf; remove not advancing the others first -> wrong work left)
+    cpu = CpuShare(2)
+    cpu.add(0.0, 1.0, 1.0, "load")
+    cpu.add(0.0, 1.0, 1.0, "batch")
+    watch = cpu.add(0.0, float("inf"), 0.5, "watch")
+    assert cpu.next_end() == pytest.approx(1.25)
+    cpu.remove(0.5, watch)  # 0.4 done by each finite job; they run at full speed from now
+    assert cpu.next_end() == pytest.approx(0.5 + 0.6)
+    assert [j.payload for j in cpu.pop_done(1.1)] == ["load", "batch"]
+    cpu.add(1.1, float("inf"), 0.5, "watch")
+    assert cpu.next_end() is None and cpu.pop_done(5.0) == []
+
+
 def test_time_cannot_go_back_and_jobs_need_positive_caps() -> None:
     cpu = CpuShare(1)
     cpu.advance(1.0)
@@ -69,9 +86,11 @@ def test_time_cannot_go_back_and_jobs_need_positive_caps() -> None:
 
 
 # -- the simulator on a tiny CPU-only board ---------------------------------------------------
-def _profile(load_cpu_s: float | None, cores: int | None, first_extra: float | None = None) -> CostProfile:
+def _profile(load_cpu_s: float | None, cores: int | None, first_extra: float | None = None,
+             watch: float | None = None) -> CostProfile:
     cost = ArchCost(k_s=0.001, b_s=0.001, max_batch=8, load_time_s={"disk": 0.2}, weight_bytes=10_000_000,
-                    load_time_idle_s=0.1, load_cpu_s=load_cpu_s, first_batch_extra_s=first_extra)
+                    load_time_idle_s=0.1, load_cpu_s=load_cpu_s, first_batch_extra_s=first_extra,
+                    load_watch_cores=watch)
     return CostProfile("t", {"cpu": ProcessorSpec(concurrent_loads=2, unload_time_s=0.0)},
                        {"cls": {"cpu": cost}}, storage_concurrent_loads=2, host_cpu_cores=cores)
 
@@ -113,6 +132,16 @@ def test_loads_share_the_cores_when_the_profile_says_how_many() -> None:
     assert alone.makespan_s == pytest.approx(0.15 + 0.002, abs=1e-6)  # cap min(2, 0.3/0.1) = 2 cores
 
 
+def test_the_process_watch_beside_each_load_takes_cores_from_the_loads() -> None:
+    # loads of 0.1 CPU s alone in 0.1 s (cap 1) with a watch of 0.5 core each: alone the load
+    # still takes 0.1 s (1.5 caps <= 2 cores), two at once want 3 cores of 2 -> 0.15 s (mutations:
+    # watch ignored -> 0.1 s for two; watch not removed at the load's end -> the batches slow too)
+    one = simulate(_workload(1), _config(1), _profile(0.1, 2, watch=0.5), "samba-parallel", warmup_tasks=0)
+    assert one.makespan_s == pytest.approx(0.1 + 0.002, abs=1e-6)
+    two = simulate(_workload(2), _config(), _profile(0.1, 2, watch=0.5), "samba-parallel", warmup_tasks=0)
+    assert two.makespan_s == pytest.approx(0.15 + 0.002, abs=1e-6)
+
+
 def test_a_batch_beside_loads_slows_down_on_shared_cores() -> None:
     # the cores also run CPU batches: with many requests per expert, batches overlap the second
     # round of loads and everything takes longer than with free overlap (mutation: batches kept
@@ -134,12 +163,13 @@ def test_the_first_batch_after_a_load_pays_the_extra_once() -> None:
 
 
 def test_profile_round_trip_keeps_the_new_fields_and_presets_have_none() -> None:
-    p = _profile(0.3, 2, 0.02)
+    p = _profile(0.3, 2, 0.02, watch=0.15)
     text = __import__("yaml").safe_dump(profile_to_data(p))
     back = load_profile_text(text, "p.yaml")
     assert back == p and back.host_cpu_cores == 2
     cost = back.cost("cls", "cpu")
     assert cost is not None and cost.load_cpu_s == 0.3 and cost.first_batch_extra_s == 0.02
+    assert cost.load_watch_cores == 0.15
     from orchestrator.simulate.presets import load_preset
 
     assert load_preset("paper-numa").profile.host_cpu_cores is None
