@@ -34,7 +34,13 @@ from typing import Any
 from bench_board import prepare_board  # benchmarks/ is sys.path[0] when run as a script
 
 import orchestrator.serve as serve_module
-from orchestrator.bench import bench_workload, budget_serve_file, expert_footprint_bytes, run_one
+from orchestrator.bench import (
+    all_resident_config,
+    bench_workload,
+    budget_serve_file,
+    expert_footprint_bytes,
+    run_one,
+)
 from orchestrator.core.profile import CostProfile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--interval-ms", type=float, default=4.0)
     ap.add_argument("--policy", action="append", default=None)
+    ap.add_argument("--all-resident", action="store_true", help="also the all-resident case (no switches)")
     args = ap.parse_args(argv)
     say = lambda line: print(line, flush=True)  # noqa: E731
     board = prepare_board(Path(args.work), args.types, say)
@@ -240,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         results[policy] = trace_one(replace(spec, config=replace(spec.config, policy=policy)), wl, profile,
                                     lambda e: coe.experts[e].arch, say)
         say(json.dumps({policy: results[policy]}, indent=1))
+    if args.all_resident:
+        resident = replace(spec, config=all_resident_config(spec.config, coe, profile))
+        results["all-resident"] = trace_one(resident, wl, profile, lambda e: coe.experts[e].arch, say)
+        say(json.dumps({"all-resident": results["all-resident"]}, indent=1))
     out = Path(args.out)
     out = out if out.is_absolute() else ROOT / out
     out.parent.mkdir(parents=True, exist_ok=True)
