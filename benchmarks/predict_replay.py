@@ -46,8 +46,14 @@ def with_settings(profile: CostProfile, settings: list[str]) -> CostProfile:
         if scope == "host" and name == "cpu_cores":
             profile = replace(profile, host_cpu_cores=int(value))
             continue
+        if name == "unload_cpu_s" and scope in profile.processors:
+            procs = dict(profile.processors)
+            procs[scope] = replace(procs[scope], unload_cpu_s=float(value))
+            profile = replace(profile, processors=procs)
+            continue
         if name not in FIELDS:
-            raise SystemExit(f"--set {item}: field must be one of {', '.join(FIELDS)} or host.cpu_cores")
+            raise SystemExit(f"--set {item}: field must be one of {', '.join(FIELDS)}, host.cpu_cores or "
+                             "<kind>.unload_cpu_s")
         changes: dict[str, Any] = {name: float(value)}
         archs = {
             a: {k: replace(c, **changes) for k, c in per.items()} if scope in (a, "*") else dict(per)
@@ -69,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real", default="benchmarks/results/serve_bench.json", help="the run's flat JSON")
     ap.add_argument("--details", default=None, help="its .details.json (default: beside --real)")
     ap.add_argument("--profile", required=True, help="the profile to predict on")
-    ap.add_argument("--set", action="append", default=[], help="arch.field=value or host.cpu_cores=N (what-if)")
+    ap.add_argument("--set", action="append", default=[],
+                    help="arch.field=value, cpu.unload_cpu_s=S or host.cpu_cores=N (what-if)")
     args = ap.parse_args(argv)
     work = ROOT / args.work
     coe = load_coe(work / "coe.yaml")

@@ -22,6 +22,8 @@ first_batch_extra_s     median first one-item batch after a warm load less the s
                         one-item batch (0 at least)
 host.cpu_cores          the cores this process may run on (``os.sched_getaffinity``), where the
                         server is embedded (it runs on the same host)
+unload_cpu_s            median CPU seconds of a confirmed unload: the model process's exit, the
+                        server, the profiler's own watch (none against an external server)
 unload_time_s           median time from the unload call until the memory is back (processes
                         gone on the embedded server; index state on an external one)
 concurrent_loads        ``fit.concurrent_loads`` over 1, 2, 4 loads at once on one server
@@ -121,6 +123,7 @@ def processor_spec(
     server_growth_bytes: int | None = None,
 ) -> ProcessorSpec:
     unloads = [s for m in kind_measurements for s in m.unload_s]
+    unload_cpu = [s for m in kind_measurements for s in m.unload_cpu_s]
     walls: dict[int, float] = {}
     for m in kind_measurements:  # the architecture with most experts tried the most levels
         if len(m.concurrent_wall_s) > len(walls):
@@ -132,6 +135,7 @@ def processor_spec(
     return ProcessorSpec(
         concurrent_loads=fit.concurrent_loads(walls) if walls else 1,
         unload_time_s=round(statistics.median(unloads), 4) if unloads else 0.0,
+        unload_cpu_s=round(statistics.median(unload_cpu), 4) if unload_cpu else None,
         unload_mode=unload_mode,
         server_idle_bytes=server_idle_bytes,
         server_growth_bytes=server_growth_bytes,

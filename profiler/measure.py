@@ -85,6 +85,8 @@ class ArchMeasurement:
     #: per warm load: this process's CPU seconds during it over its wall time (the cores the
     #: adapter's process watch used); empty where ``load_cpu_s`` is
     watch_cores: list[float] = field(default_factory=list)
+    #: per confirmed unload: its CPU seconds (model process exit, server, this client's watch)
+    unload_cpu_s: list[float] = field(default_factory=list)
     #: per warm load: the seconds of the first one-item batch after it
     first_run_s: list[float] = field(default_factory=list)
 
@@ -140,9 +142,26 @@ class ArchProfiler:
         return wall, list(took)
 
     async def _unload(self, m: ArchMeasurement, name: str) -> None:
+        stubs = [p.pid for p in self.server.model_processes(name)] if self.server is not None else []
+        before = self._unload_cpu_mark(stubs)
         result = await self.adapter.unload(name)
         m.unload_s.append(result.gone_seconds)
         m.unload_call_s.append(result.call_seconds)
+        after = self._unload_cpu_mark(stubs)
+        if before is not None and after is not None:
+            m.unload_cpu_s.append(max(0.0, after - before))
+
+    def _unload_cpu_mark(self, stubs: Sequence[int]) -> float | None:
+        """CPU seconds so far of the server with its reaped children, of ``stubs`` not yet reaped
+        (a zombie keeps its figures) and of this process: the difference across an unload is its
+        CPU work (the model process's exit, the server's clean-up, this client's watch), since a
+        stub reaped in between moves its whole time into the server's children's figure."""
+        if self.server is None or self.server.pid is None:
+            return None
+        server = process_cpu_s(self.server.pid, children=True)
+        if server is None:
+            return None
+        return server + sum(process_cpu_s(pid) or 0.0 for pid in stubs) + _own_cpu_s()
 
     async def measure(self, arch: str, kind: str, experts: Sequence[str]) -> ArchMeasurement:
         name = experts[0]
@@ -303,14 +322,16 @@ def _own_cpu_s() -> float:
     return t.user + t.system
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` itself (``/proc/PID/stat``; clock-tick
-    resolution, 10 ms here); None if it has gone."""
+def process_cpu_s(pid: int, children: bool = False) -> float | None:
+    """User + system CPU seconds of process ``pid`` itself, with ``children`` also those of its
+    children it has reaped (``/proc/PID/stat``; clock-tick resolution, 10 ms here); None if it
+    has gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(v) for v in fields[11:15 if children else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def figure(values: Sequence[float]) -> fit.Figure:

@@ -33,6 +33,7 @@ but a reader (planner, operator) needs to trust or extrapolate it::
     processors:
       cpu:
         unload_mode: stock           # how the embedded server releases an unloaded expert
+        unload_cpu_s: 0.04           # CPU seconds of an unload on the host (shared-cores model)
         server_idle_bytes: 32000000  # the idle tritonserver's own PSS
         server_growth_bytes: 10000000   # what it keeps growing by while serving (an executor cost)
         overhead_fixed_bytes: 45000000      # footprint = fixed + per_file_byte * ONNX file bytes
@@ -101,6 +102,9 @@ class ArchCost:
 class ProcessorSpec:
     concurrent_loads: int = 2
     unload_time_s: float = 0.005
+    #: CPU seconds an unload takes on the host (the model process's exit, the server, the
+    #: client's watch), for the simulator's shared-cores model; None: none
+    unload_cpu_s: float | None = None
     # measured by ``coserve profile`` (optional; see the module doc)
     unload_mode: str | None = None
     server_idle_bytes: int | None = None
@@ -159,6 +163,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
         procs[kind] = ProcessorSpec(
             concurrent_loads=r.integer(m.get("concurrent_loads", 2), f"{path}.concurrent_loads", 1),
             unload_time_s=r.number(m.get("unload_time_s", 0.005), f"{path}.unload_time_s"),
+            unload_cpu_s=_opt_number(r, m, "unload_cpu_s", path),
             unload_mode=None if m.get("unload_mode") is None else r.string(m["unload_mode"], f"{path}.unload_mode"),
             server_idle_bytes=_opt_bytes(r, m, "server_idle_bytes", path),
             server_growth_bytes=_opt_bytes(r, m, "server_growth_bytes", path),
@@ -224,7 +229,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
 
 
 _PROCESSOR_FIELDS = (
-    "concurrent_loads", "unload_time_s", "unload_mode", "server_idle_bytes", "server_growth_bytes",
+    "concurrent_loads", "unload_time_s", "unload_cpu_s", "unload_mode", "server_idle_bytes", "server_growth_bytes",
     "overhead_fixed_bytes",
     "overhead_bytes_per_file_byte",
 )

@@ -11,7 +11,9 @@ measured ``load_cpu_s`` and every batch of a CPU executor are jobs on the host's
 (``simulate.cpu``: each alone takes what the profile says, a load ``load_time_idle_s`` or else
 ``load_time_s.disk``; when together they want more cores than the host has, all slow down alike),
 instead of taking fixed times that overlap for free; beside each such load the orchestrator's
-process watch uses ``load_watch_cores`` for as long as the load lasts. GPU batches and loads without
+process watch uses ``load_watch_cores`` for as long as the load lasts, and each unload's
+``unload_cpu_s`` (one core at most) takes cores from the rest while its memory comes back after
+the fixed ``unload_time_s``. GPU batches and loads without
 ``load_cpu_s`` keep fixed times. Events at the same instant run in
 the order they were scheduled, so a run is a pure function of its inputs.
 
@@ -213,7 +215,13 @@ class Simulation:
                 self._fresh.discard((d.executor, d.expert))
                 self.ledger.unload(d.executor, d.expert, self.now)
                 kind = self.core.executor_kind(d.executor)
-                self._push(self.now + self.profile.processor(kind).unload_time_s, _UNLOAD, d)
+                spec = self.profile.processor(kind)
+                self._push(self.now + spec.unload_time_s, _UNLOAD, d)
+                if self.cpu is not None and spec.unload_cpu_s:
+                    # the exit's CPU work takes cores from the rest; the memory is back after
+                    # unload_time_s whatever the contention (it was measured so)
+                    self.cpu.add(self.now, spec.unload_cpu_s, 1.0, ("unload", d))
+                    self._cpu_reschedule()
             elif isinstance(d, Dispatch):
                 c = self._cost(d.expert, d.executor)
                 n = len(d.request_ids)
@@ -299,8 +307,7 @@ class Simulation:
                         if watch is not None:
                             self.cpu.remove(t, watch)
                         self._load_done(job.payload, t)
-                    else:
-                        assert isinstance(job.payload, Dispatch)
+                    elif isinstance(job.payload, Dispatch):
                         self.busy[job.payload.executor] = self.busy.get(job.payload.executor, 0.0) + t - job.started
                         self._batch_done(job.payload, t)
                 self._cpu_reschedule()

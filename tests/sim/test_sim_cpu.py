@@ -87,11 +87,11 @@ def test_time_cannot_go_back_and_jobs_need_positive_caps() -> None:
 
 # -- the simulator on a tiny CPU-only board ---------------------------------------------------
 def _profile(load_cpu_s: float | None, cores: int | None, first_extra: float | None = None,
-             watch: float | None = None) -> CostProfile:
+             watch: float | None = None, unload_cpu_s: float | None = None) -> CostProfile:
     cost = ArchCost(k_s=0.001, b_s=0.001, max_batch=8, load_time_s={"disk": 0.2}, weight_bytes=10_000_000,
                     load_time_idle_s=0.1, load_cpu_s=load_cpu_s, first_batch_extra_s=first_extra,
                     load_watch_cores=watch)
-    return CostProfile("t", {"cpu": ProcessorSpec(concurrent_loads=2, unload_time_s=0.0)},
+    return CostProfile("t", {"cpu": ProcessorSpec(concurrent_loads=2, unload_time_s=0.0, unload_cpu_s=unload_cpu_s)},
                        {"cls": {"cpu": cost}}, storage_concurrent_loads=2, host_cpu_cores=cores)
 
 
@@ -142,6 +142,20 @@ def test_the_process_watch_beside_each_load_takes_cores_from_the_loads() -> None
     assert two.makespan_s == pytest.approx(0.15 + 0.002, abs=1e-6)
 
 
+def test_an_unloads_cpu_work_slows_what_runs_beside_it() -> None:
+    # one executor with room for one expert, two experts one after the other: the second load
+    # runs beside the first expert's unload. Loads of 0.2 CPU s alone in 0.1 s (cap 2 = the host)
+    # on 2 cores: with an unload of 0.5 CPU s (1 core) beside it the load gets 1 core at first
+    # (caps 3 > 2: scale 2/3 -> rates 4/3 and 2/3): it takes 0.15 s instead of 0.1 s
+    # (mutation: unload CPU ignored -> makespan shorter by 0.05 s)
+    wl = _workload(2)
+    wl.requests[1] = replace(wl.requests[1], arrival_s=0.0)
+    cfg = ServeConfig(executors=(ExecutorConfig("cpu0", "cpu", 15_000_000),), policy="samba-lru")
+    base = simulate(wl, cfg, _profile(0.2, 2), "samba-lru", warmup_tasks=0)
+    slow = simulate(wl, cfg, _profile(0.2, 2, unload_cpu_s=0.5), "samba-lru", warmup_tasks=0)
+    assert slow.makespan_s == pytest.approx(base.makespan_s + 0.05, abs=1e-6)
+
+
 def test_a_batch_beside_loads_slows_down_on_shared_cores() -> None:
     # the cores also run CPU batches: with many requests per expert, batches overlap the second
     # round of loads and everything takes longer than with free overlap (mutation: batches kept
@@ -163,13 +177,13 @@ def test_the_first_batch_after_a_load_pays_the_extra_once() -> None:
 
 
 def test_profile_round_trip_keeps_the_new_fields_and_presets_have_none() -> None:
-    p = _profile(0.3, 2, 0.02, watch=0.15)
+    p = _profile(0.3, 2, 0.02, watch=0.15, unload_cpu_s=0.04)
     text = __import__("yaml").safe_dump(profile_to_data(p))
     back = load_profile_text(text, "p.yaml")
     assert back == p and back.host_cpu_cores == 2
     cost = back.cost("cls", "cpu")
     assert cost is not None and cost.load_cpu_s == 0.3 and cost.first_batch_extra_s == 0.02
-    assert cost.load_watch_cores == 0.15
+    assert cost.load_watch_cores == 0.15 and back.processor("cpu").unload_cpu_s == 0.04
     from orchestrator.simulate.presets import load_preset
 
     assert load_preset("paper-numa").profile.host_cpu_cores is None

@@ -133,18 +133,20 @@ def test_load_cpu_first_batch_and_host_cores_come_from_their_measurements() -> N
     m = _measurement("classifier", "cls_a", 1.0, 0.001, 0.002)
     m.load_cpu_s = [0.2, 0.3, 0.2]
     m.watch_cores = [0.1, 0.2, 0.15]
+    m.unload_cpu_s = [0.03, 0.05, 0.04, 0.02]
     m.first_run_s = [0.03, 0.033, 0.05]
     profile = build_profile("p", [m], {"cls_a": 8}, "stock", None, {}, host_cpu_cores=2)
     cost = profile.cost("classifier", "cpu")
     assert cost is not None and cost.load_cpu_s == pytest.approx(0.2) and cost.first_batch_extra_s == pytest.approx(0.030)
     assert cost.load_watch_cores == pytest.approx(0.15)
+    assert profile.processor("cpu").unload_cpu_s == pytest.approx(0.035)  # median of the 4
     assert profile.host_cpu_cores == 2
     assert parse_profile(profile_to_data(profile)) == profile
-    m.load_cpu_s, m.first_run_s, m.watch_cores = [], [], []
+    m.load_cpu_s, m.first_run_s, m.watch_cores, m.unload_cpu_s = [], [], [], []
     bare = build_profile("p", [m], {"cls_a": 8}, "stock", None, {})
     cost = bare.cost("classifier", "cpu")
     assert cost is not None and cost.load_cpu_s is None and cost.first_batch_extra_s is None
-    assert cost.load_watch_cores is None
+    assert cost.load_watch_cores is None and bare.processor("cpu").unload_cpu_s is None
     assert bare.host_cpu_cores is None and "host" not in profile_to_data(bare)
 
 
