@@ -119,7 +119,9 @@ def prepare_request(
     gRPC call deadline (None: no call deadline). The request's deadline is the earlier of
     ``now + deadline_ms / 1000`` and ``now + time_remaining``.
     """
-    if msg.ByteSize() == 0:
+    # ListFields, not ByteSize() == 0: the same test for a proto3 message without unknown
+    # fields, but ByteSize walks the whole message (the 48 KB tensor included: ~7 us per call)
+    if not msg.ListFields():
         raise BadRequest(
             "empty request: set board_id, component_id, component_type and an image (tensor or encoded)"
         )
@@ -194,12 +196,15 @@ def _tensor_from_proto(t: pb.Tensor, component_type: str, expected: tuple[int, i
             f"tensor.shape is {_dims(shape)}, component type {component_type!r} needs {_dims(expected)} (C, H, W)"
         )
     need = math.prod(expected) * _FP32_BYTES
-    have = len(t.data)
+    # Read the field once: each read of a bytes field makes a new copy of it (upb), so
+    # ``len(t.data)`` and then ``t.data`` again copied the image twice.
+    data = t.data
+    have = len(data)
     if have != need:
         problem = "is oversized" if have > need else "is too short"
         raise BadRequest(f"tensor.data {problem}: {have} bytes, shape {_dims(expected)} in FP32 needs {need}")
-    # a read-only view over the message's bytes: no copy on the latency path
-    return np.frombuffer(t.data, dtype="<f4").reshape(expected)
+    # a read-only view over that one copy (frombuffer copies nothing)
+    return np.frombuffer(data, dtype="<f4").reshape(expected)
 
 
 def _check_encoded(data: bytes, component_type: str, expected: tuple[int, int, int], limit: int) -> bytes:

@@ -125,6 +125,19 @@ def test_empty_request() -> None:
     assert _bad(pb.InspectRequest()).startswith("empty request")
 
 
+def test_a_request_with_any_field_present_is_not_empty() -> None:
+    """Emptiness is field presence (``ListFields``), not the four required fields: a deadline of 0
+    or an empty tensor is something the client sent (mutation: testing only board, component,
+    type and image -> these read "empty request")."""
+    only_deadline = pb.InspectRequest()
+    only_deadline.deadline_ms = 0
+    assert _bad(only_deadline).startswith("missing board_id")
+    only_tensor = pb.InspectRequest()
+    only_tensor.tensor.SetInParent()
+    text = _bad(only_tensor)
+    assert text.startswith("missing board_id") and "image" not in text
+
+
 def test_missing_fields_are_all_named() -> None:
     msg = pb.InspectRequest(component_type="cap")
     msg.deadline_ms = 5
