@@ -19,8 +19,18 @@ and a third series of calls goes through it, in the same alternating blocks. Eve
 new component of a board id unique to the run, so each is inspected and logged (a repeated id
 would be answered from the log). ``off`` measures the service without a log only (as before).
 
+``--trace`` (a diagnostic, not the measurement: its marks add a few microseconds per call) also
+splits each call through the service without a log into where its time went, from marks on one
+clock shared by both processes (``time.perf_counter_ns`` is CLOCK_MONOTONIC on Linux): the
+request's way in (client serialisation, the gRPC hop, the server's gRPC machinery, the front
+end's validation) up to ``Engine.inspect``; the engine up to the Triton call; the Triton infer
+inside the service (beside the direct one, which the client times the same way); the engine
+after it; and the verdict's way back out to the client. The marks come from instance wrappers
+installed through ``run_service``'s ``on_engine`` hook (the engine's ``inspect``, its adapters'
+``infer``), so nothing in the orchestrator changes.
+
 Run:  .venv/bin/python benchmarks/serve_overhead.py [--repo model_repository] [--calls 1000]
-      [--verdict-log both|off] [--sync normal|full] [--log-dir DIR]
+      [--verdict-log both|off] [--sync normal|full] [--log-dir DIR] [--trace]
 Writes benchmarks/results/serve_overhead.json (``--out``; the committed ``sync=full`` figure is
 ``serve_overhead.sync_full.json``).
 """
@@ -30,11 +40,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +56,12 @@ import yaml
 from orchestrator.client import InspectionClient
 from orchestrator.coe import load_coe
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
-from orchestrator.engine.types import InspectRequest
+from orchestrator.engine.engine import Engine
+from orchestrator.engine.types import InspectRequest, Verdict
 from orchestrator.serve import Service, run_service
 from orchestrator.serve_file import ServeFile, ServerSpec
 from orchestrator.triton.adapter import TritonAdapter
-from orchestrator.triton.launcher import free_port
+from orchestrator.triton.launcher import EmbeddedTriton, free_port
 from orchestrator.verdicts.config import VerdictLogConfig
 from profiler.run import machine_description
 
@@ -76,8 +89,16 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
     for c in clients:
         await c.wait_until_serving(30)
 
+    #: component id -> (start, end) of the service call, in perf_counter_ns (--trace)
+    marks: dict[str, tuple[int, int]] = {}
+    direct_ns: list[int] = []
+
     async def call(client: InspectionClient) -> None:
-        await client.inspect(InspectRequest(board, f"c{next(ids)}", ctype, image))
+        component = f"c{next(ids)}"
+        began = time.perf_counter_ns()
+        await client.inspect(InspectRequest(board, component, ctype, image))
+        if client is clients[0]:
+            marks[component] = (began, time.perf_counter_ns())
 
     for _ in range(20):  # warm every path (and make sure the expert is loaded)
         for c in clients:
@@ -85,9 +106,11 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
         await adapter.infer(expert, {"image": image[None]})
     while len(series["direct"]) < args.calls:
         for _ in range(args.block):
-            t = time.perf_counter()
+            began = time.perf_counter_ns()
             await adapter.infer(expert, {"image": image[None]})
-            series["direct"].append(time.perf_counter() - t)
+            took = time.perf_counter_ns() - began
+            series["direct"].append(took / 1e9)
+            direct_ns.append(took)
         for name, c in zip(("service", "logged"), clients, strict=False):
             for _ in range(args.block):
                 t = time.perf_counter()
@@ -105,7 +128,82 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
     if logged:
         result["logged_service_s"] = _quantiles(logged)
         result["verdict_log_added_p50_s"] = statistics.median(logged) - statistics.median(served)
+    if args.trace:
+        result["client_marks_ns"] = marks
+        result["direct_infer_ns"] = direct_ns
     return result
+
+
+class Tracer:
+    """``--trace``: marks (perf_counter_ns) of each call inside the service, by component id:
+    ``Engine.inspect`` entered and returned, the adapter's ``infer`` called and returned. Installed
+    as instance attributes on one engine and its adapters (``install``), which the front end and
+    the backend call as before; calls are sequential, so an infer belongs to the call entered last."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, dict[str, int]] = {}
+        self._current: dict[str, int] | None = None
+
+    def install(self, engine: Engine, embedded: Mapping[str, EmbeddedTriton]) -> None:
+        inspect = engine.inspect
+
+        async def traced_inspect(request: InspectRequest) -> Verdict:
+            mark = self.marks[request.component_id] = {"inspect": time.perf_counter_ns()}
+            self._current = mark
+            try:
+                return await inspect(request)
+            finally:
+                mark["inspected"] = time.perf_counter_ns()
+
+        engine.inspect = traced_inspect  # type: ignore[method-assign]
+        for target in engine.backend.targets.values():  # type: ignore[attr-defined]
+            target.adapter.infer = self._traced_infer(target.adapter.infer)
+
+    def _traced_infer(self, infer: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def traced(*a: Any, **k: Any) -> Any:
+            mark = self._current
+            began = time.perf_counter_ns()
+            try:
+                return await infer(*a, **k)
+            finally:
+                if mark is not None:
+                    mark["infer"], mark["inferred"] = began, time.perf_counter_ns()
+
+        return traced
+
+
+#: the trace's stages: (name, from mark, to mark); "start"/"end" are the client's
+STAGES = (
+    ("in: client -> gRPC -> front end -> Engine.inspect", "start", "inspect"),
+    ("engine before the Triton infer", "inspect", "infer"),
+    ("Triton infer inside the service", "infer", "inferred"),
+    ("engine after the Triton infer", "inferred", "inspected"),
+    ("out: Engine.inspect -> front end -> gRPC -> client", "inspected", "end"),
+)
+
+
+def trace_breakdown(client: Mapping[str, Sequence[int]], server: Mapping[str, Mapping[str, int]],
+                    direct_ns: Sequence[int], skip: int = 20) -> dict[str, Any]:
+    """Median microseconds of each stage over the calls both sides marked (the first ``skip``,
+    warm-ups, left out), the median total, and the direct infer's median for comparison."""
+    rows = []
+    for component, (start, end) in client.items():
+        mark = server.get(component)
+        if mark is not None and {"infer", "inferred", "inspected"} <= set(mark):
+            rows.append({"start": start, "end": end, **mark})
+    rows = rows[skip:]
+    if not rows:
+        return {}
+
+    def median_us(a: str, b: str) -> float:
+        return statistics.median((r[b] - r[a]) / 1e3 for r in rows)
+
+    return {
+        "calls": len(rows),
+        "stages_us": {name: round(median_us(a, b), 1) for name, a, b in STAGES},
+        "total_us": round(median_us("start", "end"), 1),
+        "direct_infer_us": round(statistics.median(direct_ns) / 1e3, 1),
+    }
 
 
 async def _measure(service: Service, logged: Service | None, args: argparse.Namespace) -> dict[str, Any]:
@@ -116,6 +214,7 @@ async def _measure(service: Service, logged: Service | None, args: argparse.Name
     shape = ",".join(str(x) for x in coe.experts[expert].input_shape)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--calls", str(args.calls), "--block", str(args.block),
+        *(("--trace",) if args.trace else ()),
         "--client", service.address, triton.grpc_url, expert, ctype, shape,
         *(("--logged-service", logged.address) if logged is not None else ()),
         stdout=asyncio.subprocess.PIPE,
@@ -136,6 +235,8 @@ def main() -> int:
                     help="both: also measure a service with a verdict log beside it (default); off: without only")
     ap.add_argument("--sync", choices=("normal", "full"), default="normal", help="the log's verdict_log.sync")
     ap.add_argument("--log-dir", default=None, help="directory for the log's temporary file (default: the system's)")
+    ap.add_argument("--trace", action="store_true",
+                    help="also split each call through the service into stages (a diagnostic; module doc)")
     ap.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--logged-service", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -157,6 +258,7 @@ def main() -> int:
                          {"cpu0": "local"}, {}, verdict_log=log)
 
     result: dict[str, Any] = {}
+    tracer = Tracer() if args.trace else None
     log_dir = tempfile.TemporaryDirectory(dir=args.log_dir, prefix="serve_overhead_log_")
 
     async def run() -> None:
@@ -174,19 +276,27 @@ def main() -> int:
             finally:
                 stop.set()
 
-        runs = [run_service(spec_for(None), stop, on_ready=lambda s: on_ready("plain", s))]
+        runs = [run_service(spec_for(None), stop, on_ready=lambda s: on_ready("plain", s),
+                            on_engine=tracer.install if tracer is not None else None)]
         if args.verdict_log == "both":
             log = VerdictLogConfig(Path(log_dir.name) / "verdicts.sqlite", sync=args.sync)
             runs.append(run_service(spec_for(log), stop, on_ready=lambda s: on_ready("logged", s)))
         await asyncio.gather(*runs)
 
+    load_before = os.getloadavg()[0]
     try:
         asyncio.run(run())
     finally:
         log_dir.cleanup()
     result["machine"] = machine_description()
+    # the 1-minute load average before and after: on a box shared with other work (a figure
+    # taken beside other runs is not a quiet-box figure), say how loaded it was
+    result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    if tracer is not None:
+        result["trace"] = trace_breakdown(result.pop("client_marks_ns"), tracer.marks, result.pop("direct_infer_ns"))
     d, s = result["direct_s"], result["service_s"]
-    print(f"{result['calls']} sequential calls, batch 1, raw tensor, expert {result['expert']} loaded")
+    print(f"{result['calls']} sequential calls, batch 1, raw tensor, expert {result['expert']} loaded"
+          f" (load average {result['load_avg_1m'][0]:.1f} before, {result['load_avg_1m'][1]:.1f} after)")
     print(f"  direct Triton infer   p50 {d['p50'] * 1e3:6.3f} ms  p90 {d['p90'] * 1e3:6.3f}  p99 {d['p99'] * 1e3:6.3f}")
     print(f"  through the service   p50 {s['p50'] * 1e3:6.3f} ms  p90 {s['p90'] * 1e3:6.3f}  p99 {s['p99'] * 1e3:6.3f}")
     added = result["added_p50_s"] * 1e3
@@ -199,6 +309,13 @@ def main() -> int:
         log_added = result["verdict_log_added_p50_s"] * 1e3
         print(f"  the log adds at p50: {log_added:.3f} ms  "
               f"({'ok' if log_added < 0.5 else 'OVER'} the 0.5 ms acceptance)")
+    if result.get("trace"):
+        tr = result["trace"]
+        print(f"  trace (median us over {tr['calls']} calls; marks add a few us each):")
+        for name, us in tr["stages_us"].items():
+            print(f"    {name:52s} {us:8.1f}")
+        print(f"    {'total through the service':52s} {tr['total_us']:8.1f}")
+        print(f"    {'direct Triton infer (the client, same marks)':52s} {tr['direct_infer_us']:8.1f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, sort_keys=True))
