@@ -243,6 +243,17 @@ async def run_variant(
             k: round(1e3 * v / max(1, final.steps.get(k, 0)), 3) for k, v in getattr(final, "step_cpu_s", {}).items()
         },
     }
+    step_cpu = getattr(final, "step_cpu_s", {})
+    if step_cpu and events:
+        # A projection, not a measurement: the rate the box could not reach, priced with this
+        # run's costs (per event: its poke and unload steps; per second: every other step).
+        per_event = (step_cpu.get("poke", 0.0) + step_cpu.get("unload", 0.0)) / events
+        per_second = sum(v for k, v in step_cpu.items() if k not in ("poke", "unload")) / final.wall_s
+        rate = events_per_s * len(execs)
+        out["projected_share_at_target_rate"] = {
+            "events_per_s": rate, "share": round(per_second + rate * per_event, 5),
+            "event_steps_ms_per_event": round(1e3 * per_event, 3), "other_steps_share": round(per_second, 5),
+        }
     if variant != "head":
         out["accuracy"] = await accuracy(cls, kwargs, execs, idle, check_events)
     return out
