@@ -58,6 +58,8 @@ def _figures(profile: CostProfile) -> dict[str, float]:
         out[f"{kind}.concurrent_loads"] = float(spec.concurrent_loads)
         if spec.server_idle_bytes:
             out[f"{kind}.server_idle_bytes"] = float(spec.server_idle_bytes)
+        if spec.unload_cpu_s is not None:
+            out[f"{kind}.unload_cpu_s"] = spec.unload_cpu_s
     for arch, per in profile.architectures.items():
         for kind, c in per.items():
             p = f"{arch}.{kind}"
@@ -73,6 +75,8 @@ def _figures(profile: CostProfile) -> dict[str, float]:
             # the shared-cores model's inputs (docs/simulator.md section 3)
             if c.load_cpu_s is not None:
                 out[f"{p}.load_cpu_s"] = c.load_cpu_s
+            if c.load_watch_cores is not None:
+                out[f"{p}.load_watch_cores"] = c.load_watch_cores
             if c.first_batch_extra_s is not None:
                 out[f"{p}.first_batch_extra_s"] = c.first_batch_extra_s
             # K and B trade off against each other in a fit; what the core uses is K*n + B
