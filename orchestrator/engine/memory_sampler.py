@@ -20,9 +20,10 @@ When:
 - **at every load and unload** (``poke(event, executor, expert)``, wired to the engine's
   ``listeners``): at a load, a listing and the PSS of every model process not measured before
   (the new one); at an unload no listing (its model process has gone: its statm read fails and
-  it is dropped); at both, the statm figure of every other process, the server included. With ``server_at_poke="pss"`` the poked executor's server PSS is read too
-  (as before; its read was the largest part of the ~6 ms a poke cost, see
-  ``benchmarks/sampler_cost.py``). What the statm figure of a server misses: a server's growth at
+  it is dropped); at both, the statm figure of every other process, the server included. With
+  ``server_at_poke="pss"`` the poked executor's server PSS is read too (as before: that read
+  was the largest part of what a poke cost; ``benchmarks/sampler_cost.py``, loaded box: a load
+  step 1.8 ms and an unload step 0.3 ms of CPU, 3.8 ms a step with the server's PSS). What the statm figure of a server misses: a server's growth at
   a load is its anonymous memory (measured on the demo board: PSS +0.6-0.7 MB a model, statm
   private +0.75-0.85 MB), except file pages (the first load maps the Python backend's
   libraries, ~3 MB: a server whose statm ``shared`` grew by over 1 MB since its last PSS read is
@@ -55,9 +56,11 @@ What a restart does to the figures: the restarted executor's figure falls to its
 while it has no model process and comes back as the watchdog loads its set again; peaks are never
 lowered (a peak seen before a restart stays, ``lifetime_peak_*`` and ``window_peak_*``). While one
 server is down, another server running the same binary holds the binary's and libraries' file
-pages alone, so its PSS (and the growth it is charged with, measured against an idle PSS read
-while both ran) rises by up to half of those pages (~15 MB of ~30 MB here) until the new server
-maps them again: such a rise can set a peak that no expert caused.
+pages with fewer sharers, so its PSS (and the growth it is charged with, measured against an
+idle PSS read while both ran) rises until the new server maps them again: +1.4 MB measured on a
+box where other tritonservers shared them too; with the two as the only sharers, up to half of
+the ~30 MB of file pages a server maps (reasoned, not measured). Such a rise can set a peak that
+no expert caused; it shows at the next full refresh (statm does not see file pages).
 
 Every read gives a ``Footprint``; peaks are kept twice: over the sampler's life
 (``lifetime_peak_*``: what a budget promise is checked against) and over a window that
