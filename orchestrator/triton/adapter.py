@@ -149,6 +149,11 @@ _URL_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 #: seconds a pending load may have no living model process before it counts as dead (see
 #: ``TritonAdapter._with_process_watch``; Triton's own "not healthy" answer comes within ~1 s)
 _ABSENT_S = 2.0
+#: seconds between looks for a pending load's model process. A look lists the server's children
+#: and reads their memory (several ms of CPU on a 2-core box); looking every 50 ms was most of the
+#: orchestrator's CPU while switch-heavy policies served (py-spy, benchmarks/serve_trace.py), and a
+#: load of a small expert takes 0.2-0.4 s. Detection needs ``_ABSENT_S`` of absence anyway.
+_WATCH_S = 0.25
 
 #: the config parameter a forced reload bumps, so Triton creates fresh instances (see ``reload``)
 GENERATION_PARAMETER = "coserve_generation"
@@ -440,7 +445,7 @@ class TritonAdapter:
         absent_since: float | None = None
         try:
             while True:
-                done, _ = await asyncio.wait({call}, timeout=0.05)
+                done, _ = await asyncio.wait({call}, timeout=_WATCH_S)
                 if done:
                     call.result()
                     return
