@@ -37,7 +37,7 @@ def test_oversubscribed_jobs_slow_down_alike_and_speed_up_when_one_ends() -> Non
     cpu.add(0.0, 0.5, 1.0, "c")
     assert cpu.scale() == pytest.approx(2 / 3)
     end = cpu.next_end()
-    assert end == pytest.approx(0.75)
+    assert end is not None and end == pytest.approx(0.75)
     assert [j.payload for j in cpu.pop_done(end)] == ["c"]
     assert cpu.next_end() == pytest.approx(1.25)
     assert [j.payload for j in cpu.pop_done(1.25)] == ["a", "b"]
