@@ -6,8 +6,10 @@ once more for the **all-resident** case, ``run_bench``:
 1. starts the service in-process (``orchestrator.serve.run_service``: one embedded tritonserver
    per executor of the serve config, the engine, the factory gRPC API on a fresh port) with the
    serve config's policy replaced;
-2. starts a ``MemorySampler`` on the policy's executors' servers while they are still idle
-   (``run_service``'s ``on_engine`` hook), poked at every confirmed load and unload;
+2. starts the service's ``MemorySampler`` on the policy's executors' servers while they are
+   still idle (``orchestrator.serve.attach_memory_sampler`` from ``run_service``'s ``on_engine``
+   hook, keeping its history), poked at every confirmed load, unload and restart; its readings
+   correct the engine's accounting as in serving;
 3. once the service is SERVING, streams an untimed **warm-up** of ``warmup`` requests (default
    200) and then the **measured** task of ``requests`` requests through ``InspectBoard`` with the
    typed client (``orchestrator.client``), one request every ``interval_s`` on an absolute
@@ -436,10 +438,11 @@ async def run_one(
 
     board = f"bench-{secrets.token_hex(4)}-{name}"
     from orchestrator.engine.engine import Engine
-    from orchestrator.serve import Service, serve_until_done
+    from orchestrator.serve import Service, attach_memory_sampler, serve_until_done
     from orchestrator.triton.launcher import EmbeddedTriton, free_port
 
-    spec = replace(spec, listen=f"127.0.0.1:{free_port()}")
+    # the sampler is attached here (on_engine) rather than by run_service, to keep its history
+    spec = replace(spec, listen=f"127.0.0.1:{free_port()}", memory_sampler=False)
     policy = spec.config.policy
     layout, _ = executors_for(get_policy(policy), spec.config)
     budgets = {e.name: e.budget_bytes for e in layout}
@@ -448,15 +451,10 @@ async def run_one(
 
     def on_engine(engine: Engine, embedded: Mapping[str, EmbeddedTriton]) -> None:
         got.engine_config = engine.config
-        pids = {}
-        for ex in budgets:
-            server = embedded.get(spec.executor_server[ex])
-            if server is not None and server.pid is not None:
-                pids[ex] = server.pid
-        if pids:
-            sampler = MemorySampler(pids, keep_history=keep_history).start()
+        # the service's own sampler (it corrects the accounting as in serving), with history
+        sampler = attach_memory_sampler(engine, embedded, spec, keep_history=keep_history)
+        if sampler is not None:
             samplers.append(sampler)
-            engine.listeners.append(sampler.poke)
 
     async def on_ready(service: Service) -> None:
         engine = service.engine

@@ -7,6 +7,11 @@ front end (health NOT_SERVING until the engine's initial placement is loaded). I
 beside it; with ``tls:`` the API is TLS only), then stops gracefully: health NOT_SERVING, no new
 requests, every accepted one answered (within ``drain_timeout_s``), front end stopped, engine
 closed, embedded servers stopped. Whatever was started is stopped on any error too.
+
+Memory: with ``memory_sampler`` on (the default), a ``MemorySampler`` measures every executor on
+an embedded server from before its initial placement on (poked at each load, unload and restart)
+and each reading goes to ``Engine.observe_footprint``: what the servers really hold beyond the
+cost profile's figures is counted against the budget (``attach_memory_sampler``).
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from typing import Any, TypeVar
 
 from orchestrator.coe import CoEDefinition, load_coe
 from orchestrator.config_reader import read_yaml_file
+from orchestrator.core.layout import executors_for
 from orchestrator.core.profile import CostProfile, parse_profile
 from orchestrator.core.serve_config import ServeConfig
 from orchestrator.engine.engine import Engine
+from orchestrator.engine.memory_sampler import Footprint, MemorySampler
 from orchestrator.engine.triton_backend import ExecutorTarget, TritonBackend
 from orchestrator.engine.types import InspectionService
 from orchestrator.errors import CoserveError
@@ -48,6 +55,7 @@ class Service:
     embedded: dict[str, EmbeddedTriton] = field(default_factory=dict)
     metrics: ServiceMetrics | None = None  # the metrics endpoint, where the config asks for one
     verdict_log: VerdictLog | None = None  # the verdict log, unless the config turns it off
+    sampler: MemorySampler | None = None  # measures the embedded executors (module doc)
 
     @property
     def address(self) -> str:
@@ -90,6 +98,53 @@ def experts_config(spec: ServeFile, profile: CostProfile, embedded: set[str]) ->
     return replace(spec.config, executors=tuple(execs))
 
 
+def _pid_of(triton: EmbeddedTriton) -> Callable[[], int | None]:
+    """The server's current pid (a new one after a watchdog restart)."""
+    return lambda: triton.pid
+
+
+def attach_memory_sampler(
+    engine: Engine,
+    embedded: Mapping[str, EmbeddedTriton],
+    spec: ServeFile,
+    *,
+    keep_history: bool = False,
+) -> MemorySampler | None:
+    """Start a ``MemorySampler`` over ``engine``'s executors that run on ``embedded`` servers
+    (followed across restarts), poked by the engine at every load, unload and restart, whose
+    readings correct the engine's accounting (``Engine.observe_footprint``, with each
+    executor's reserve for its server's growth: what ``experts_config`` took off its budget).
+    Call it before the initial placement (the servers' idle memory is read at start). None when
+    no executor runs on an embedded server. The caller stops it."""
+    loop = asyncio.get_running_loop()
+    raw = {e.name: e.budget_bytes for e in executors_for(engine.core.spec, spec.config)[0]}
+    servers: dict[str, Callable[[], int | None]] = {}
+    reserved: dict[str, int] = {}
+    for name in engine.core.executor_names():
+        triton = embedded.get(spec.executor_server.get(name, ""))
+        if triton is None or triton.pid is None:
+            continue
+        servers[name] = _pid_of(triton)
+        reserved[name] = max(0, raw.get(name, 0) - engine.core.pool(name).budget_bytes)
+    if not servers:
+        return None
+
+    def apply(fp: Footprint, began_at: float) -> None:  # on the event loop
+        if not engine.serving():  # placing, draining or restarting: figures in flux
+            return
+        for name in servers:
+            engine.observe_footprint(name, fp.executor_bytes(name), reserved[name], began_at)
+
+    def on_reading(fp: Footprint, began_at: float) -> None:  # in the sampler's thread
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to correct
+            loop.call_soon_threadsafe(apply, fp, began_at)
+
+    sampler = MemorySampler(servers, keep_history=keep_history, on_reading=on_reading).start()
+    engine.track_accounting = True
+    engine.listeners.append(sampler.poke)
+    return sampler
+
+
 async def run_service(
     spec: ServeFile,
     stop: asyncio.Event,
@@ -107,6 +162,7 @@ async def run_service(
     if not spec.repo.is_dir():
         raise CoserveError(f"{spec.source}: repo: {spec.repo} is not a model repository directory")
     embedded: dict[str, EmbeddedTriton] = {}
+    sampler: MemorySampler | None = None
     # opened before any server starts: a log that cannot be written stops us here, with its name
     log = VerdictLog.open(spec.verdict_log, spec.repo) if spec.verdict_log is not None else None
     try:
@@ -135,6 +191,8 @@ async def run_service(
         control = EmbeddedServerControl(embedded, backend.reconnect)
         engine = Engine(coe, config, profile, backend, queue_bound=spec.queue_bound, source=spec.source,
                         server_control=control, version_poll_s=spec.version_poll_s)
+        if spec.memory_sampler:
+            sampler = attach_memory_sampler(engine, embedded, spec)
         if on_engine is not None:
             on_engine(engine, embedded)
         # the log wraps the engine (records, answers retries); metrics wrap that (what clients see)
@@ -156,7 +214,7 @@ async def run_service(
                 )
                 say(f"metrics on {endpoint.url}")
             await engine.start(wait=True)
-            service = Service(spec, coe, profile, engine, frontend, embedded, metrics, log)
+            service = Service(spec, coe, profile, engine, frontend, embedded, metrics, log, sampler)
             say(f"serving {coe.name} on {frontend.address} (policy {engine.policy})")
             if on_ready is not None:
                 result = on_ready(service)
@@ -175,6 +233,8 @@ async def run_service(
                 await engine.release_all(external)
             await engine.close()
     finally:
+        if sampler is not None:
+            sampler.stop()
         if log is not None:  # after the engine: every answered verdict is in it
             await log.aclose()
         for triton in embedded.values():

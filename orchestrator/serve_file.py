@@ -8,6 +8,8 @@ features, and ignores these keys)::
     profile: profile.yaml           # optional: default <repo>/profile.yaml (measured if missing)
     listen: 127.0.0.1:50051         # the factory API
     queue_bound: 10000              # components accepted and not yet answered
+    memory_sampler: true            # measure embedded servers' memory and count what exceeds the
+                                    # profile's figures against the budget (false: profile only)
     version_poll_s: 2.0             # seconds between looks for new expert versions in repo
                                     # (expert add --replace / rollback; 0: never look)
     metrics: {listen: 127.0.0.1:9464}   # optional: Prometheus /metrics (orchestrator.metrics);
@@ -84,6 +86,9 @@ class ServeFile:
     verdict_log: VerdictLogConfig | None = None
     #: seconds between looks for a new expert version in ``repo`` (0: never; Engine.version_poll_s)
     version_poll_s: float = 2.0
+    #: measure the embedded servers' memory while serving and correct the accounting with it
+    #: (``orchestrator.serve.attach_memory_sampler``)
+    memory_sampler: bool = True
 
 
 def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
@@ -156,6 +161,7 @@ def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
         metrics_listen=_parse_metrics(r, top.get("metrics")), tls=tls, metrics_tls=metrics_tls,
         verdict_log=parse_verdict_log(top.get("verdict_log"), r, base),
         version_poll_s=r.number(top.get("version_poll_s", 2.0), "version_poll_s", 0.0, maximum=3600.0),
+        memory_sampler=r.boolean(top.get("memory_sampler", True), "memory_sampler"),
     )
 
 

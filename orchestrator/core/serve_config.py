@@ -36,7 +36,8 @@ from orchestrator.core.profile import PROCESSOR_KINDS
 
 #: top-level keys for ``coserve serve`` only (parsed by ``orchestrator.serve_file``)
 SHELL_KEYS = frozenset(
-    {"servers", "listen", "queue_bound", "coe", "repo", "profile", "tls", "metrics", "verdict_log", "version_poll_s"}
+    {"servers", "listen", "queue_bound", "coe", "repo", "profile", "tls", "metrics", "verdict_log", "version_poll_s",
+     "memory_sampler"}
 )
 #: executor keys for ``coserve serve`` only
 SHELL_EXECUTOR_KEYS = frozenset({"server", "gpus"})

@@ -41,8 +41,10 @@ deadline before the head of its queue (``ExecutorQueue.select_head``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +84,9 @@ from orchestrator.engine.watchdog import (
 )
 from orchestrator.errors import CoserveError, ServerUnavailableError
 from orchestrator.images import ImageDecodeError, decode_image
+
+#: seconds of accounted-bytes history kept for comparing measurements (a sampler step is ms long)
+_ACCOUNTING_KEEP_S = 5.0
 
 
 @dataclass
@@ -156,13 +161,19 @@ class Engine:
         #: (executor, expert) -> the version its load took (module doc)
         self.loaded_versions: dict[tuple[str, str], str] = {}
         self._version_watch: asyncio.Task[None] | None = None
+        #: keep the accounted bytes' recent history (``observe_footprint``; the shell turns it on
+        #: where a memory sampler feeds the engine)
+        self.track_accounting = False
+        self._accounting: dict[str, collections.deque[tuple[float, int]]] = {}
         self.stats = EngineStats()
         #: every decision the core returned, in order (the equivalence test compares these)
         self.decisions: list[Decision] = []
         #: unloads that failed (their memory stays counted); a watchdog's work
         self.unload_errors: list[str] = []
         #: called as ``listener(event, executor, expert)`` right after each load ("load") or
-        #: unload ("unload") the backend confirmed (a memory sampler reads the footprint then);
+        #: unload ("unload") the backend confirmed (a memory sampler reads the footprint then),
+        #: and with ("restart", executor, "") when the executor's server was restarted, before
+        #: its resident set is put back (a sampler reads the new server's idle memory then);
         #: a listener must return at once and not raise
         self.listeners: list[Callable[[str, str, str], None]] = []
         self._pending: dict[int, _Pending] = {}
@@ -293,17 +304,51 @@ class Engine:
         return swaps
 
     # -- measured memory -------------------------------------------------------------------------
-    def observe_footprint(self, executor: str, measured_bytes: int, reserved_bytes: int = 0) -> None:
+    def observe_footprint(
+        self, executor: str, measured_bytes: int, reserved_bytes: int = 0, began_at: float | None = None
+    ) -> None:
         """A measurement of ``executor``'s footprint (its server's growth over idle plus its model
         processes, ``orchestrator.engine.memory_sampler``); ``reserved_bytes``: what the shell
         set aside of the configured budget for the server's own growth (not in the core's
         pool). Whatever exceeds what the core accounts is counted against the budget, and the
         core evicts if that puts it over (``CoreScheduler.correct_footprint``): the budget is a
         promise about measured memory, so a profile that was short corrects the accounting,
-        never the promise. Call it on the event loop."""
+        never the promise. Call it on the event loop.
+
+        ``began_at`` (``time.monotonic``): when the measurement's reads began. The core's figure
+        it is compared with is then the highest the core accounted from then until now: a
+        reading made before an unload was confirmed or a batch ended still holds that memory,
+        and must not read as an excess once the core has let it go."""
         pool = self.core.pool(executor)
-        accounted = pool.used_bytes - pool.unattributed_bytes + reserved_bytes
-        self._apply(self.core.correct_footprint(executor, int(measured_bytes) - accounted, self.now()))
+        accounted = pool.used_bytes - pool.unattributed_bytes
+        if began_at is not None:
+            accounted = max(accounted, self._accounted_since(executor, began_at))
+        excess = int(measured_bytes) - accounted - reserved_bytes
+        self._apply(self.core.correct_footprint(executor, excess, self.now()))
+
+    def _accounted_since(self, executor: str, since: float) -> int:
+        """The highest figure the core accounted for ``executor`` (without the measured excess)
+        at any time from ``since`` (``time.monotonic``) until now (``_track_accounting``)."""
+        best = 0
+        for at, value in reversed(self._accounting.get(executor, ())):
+            best = max(best, value)
+            if at <= since:  # the figure in effect when ``since`` came
+                break
+        return best
+
+    def _track_accounting(self) -> None:
+        """Note each executor's accounted bytes when they changed (after every event), keeping
+        the last few seconds: what ``observe_footprint`` compares a reading with."""
+        now = time.monotonic()
+        for name in self.core.executor_names():
+            pool = self.core.pool(name)
+            value = pool.used_bytes - pool.unattributed_bytes
+            hist = self._accounting.setdefault(name, collections.deque())
+            if hist and hist[-1][1] == value:
+                continue
+            hist.append((now, value))
+            while len(hist) > 1 and hist[1][0] < now - _ACCOUNTING_KEEP_S:
+                hist.popleft()
 
     def version_of(self, executor: str, expert: str) -> str:
         """The version ``expert`` runs on ``executor`` (what a verdict names)."""
@@ -429,6 +474,8 @@ class Engine:
 
     def _apply(self, decisions: list[Decision]) -> None:
         self.decisions.extend(decisions)
+        if self.track_accounting:
+            self._track_accounting()
         for d in decisions:
             if isinstance(d, Load):
                 self._loading_since[(d.executor, d.expert)] = self.now()
@@ -629,6 +676,9 @@ class Engine:
     async def _restore(self, server: str) -> int:
         """Load back, on a restarted ``server``, every expert the core counts as resident on its
         executors (loaded and not being unloaded); returns how many. Its accounting is untouched."""
+        for executor in self.core.executor_names():
+            if self.server_of(executor) == server:
+                self._notify("restart", executor, "")
         keys = [
             key for key in sorted(self._ready_at)
             if self.server_of(key[0]) == server and key not in self._unloading

@@ -192,7 +192,10 @@ class MemorySampler:
 
     ``servers`` maps executor name -> the pid of the tritonserver it runs on, or a callable
     returning the current pid (followed across restarts, module doc); ``keep_history`` keeps
-    every reading in ``history`` (for diagnosis). ``server_at_poke``: "statm" (default) or "pss",
+    every reading in ``history`` (for diagnosis). ``on_reading(footprint, began)`` is called in
+    the sampler's thread after every step with its reading and the ``clock()`` time the step
+    began (its reads were made between the two): it must return at once and not raise (the
+    service hands it to the event loop, ``orchestrator.serve``). ``server_at_poke``: "statm" (default) or "pss",
     how a poke reads the poked executor's server; ``reuse_fds``: keep the /proc files of known
     processes open and re-read them (default) instead of opening them at every read.
     """
@@ -209,6 +212,7 @@ class MemorySampler:
         clock: Callable[[], float] = time.monotonic,
         server_at_poke: Literal["statm", "pss"] = "statm",
         reuse_fds: bool = True,
+        on_reading: Callable[[Footprint, float], None] | None = None,
     ) -> None:
         if min(interval_s, full_interval_s, quick_interval_s) <= 0:
             raise ValueError("intervals must be > 0")
@@ -256,6 +260,7 @@ class MemorySampler:
         #: every reading, in order (only with ``keep_history``)
         self.history: list[Footprint] = []
         self._keep_history = keep_history
+        self._on_reading = on_reading
 
     @property
     def servers(self) -> dict[str, int]:
@@ -541,6 +546,7 @@ class MemorySampler:
             full, self._full_due = self._full_due or final, False
             asked = self._asked
         began = time.thread_time()
+        began_at = self._clock()
         self._follow_servers(restarted)
         if poked:
             self._counts["poked"] += 1
@@ -561,7 +567,9 @@ class MemorySampler:
         else:
             kind = "quick"
             self._estimate()
-        self._record("statm" if kind == "quick" else "pss")
+        fp = self._record("statm" if kind == "quick" else "pss")
+        if self._on_reading is not None:
+            self._on_reading(fp, began_at)
         spent = time.thread_time() - began
         with self._lock:
             self._steps[kind] = self._steps.get(kind, 0) + 1

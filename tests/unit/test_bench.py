@@ -141,7 +141,8 @@ def test_the_memory_sampler_sees_growth_over_idle_and_reports_its_cost() -> None
     report = sampler.report()
     assert report.idle_bytes["cpu0"] > 0
     assert report.lifetime_peak_bytes["cpu0"] >= 48 * MB
-    assert report.pss_reads >= 3 and report.poked >= 1 and report.statm_reads >= 1
+    # PSS at the start, the end and full refreshes; the poke reads the server by statm (module doc)
+    assert report.pss_reads >= 2 and report.poked >= 1 and report.statm_reads >= 1
     assert report.max_gap_s < 0.5
     assert 0.0 <= report.cpu_share < 1.0 and report.wall_s > 0.4
 
