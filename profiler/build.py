@@ -13,7 +13,7 @@ load_time_s.disk        median warm load (file in the page cache: what a serving
                         max batches back to back (serving loads while other executors compute);
                         ``load_time_idle_s``: the same on an idle box (the figure used against
                         an external server); ``load_time_cold_s``: median cold load
-load_cpu_s              median CPU seconds of a warm idle load on the server side: its model
+load_cpu_s              median CPU seconds of the cold and warm idle loads, server side: its model
                         process and the server itself (none against an external server: its
                         processes cannot be seen)
 load_watch_cores        median over the same loads of the profiler's own CPU seconds during the

@@ -79,10 +79,10 @@ class ArchMeasurement:
     footprints: list[Footprint] = field(default_factory=list)
     cold_cache_dropped: bool = True
     first_infer_s: float | None = None
-    #: per warm load: CPU seconds it took on the server side (model process + server);
+    #: per cold and warm load: CPU seconds it took on the server side (model process + server);
     #: empty where the processes cannot be seen (external server)
     load_cpu_s: list[float] = field(default_factory=list)
-    #: per warm load: this process's CPU seconds during it over its wall time (the cores the
+    #: per cold and warm load: this process's CPU seconds during it over its wall time (the cores the
     #: adapter's process watch used); empty where ``load_cpu_s`` is
     watch_cores: list[float] = field(default_factory=list)
     #: per confirmed unload: its CPU seconds (model process exit, server, this client's watch)
@@ -169,20 +169,14 @@ class ArchProfiler:
         m = ArchMeasurement(arch, kind, name, model_file.stat().st_size)
         for _ in range(self.plan.load_reps):
             m.cold_cache_dropped &= drop_from_page_cache(model_file)
-            m.cold_load_s.append(await self._load(name, kind))
+            # a cold load's CPU work is a warm one's (reading the file waits, it does not
+            # compute): both count, for more samples of a figure read in 10 ms ticks
+            m.cold_load_s.append(await self._cpu_timed_load(m, name, kind))
             await self._unload(m, name)
             self.tick(f"{arch}/{kind} cold load")
         for rep in range(self.plan.load_reps):
             before = self._server_pss()
-            cpu_before, own_before = self._triton_cpu_s(None), _own_cpu_s()
-            took = await self._load(name, kind)
-            m.warm_load_s.append(took)
-            cpu_after, own_after = self._triton_cpu_s(name), _own_cpu_s()
-            if cpu_before is not None and cpu_after is not None:
-                m.load_cpu_s.append(max(0.0, cpu_after - cpu_before))
-                # this process did little but watch the load (the adapter polls /proc for the
-                # model's process, as serving's adapters do): that watch's cores while it ran
-                m.watch_cores.append(max(0.0, own_after - own_before) / max(took, 1e-9))
+            m.warm_load_s.append(await self._cpu_timed_load(m, name, kind))
             # ONNX Runtime allocates on its first run (+~9 MB for a 1.5 MB expert, measured) and
             # keeps it: the footprint a budget must hold is the one after a first inference. That
             # first run is also slower than later ones (~0.03 s against ~0.002 s for a classifier
@@ -240,6 +234,18 @@ class ArchProfiler:
             stop.set()
             await busy
             await peer.unload(spare)
+
+    async def _cpu_timed_load(self, m: ArchMeasurement, name: str, kind: str) -> float:
+        """Load ``name`` and record its CPU work (``load_cpu_s``, ``watch_cores``); its seconds."""
+        cpu_before, own_before = self._triton_cpu_s(None), _own_cpu_s()
+        took = await self._load(name, kind)
+        cpu_after, own_after = self._triton_cpu_s(name), _own_cpu_s()
+        if cpu_before is not None and cpu_after is not None:
+            m.load_cpu_s.append(max(0.0, cpu_after - cpu_before))
+            # this process did little but watch the load (the adapter polls /proc for the
+            # model's process, as serving's adapters do): that watch's cores while it ran
+            m.watch_cores.append(max(0.0, own_after - own_before) / max(took, 1e-9))
+        return took
 
     async def _first_run(self, name: str) -> float:
         config = ModelConfig.read(self.repo / name)
