@@ -23,8 +23,11 @@ def direct(server_pid: int, idle: int) -> int:
 def close_enough(got: int, want: int) -> bool:
     # What may differ: model processes' PSS falls as more of them share their libraries, and the
     # sampler re-anchors PSS only at full refreshes (every 5 s; module doc); a server's figure
-    # between them is its statm estimate (~0.1 MB off a model here).
-    return abs(got - want) <= 2 * MB + 0.03 * want
+    # between them is its statm estimate (~0.1 MB off a model here). Other tritonservers on the
+    # box (another test's, another program's) share the binary's pages too: one starting between
+    # two PSS reads lowers the direct figure by MBs (measured 90.3 vs 82.7 MB once, with other
+    # servers starting beside this test); the statm estimate catches up at the next full refresh.
+    return abs(got - want) <= 4 * MB + 0.05 * want
 
 
 def check(sampler: MemorySampler, executor: str, pid: int, event: str, models: int) -> int:
