@@ -382,23 +382,35 @@ class Engine:
         if request.deadline is not None and request.deadline <= asyncio.get_running_loop().time():
             raise DeadlinePassed("the request's deadline had passed when it arrived")
         rid = next(self._ids)
-        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
-        timeout = None if request.deadline is None else max(0.0, request.deadline - asyncio.get_running_loop().time())
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Verdict] = loop.create_future()
+        timeout = None if request.deadline is None else max(0.0, request.deadline - loop.time())
         core_req = Request(rid, now, rule.classifier, rule.detector, None if timeout is None else now + timeout)
         self._pending[rid] = _Pending(request, core_req, now, future, tensors)
         self._apply(self.core.on_arrival(core_req, now))
+        # The future is awaited as it is (no shield, no wait_for): each of those puts one more
+        # event-loop iteration between the verdict and this caller. The deadline is a timer
+        # that answers the future with DeadlinePassed; a cancelled caller cancels the future,
+        # which nothing answers after the withdrawal (``_answer`` skips a done future).
+        timer = None if timeout is None else loop.call_later(timeout, self._expire, rid, timeout)
         try:
-            if timeout is None:
-                return await asyncio.shield(future)
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            self._withdraw(rid)
-            raise DeadlinePassed(
-                f"no verdict within the request's deadline ({timeout:.3f} s after it was accepted)"
-            ) from None
+            return await future
         except asyncio.CancelledError:  # the caller went away: leave no queued work behind
             self._withdraw(rid)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, rid: int, timeout: float) -> None:
+        """The deadline of request ``rid`` passed before its verdict: withdraw it, answer DeadlinePassed."""
+        p = self._pending.get(rid)
+        if p is None or p.future.done():
+            return
+        self._withdraw(rid)
+        p.future.set_exception(
+            DeadlinePassed(f"no verdict within the request's deadline ({timeout:.3f} s after it was accepted)")
+        )
 
     def _withdraw(self, rid: int) -> None:
         """Take back a request nobody waits for any more (the core drops its queued step; a
@@ -574,7 +586,9 @@ class Engine:
 
     async def _run_batch(self, d: Dispatch) -> None:
         pendings = [self._pending.get(rid) for rid in d.request_ids]
-        images = np.stack([p.tensors[d.expert] if p is not None else self._blank(d.expert) for p in pendings])
+        tensors = [p.tensors[d.expert] if p is not None else self._blank(d.expert) for p in pendings]
+        # one image (sequential calls): a view with the batch axis, not a copy of the image
+        images = tensors[0][None] if len(tensors) == 1 else np.stack(tensors)
         began = self.now()
         ready = self._ready_at.get((d.executor, d.expert), began)
         version = self.version_of(d.executor, d.expert)  # what runs it: the expert is pinned
