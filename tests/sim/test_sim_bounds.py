@@ -121,3 +121,29 @@ def test_warmup_tasks_come_from_the_same_mix_with_other_seeds() -> None:
     assert len({tuple(x.request_types) for x in (a, b, wl)}) == 3  # three different draws
     again = Simulation(wl, BOX, FAST_CPU, "samba-lru", warmup_tasks=2).warmups
     assert [x.request_types for x in again] == [a.request_types, b.request_types]  # same for every policy
+
+
+def test_with_shared_cores_the_bound_charges_the_idle_load_time_a_lone_load_takes() -> None:
+    """Shared cores (simulate.cpu): a load alone takes its idle time (0.3 s here), shorter than
+    the busy figure (1.0 s); a bound charging 1.0 s was beaten by coserve (kills: the busy one)."""
+    data = {
+        "host": {"cpu_cores": 2},
+        "storage": {"concurrent_loads": 1},
+        "architectures": {
+            arch: {
+                "cpu": {
+                    "k_s": 0.002, "b_s": 0.002, "max_batch": 8, "load_time_s": {"disk": 1.0},
+                    "load_time_idle_s": 0.3, "load_cpu_s": 0.3, "weight_bytes": EXPERT,
+                }
+            }
+            for arch in ("resnet101", "yolov5m", "yolov5l")
+        },
+    }
+    profile = parse_profile(data, "shared-cores")
+    box = ServeConfig(executors=(ExecutorConfig("cpu0", "cpu", 3 * EXPERT),))
+    wl = build_workload(make_spec(types=20, requests=40, interval_s=0.0, detectors=0), profile)
+    n = len(wl.distinct_experts())
+    b = compute_bounds(wl, box, profile, start_empty=True)
+    assert b.compulsory_s == pytest.approx(n * 0.3 + 0.004)
+    res = simulate(wl, box, profile, "coserve", warmup_tasks=0)
+    assert res.makespan_s >= b.compulsory_s - 1e-9

@@ -25,13 +25,16 @@ PROFILE = make_profile()
 
 @st.composite
 def profiles(draw: st.DrawFn) -> CostProfile:
-    """Random costs; CPU loads are sometimes faster than GPU loads, unloads sometimes slow."""
+    """Random costs; CPU loads are sometimes faster than GPU loads, unloads sometimes slow; and
+    sometimes the shared-cores model (host.cpu_cores, CPU loads with their CPU seconds and an
+    idle load time shorter or longer than the busy one: simulate.cpu)."""
+    shared = draw(st.booleans())
 
     def cost(kind: str) -> dict[str, Any]:
         load: dict[str, float] = {"disk": draw(st.floats(0.05, 2.0))}
         if kind == "gpu" and draw(st.booleans()):
             load["cpu"] = draw(st.floats(0.005, 0.5))
-        return {
+        out: dict[str, Any] = {
             "k_s": draw(st.floats(0.001, 0.08)),
             "b_s": draw(st.floats(0.0, 0.05)),
             "max_batch": draw(st.integers(1, 16)),
@@ -39,6 +42,12 @@ def profiles(draw: st.DrawFn) -> CostProfile:
             "weight_bytes": int(draw(st.floats(0.4, 1.6)) * EXPERT),
             "activation_bytes_per_item": draw(st.sampled_from([0, 4_000_000, 16_000_000])),
         }
+        if shared and kind == "cpu" and draw(st.booleans()):
+            out["load_time_idle_s"] = load["disk"] * draw(st.floats(0.3, 1.5))
+            out["load_cpu_s"] = out["load_time_idle_s"] * draw(st.floats(0.3, 1.8))
+            out["load_watch_cores"] = draw(st.sampled_from([0.0, 0.1, 0.3]))
+            out["first_batch_extra_s"] = draw(st.sampled_from([0.0, 0.03]))
+        return out
 
     archs: dict[str, Any] = {}
     for arch in ("resnet101", "yolov5m", "yolov5l"):
@@ -53,11 +62,14 @@ def profiles(draw: st.DrawFn) -> CostProfile:
         }
         for kind in ("gpu", "cpu")
     }
-    data = {
+    data: dict[str, Any] = {
         "storage": {"concurrent_loads": draw(st.integers(1, 3))},
         "processors": procs,
         "architectures": archs,
     }
+    if shared:
+        data["host"] = {"cpu_cores": draw(st.integers(1, 3))}
+        procs["cpu"]["unload_cpu_s"] = draw(st.sampled_from([0.0, 0.04]))
     return parse_profile(data, "random-profile")
 
 
