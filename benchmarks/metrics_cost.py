@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,28 +33,17 @@ sys.path.insert(0, str(ROOT))
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig  # noqa: E402
 from orchestrator.engine.engine import Engine  # noqa: E402
 from orchestrator.engine.fake_backend import FakeBackend  # noqa: E402
-from orchestrator.engine.types import EngineStatus, InspectRequest, Verdict  # noqa: E402
+from orchestrator.engine.types import InspectRequest, Verdict  # noqa: E402
 from orchestrator.metrics import ServiceMetrics  # noqa: E402
 from tests.unit.core.factories import MB, make_coe, make_profile  # noqa: E402
+from tests.unit.stub_service import StubService  # noqa: E402
 
 
-class Instant:
+class Instant(StubService):
     """An ``InspectionService`` that answers every request at once (no engine cost)."""
 
     def __init__(self) -> None:
         self.verdict = Verdict("b", "c", "t", "pass", queue_s=0.001, compute_s=0.002)
-
-    def serving(self) -> bool:
-        return True
-
-    def component_types(self) -> Sequence[str]:
-        return ["t"]
-
-    def input_shape(self, component_type: str) -> tuple[int, int, int]:
-        return (1, 1, 1)
-
-    def status(self) -> EngineStatus:
-        return EngineStatus("p", True)
 
     async def inspect(self, request: InspectRequest) -> Verdict:
         return self.verdict

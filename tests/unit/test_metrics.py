@@ -12,7 +12,6 @@ import dataclasses
 import socket
 import threading
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from orchestrator.metrics.endpoint import MetricsEndpoint
 from orchestrator.serve_file import parse_serve_file
 from tests.unit.engine.test_engine import config, make_engine, request
 from tests.unit.engine.virtual_time import run_virtual
+from tests.unit.stub_service import StubService
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -291,20 +291,8 @@ def test_an_engine_that_cannot_be_read_still_gives_a_valid_scrape() -> None:
     assert s == {("coserve_metrics_snapshot_ok", frozenset()): 0}
 
 
-class Inner:
+class Inner(StubService):
     """An ``InspectionService`` whose inspect does what the component id says."""
-
-    def serving(self) -> bool:
-        return True
-
-    def component_types(self) -> Sequence[str]:
-        return ["t"]
-
-    def input_shape(self, component_type: str) -> tuple[int, int, int]:
-        return (1, 1, 1)
-
-    def status(self) -> EngineStatus:
-        return EngineStatus("p", True)
 
     async def inspect(self, request: InspectRequest) -> Verdict:
         if request.component_id == "hang":
