@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.features import BOUND_FLAGS
 from orchestrator.core.profile import parse_profile
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 from orchestrator.simulate.bounds import compute_bounds
@@ -194,15 +195,7 @@ def cpu_cache_scenarios() -> list[dict[str, Any]]:
     return out
 
 
-FEATURES = (
-    "queue_aware_eviction",
-    "lookahead_loading",
-    "serve_resident",
-    "unload_headroom",
-    "dedup_eviction",
-    "disk_aware_assign",
-    "batch_room",
-)
+FEATURES = BOUND_FLAGS
 EXPERT = 178_600_000  # one ResNet101 classifier (paper presets)
 BATCH_ACT = 16 * 16_000_000  # one max batch of its activations on the GPU
 
