@@ -290,12 +290,13 @@ class Engine:
     def check_versions(self, latest: Mapping[str, str]) -> int:
         """Compare what each executor holds with ``latest`` (expert -> newest version on disk;
         an expert missing from it is left alone) and have the core replace every copy that
-        differs (``CoreScheduler.refresh``). Returns how many copies the core unloads now."""
+        differs (``CoreScheduler.refresh``, which leaves a copy being unloaded or loaded alone).
+        Returns how many copies the core unloads now."""
         now = self.now()
         swaps = 0
         for (executor, expert), version in sorted(self.loaded_versions.items()):
             want = latest.get(expert)
-            if want is None or want == version or (executor, expert) in self._unloading:
+            if want is None or want == version:
                 continue
             decisions = self.core.refresh(executor, expert, now)
             swaps += sum(isinstance(d, Unload) for d in decisions)

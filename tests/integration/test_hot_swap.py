@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -64,8 +65,6 @@ def test_an_expert_is_replaced_and_rolled_back_while_a_board_streams(
 ) -> None:
     coe, shared_repo = tiny_board
     repo = tmp_path / "repo"  # a copy: the session's repository stays at version 1
-    import shutil
-
     shutil.copytree(shared_repo, repo)
     requests = [
         InspectRequest("swap", str(r.request_id), r.component_type, r.image)
