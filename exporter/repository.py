@@ -214,9 +214,7 @@ def install_model(
     model_dir = Path(repo) / name
     newest = model_versions.latest_version(model_dir)
     if newest is None:
-        dest = model_dir / VERSION / MODEL_FILE
-        _model_dirs(repo, name)
-        _place(src, dest, move)
+        _place(src, _model_dirs(repo, name) / MODEL_FILE, move)
     else:
         current = model_dir / str(newest) / MODEL_FILE
         _model_dirs(repo, name, str(newest))  # opens up existing directories too
@@ -245,8 +243,8 @@ def _place(src: Path, dest: Path, move: bool) -> None:
 
 def _new_version(model_dir: Path, src: Path, move: bool) -> int:
     """Write ``src`` as version N+1 of ``model_dir`` whole (a temporary directory renamed into
-    place: a reader never sees a version directory without its file), then prune old versions."""
-    _add_mode_bits(model_dir, DIR_MODE)
+    place: a reader never sees a version directory without its file), then prune old versions.
+    The caller has opened up ``model_dir`` (``_model_dirs``)."""
     version = model_versions.next_version(model_dir)
     incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=model_dir))
     try:
@@ -266,9 +264,9 @@ def retire_latest(repo: str | Path, name: str) -> tuple[int, int]:
     is the newest again. Returns ``(retired, now_newest)``. ``ExportError`` naming the expert
     when it has fewer than two live versions (nothing to go back to)."""
     model_dir = Path(repo) / name
-    live = model_versions.live_versions(model_dir)
     if not model_dir.is_dir():
         raise ExportError(f"expert {name!r} is not in the model repository {repo}")
+    live = model_versions.live_versions(model_dir)
     if len(live) < 2:
         have = f"only version {live[0]}" if live else "no version"
         raise ExportError(f"expert {name!r} has {have} in {model_dir}: there is no earlier version to roll back to")
