@@ -18,6 +18,13 @@ They are proven, not replayed: a replay of one policy is not a bound for another
   cores model, the shorter of the busy figure and the idle one a load alone takes), on the box's
   ``storage.concurrent_loads`` channels, starting at the first arrival, overlapping compute
   perfectly; the last of those loads is followed by at least one batch. Never above all-resident.
+  With the shared-cores model (``host.cpu_cores``; ``simulate.cpu``) also no shorter than the CPU
+  work no policy avoids spread over every core at once: each load of an expert the start does not
+  hold costs its ``load_cpu_s`` (the least of any executor able to run it; that start chosen
+  again, by a fractional knapsack of CPU seconds per byte, to minimise this term), and each
+  counted step that no non-CPU executor can run costs at least ``K + B / max_batch`` CPU seconds
+  per item (a CPU batch is one core's work for its whole duration). Unloads, the load watch and
+  first-batch extras are left out, which can only make the bound lower.
   With ``start_empty`` (cold start: every policy starts empty) nothing is resident at the start.
 """
 
@@ -56,6 +63,10 @@ class Bounds:
     start_resident: int  # needed experts the best start holds
     needed: int
     step_floor_s: list[float]  # per counted request: its latency lower bound
+    #: the compulsory bound's parts (it is the largest of them and all_resident_s): the loads on
+    #: the storage channels; the CPU work on the shared cores (0 without host.cpu_cores)
+    channels_s: float = 0.0
+    cpu_work_s: float = 0.0
 
     def row(self, name: str, requests: int) -> SimResult:
         all_res = name == "all-resident"
@@ -90,11 +101,26 @@ def _steps(workload: Workload, ids: Collection[int] | None) -> list[tuple[float,
     return out
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What running one expert on one executor costs (inf where it cannot run there)."""
+
+    per_item_s: float  # the best per-item batch time, K + B / max_batch
+    batch_of_one_s: float
+    load_s: float  # one disk load
+    nbytes: int
+    load_cpu_s: float  # CPU work of one disk load on the shared cores (0: not modelled)
+    item_cpu_s: float  # CPU work per item of a batch on the shared cores (0: none)
+
+
+_CANNOT = _Run(math.inf, math.inf, math.inf, 0, math.inf, math.inf)
+
+
 def _runs(
     workload: Workload, profile: CostProfile, execs: Sequence[ExecutorConfig], expert: str
-) -> list[tuple[float, float, float, int]]:
-    """(per-item best cost, batch-of-one time, disk load time, bytes) on each executor of ``execs``
-    (inf where it cannot run ``expert``: no cost entry, no bytes, or too big for its budget)."""
+) -> list[_Run]:
+    """What ``expert`` costs on each executor of ``execs`` (``_CANNOT`` where it cannot run: no
+    cost entry, no bytes, or too big for its budget)."""
     graph_nodes = {n.name: n for n in workload.graph_nodes}
     node = graph_nodes[expert]
     out = []
@@ -102,14 +128,26 @@ def _runs(
         c = profile.cost(node.arch, e.kind)
         nbytes = node.bytes_by_kind.get(e.kind)
         if c is None or nbytes is None or nbytes + c.activation_bytes_per_item > e.budget_bytes:
-            out.append((math.inf, math.inf, math.inf, 0))
+            out.append(_CANNOT)
             continue
         load = c.load_time_s["disk"]
-        if profile.host_cpu_cores and c.load_cpu_s:
+        shared = bool(profile.host_cpu_cores)
+        if shared and c.load_cpu_s:
             # shared cores (simulate.cpu): a load alone on the cores takes its idle time, which
             # may be shorter than the busy figure; the bound must not assume the slower one
             load = min(load, c.load_time_idle_s or load)
-        out.append((c.k_s + c.b_s / c.max_batch, c.k_s + c.b_s, load, nbytes))
+        per_item = c.k_s + c.b_s / c.max_batch
+        out.append(
+            _Run(
+                per_item_s=per_item,
+                batch_of_one_s=c.k_s + c.b_s,
+                load_s=load,
+                nbytes=nbytes,
+                load_cpu_s=(c.load_cpu_s or 0.0) if shared else 0.0,
+                # the simulator runs a CPU executor's batch as one core's work (simulate.cpu)
+                item_cpu_s=per_item if shared and e.kind == "cpu" else 0.0,
+            )
+        )
     return out
 
 
@@ -124,13 +162,13 @@ def _layout_floor(
     (None if the layout cannot serve every counted request)."""
     experts = sorted({x for _, s in steps for x in s})
     runs = {x: _runs(workload, profile, execs, x) for x in experts}
-    one = {x: min(r[1] for r in runs[x]) for x in experts}
+    one = {x: min(r.batch_of_one_s for r in runs[x]) for x in experts}
     if any(math.isinf(v) for v in one.values()):
         return None
     floors = [sum(one[x] for x in s) for _, s in steps]
     bound = max((t + f - first for (t, _), f in zip(steps, floors, strict=True)), default=0.0)
     # fluid bound over suffixes, one candidate dual (executor weights) per cost class plus uniform
-    classes = sorted({tuple(r[0] for r in runs[x]) for x in experts})
+    classes = sorted({tuple(r.per_item_s for r in runs[x]) for x in experts})
     n = len(execs)
     weights = [[1.0 / n] * n]
     for cls in classes:
@@ -139,7 +177,7 @@ def _layout_floor(
         weights.append([r / total for r in rates])
     per_item: dict[str, list[float]] = {}
     for x in experts:
-        costs = [r[0] for r in runs[x]]
+        costs = [r.per_item_s for r in runs[x]]
         per_item[x] = [
             min(c * w for c, w in zip(costs, ws, strict=True) if not math.isinf(c)) for ws in weights
         ]
@@ -150,6 +188,19 @@ def _layout_floor(
                 suffix[j] += v
         bound = max(bound, t - first + max(suffix))
     return bound, floors
+
+
+def _best_kept(value: dict[str, float], size: dict[str, int], capacity: int) -> float:
+    """The most of ``value`` a start of ``capacity`` bytes can hold (fractional knapsack by value
+    per byte: an upper bound on what any whole set of experts that fits holds)."""
+    kept, room = 0.0, float(capacity)
+    for x in sorted(value, key=lambda x: (-value[x] / max(size[x], 1), x)):
+        if room <= 0:
+            break
+        share = min(1.0, room / max(size[x], 1))
+        kept += share * value[x]
+        room -= share * size[x]
+    return kept
 
 
 def compute_bounds(
@@ -185,11 +236,15 @@ def compute_bounds(
     load: dict[str, float] = {}
     size: dict[str, int] = {}
     batch: dict[str, float] = {}
+    load_cpu: dict[str, float] = {}
+    item_cpu: dict[str, float] = {}
     for x in needed:
-        runs = [r for r in _runs(workload, profile, all_execs, x) if not math.isinf(r[0])]
-        load[x] = min(r[2] for r in runs)
-        size[x] = min(r[3] for r in runs)
-        batch[x] = min(r[1] for r in runs)
+        runs = [r for r in _runs(workload, profile, all_execs, x) if not math.isinf(r.per_item_s)]
+        load[x] = min(r.load_s for r in runs)
+        size[x] = min(r.nbytes for r in runs)
+        batch[x] = min(r.batch_of_one_s for r in runs)
+        load_cpu[x] = min(r.load_cpu_s for r in runs)
+        item_cpu[x] = min(r.item_cpu_s for r in runs)
     smallest = min(size.values())
     capacity = 0
     if not start_empty:  # an executor too small for any needed expert holds none of them
@@ -203,14 +258,7 @@ def compute_bounds(
             break
         room -= size[x]
         kept_count += 1
-    kept_s, frac_room = 0.0, float(capacity)
-    for x in sorted(needed, key=lambda x: (-load[x] / max(size[x], 1), x)):
-        if frac_room <= 0:
-            break
-        share = min(1.0, frac_room / max(size[x], 1))
-        kept_s += share * load[x]
-        frac_room -= share * size[x]
-    left_s = sum(load.values()) - kept_s
+    left_s = sum(load.values()) - _best_kept(load, size, capacity)
     by_tail = sorted(needed, key=lambda x: (-(load[x] + batch[x]), x))
     tail, room = 0.0, capacity
     for x in by_tail:  # the longest load + batch that cannot be kept resident
@@ -219,7 +267,12 @@ def compute_bounds(
             break
         room -= size[x]
     loads_s = left_s / profile.storage_concurrent_loads + min(batch.values()) if left_s > 1e-9 else 0.0
-    compulsory = max(all_resident, loads_s, tail)
+    cpu_s = 0.0
+    if profile.host_cpu_cores:  # the CPU work no start avoids, on every core at once
+        left_cpu = sum(load_cpu.values()) - _best_kept(load_cpu, size, capacity)
+        compute_cpu = sum(item_cpu[x] for _, s in steps for x in s)
+        cpu_s = (left_cpu + compute_cpu) / profile.host_cpu_cores
+    compulsory = max(all_resident, loads_s, tail, cpu_s)
     return Bounds(
         counted=len(steps),
         all_resident_s=all_resident,
@@ -228,4 +281,6 @@ def compute_bounds(
         start_resident=kept_count,
         needed=len(needed),
         step_floor_s=floors_min or [],
+        channels_s=max(loads_s, tail),
+        cpu_work_s=cpu_s,
     )

@@ -147,3 +147,39 @@ def test_with_shared_cores_the_bound_charges_the_idle_load_time_a_lone_load_take
     assert b.compulsory_s == pytest.approx(n * 0.3 + 0.004)
     res = simulate(wl, box, profile, "coserve", warmup_tasks=0)
     assert res.makespan_s >= b.compulsory_s - 1e-9
+
+
+def test_with_shared_cores_the_cpu_work_no_policy_avoids_bounds_the_makespan() -> None:
+    """One core, four storage channels: the loads' CPU seconds (0.3 s each, on the one core), not
+    the channels (0.1 s each, four at once), set the bound, plus each item's CPU work; no policy
+    beats it (kills: dropping the CPU term, dividing by the channels instead of the cores, or
+    leaving the compute out)."""
+    k, b, mb = 0.002, 0.004, 8
+    data = {
+        "host": {"cpu_cores": 1},
+        "storage": {"concurrent_loads": 4},
+        "architectures": {
+            arch: {
+                "cpu": {
+                    "k_s": k, "b_s": b, "max_batch": mb, "load_time_s": {"disk": 0.1},
+                    "load_time_idle_s": 0.1, "load_cpu_s": 0.3, "weight_bytes": EXPERT,
+                }
+            }
+            for arch in ("resnet101", "yolov5m", "yolov5l")
+        },
+    }
+    profile = parse_profile(data, "one-core")
+    box = ServeConfig(executors=(ExecutorConfig("cpu0", "cpu", 3 * EXPERT),))
+    wl = build_workload(make_spec(types=20, requests=40, interval_s=0.0, detectors=0), profile)
+    n = len(wl.distinct_experts())
+    bound = compute_bounds(wl, box, profile, start_empty=True)
+    work = n * 0.3 + 40 * (k + b / mb)
+    assert bound.cpu_work_s == pytest.approx(work)
+    assert bound.channels_s == pytest.approx(n * 0.1 / 4 + k + b)
+    assert bound.compulsory_s == pytest.approx(work)
+    for policy in ("coserve", "coserve+", "samba-lru"):
+        res = simulate(wl, box, profile, policy, warmup_tasks=0)
+        assert res.makespan_s >= bound.compulsory_s - 1e-9, policy
+    # without the shared-cores model the same costs are bound by the channels alone
+    plain = compute_bounds(wl, box, replace(profile, host_cpu_cores=None), start_empty=True)
+    assert plain.cpu_work_s == 0.0 and plain.compulsory_s == pytest.approx(plain.channels_s)
