@@ -163,3 +163,60 @@ def test_simulation_is_deterministic(case: tuple[Any, ...]) -> None:
     b = _run(case)[2]
     assert a.summary() == b.summary()
     assert a.latencies == b.latencies
+
+
+@st.composite
+def cpu_boxes(draw: st.DrawFn) -> tuple[Any, ...]:
+    """CPU-only boxes on the shared-cores model where the loads' CPU work, not the storage
+    channels, is what limits (the bench board's case: multi-threaded loads on 1-4 cores)."""
+
+    def cost() -> dict[str, Any]:
+        idle = draw(st.floats(0.05, 0.4))
+        return {
+            "k_s": draw(st.floats(0.0005, 0.01)),
+            "b_s": draw(st.floats(0.0005, 0.01)),
+            "max_batch": draw(st.sampled_from([1, 4, 16])),
+            "load_time_s": {"disk": idle * draw(st.floats(0.8, 2.0))},
+            "load_time_idle_s": idle,
+            "load_cpu_s": idle * draw(st.floats(0.5, 2.0)),
+            "load_watch_cores": draw(st.sampled_from([0.0, 0.05])),
+            "first_batch_extra_s": draw(st.sampled_from([0.0, 0.03])),
+            "weight_bytes": int(draw(st.floats(0.5, 1.5)) * EXPERT),
+        }
+
+    data = {
+        "host": {"cpu_cores": draw(st.integers(1, 4))},
+        "storage": {"concurrent_loads": draw(st.integers(1, 4))},
+        "processors": {"cpu": {"concurrent_loads": draw(st.integers(1, 4)), "unload_time_s": 0.03,
+                               "unload_cpu_s": 0.03}},
+        "architectures": {a: {"cpu": cost()} for a in ("resnet101", "yolov5m", "yolov5l")},
+    }
+    profile = parse_profile(data, "cpu-box")
+    n = draw(st.integers(1, 3))
+    execs = tuple(ExecutorConfig(f"cpu{i}", "cpu", int(draw(st.floats(1.5, 6.0)) * EXPERT)) for i in range(n))
+    names = ("queue_aware_eviction", "lookahead_loading", "serve_resident", "unload_headroom",
+             "dedup_eviction", "disk_aware_assign", "batch_room")
+    config = ServeConfig(executors=execs, features=Features(**{k: draw(st.booleans()) for k in names}))
+    spec = make_spec(
+        types=draw(st.integers(10, 60)),
+        requests=draw(st.integers(30, 200)),
+        interval_s=draw(st.sampled_from([0.0, 0.004, 0.02])),
+        detectors=draw(st.integers(0, 3)),
+        detector_share=draw(st.floats(0.0, 1.0)),
+        zipf=draw(st.sampled_from([None, 1.0, 1.5])),
+        seed=draw(st.integers(0, 10_000)),
+    )
+    return spec, profile, config, draw(st.sampled_from(sorted(POLICIES))), 0.0, draw(st.sampled_from([0, 1]))
+
+
+@settings(max_examples=40)
+@given(cpu_boxes())
+def test_no_policy_beats_the_cpu_work_bound_on_shared_cores(case: tuple[Any, ...]) -> None:
+    """The compulsory bound's CPU-work part (docs/simulator.md, "Bounds"), where it binds most."""
+    wl, sim, res = _run(case)
+    _, profile, config, _, _, warmup = case
+    if not sim.done_at:
+        return
+    b = compute_bounds(wl, config, profile, start_empty=warmup == 0, ids=set(sim.done_at))
+    assert res.makespan_s >= b.compulsory_s - 1e-9 * max(1.0, res.makespan_s), (res.makespan_s, b)
+    assert b.cpu_work_s <= b.compulsory_s
