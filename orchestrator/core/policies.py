@@ -77,8 +77,8 @@ POLICIES: dict[str, PolicySpec] = {}
 
 # coserve+ = coserve with the features that help (benchmarks/sim_beyond.py, "features";
 # docs/simulator.md): queue-aware eviction on every paper task; loads ahead where they do not
-# compete for the disk (they are inert otherwise); headroom where unloads are slow (inert
-# otherwise); duplicate-first eviction and disk-aware assignment where the shared disk is the
+# compete for the disk (they are inert otherwise); headroom where unloads are slow, and memory
+# on its way back counted everywhere (no second victim per in-flight unload); duplicate-first eviction and disk-aware assignment where the shared disk is the
 # bottleneck (fewer disk loads: the box keeps more distinct experts, a step joins the executor
 # holding its expert rather than queueing another read; inert on one executor); batch room
 # (a ready group's batch is not cut short by experts nobody queued: the tail of a task runs full

@@ -183,6 +183,17 @@ def test_headroom_evicts_ahead_only_where_unloads_are_slow_and_waits_for_memory_
     assert before == ["evicted ahead (slow unloads)"] * 2 and at_end == [] and later == []
 
 
+def test_headroom_counts_memory_coming_back_even_where_unloads_are_fast() -> None:
+    """A 5 ms unload is still in flight at the next event (the bench board's 29 ms fast release
+    spans seven 4 ms arrivals): the paper's core evicts again at it; with the feature the memory
+    on its way back covers the waiting load, though the gate keeps the headroom itself off
+    (kills: counting returning memory only where the headroom acts)."""
+    before, at_end, later = _slow_run(0.005)
+    assert at_end == ["evicted"] and later == ["evicted"]
+    before, at_end, later = _slow_run(0.005, unload_headroom=True)
+    assert before == [] and at_end == ["evicted"] and later == []
+
+
 def test_coserve_plus_is_coserve_with_its_features() -> None:
     from orchestrator.core.policies import COSERVE_PLUS_FEATURES, get_policy
 
