@@ -50,7 +50,7 @@ VALIDATION_SIZES = (3, 6, 12)
 
 def _figures(profile: CostProfile) -> dict[str, float]:
     """Every figure of a profile, flat, for run-to-run comparison."""
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"storage.concurrent_loads": float(profile.storage_concurrent_loads)}
     if profile.host_cpu_cores is not None:
         out["host.cpu_cores"] = float(profile.host_cpu_cores)
     for kind, spec in profile.processors.items():
@@ -87,6 +87,15 @@ def _figures(profile: CostProfile) -> dict[str, float]:
 
 def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-12)
+
+
+def _loadavg() -> float:
+    """The 1-minute load average (what else ran on the cores: figures taken at > ~0.5 on this
+    2-core box are "loaded")."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 async def _validate(coe: CoEDefinition, repo: Path, profile: CostProfile, loads: int, reps: int) -> list[dict[str, Any]]:
@@ -152,23 +161,32 @@ def main() -> int:
         repo = work / board
         export_coe(coe, repo)
         runs = []
+        load = {}
         for label, plan in (("full-1", Plan()), ("full-2", Plan()), ("quick", Plan.quick())):
+            before = _loadavg()
             r = run_profile(coe, repo, ("cpu",), plan, command=f"benchmarks/profile_accuracy.py ({label})")
             runs.append((label, r))
-            print(f"{board}: {label} profile took {r.seconds:.1f} s")
+            load[label] = {"before": before, "after": _loadavg()}
+            print(f"{board}: {label} profile took {r.seconds:.1f} s (load average {before:.2f} before, "
+                  f"{load[label]['after']:.2f} after)", flush=True)
         a, b = _figures(runs[0][1].profile), _figures(runs[1][1].profile)
         agreement = {k: {"run1": a[k], "run2": b[k], "diff": _rel(a[k], b[k])} for k in a if k in b}
         validation = asyncio.run(_validate(coe, repo, runs[0][1].profile, args.loads, args.reps))
         result["boards"][board] = {
             "seconds": {label: r.seconds for label, r in runs},
+            "load_average": load,
             "agreement": agreement,
             "validation": validation,
             "profile": {k: v for k, v in a.items()},
         }
         print(f"\n{board}: run-to-run agreement (full profile twice; limit 15%)")
-        for k, row in agreement.items():
+        print(f"  {'figure':<42} {'full-1':>14} {'full-2':>14} {'diff':>7}")
+        for k, row in sorted(agreement.items()):
             flag = "" if row["diff"] <= 0.15 else "  <-- over 15%"
             print(f"  {k:<42} {row['run1']:>14.6g} {row['run2']:>14.6g} {row['diff'] * 100:6.1f}%{flag}")
+        over = sorted(k for k, row in agreement.items() if row["diff"] > 0.15)
+        print(f"  {len(agreement) - len(over)} of {len(agreement)} figures within 15%"
+              + (f"; over: {', '.join(over)}" if over else ""))
         print(f"\n{board}: profile vs fresh measurements (not used for the fit)")
         for row in validation:
             flag = "ok" if row["error"] <= row["limit"] else f"OVER {row['limit'] * 100:.0f}%"

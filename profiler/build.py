@@ -5,7 +5,8 @@ Which measured number becomes which profile field (the rules of each fit are in 
 ======================  ======================================================================
 field                   from
 ======================  ======================================================================
-k_s, b_s, r2            least squares over the batch sweep (median latency per size)
+k_s, b_s, r2            ``fit.fit_batch_line`` (least squares of relative residuals) over the
+                        batch sweep's interleaved rounds (median latency per size)
 max_batch               the plateau rule of ``fit.max_batch`` on the fitted line at the swept
                         sizes (capped by the model's config)
 load_time_s.disk        median warm load (file in the page cache: what a serving box that
@@ -13,20 +14,23 @@ load_time_s.disk        median warm load (file in the page cache: what a serving
                         max batches back to back (serving loads while other executors compute);
                         ``load_time_idle_s``: the same on an idle box (the figure used against
                         an external server); ``load_time_cold_s``: median cold load
-load_cpu_s              median CPU seconds of the cold and warm idle loads, server side: its model
-                        process and the server itself (none against an external server: its
-                        processes cannot be seen)
+load_cpu_s              ``fit.work_mean`` (trimmed mean) of the CPU seconds of the cold and warm
+                        idle loads, server side: its model process and the server itself (none
+                        against an external server: its processes cannot be seen)
 load_watch_cores        median over the same loads of the profiler's own CPU seconds during the
                         load / its wall time (the adapter's process watch polling /proc)
 first_batch_extra_s     median first one-item batch after a warm load less the sweep's median
                         one-item batch (0 at least)
 host.cpu_cores          the cores this process may run on (``os.sched_getaffinity``), where the
                         server is embedded (it runs on the same host)
-unload_cpu_s            median CPU seconds of a confirmed unload: the model process's exit, the
-                        server, the profiler's own watch (none against an external server)
+unload_cpu_s            ``fit.work_mean`` of the CPU seconds of the confirmed unloads of every
+                        architecture: the model process's exit, the server, the profiler's own
+                        watch (none against an external server)
 unload_time_s           median time from the unload call until the memory is back (processes
                         gone on the embedded server; index state on an external one)
-concurrent_loads        ``fit.concurrent_loads`` over 1, 2, 4 loads at once on one server
+concurrent_loads        ``fit.concurrent_loads`` over 1, 2, 4 loads at once on one server, each
+                        level's wall time the sum over the architectures that tried every level
+                        of their median over rounds (``pooled_walls``)
 storage.concurrent_     the same rule over 1, 2, 4 loads at once spread one per embedded server
 loads                   (serving runs one executor per server); against an external server the
                         per-server figure
@@ -34,9 +38,9 @@ weight_bytes            median footprint after load and a first inference: model
                         + the server's growth at that load
                         (GPU: NVML bytes of its processes, CUDA context included); the ONNX file
                         size when memory cannot be seen (external server)
-activation_bytes_per_   slope of the peak growth per batch across the sweep
-item
-peak_bytes              weight_bytes + the growth at max_batch
+activation_bytes_per_   slope (least squares) of the peak growth against batch size, each size's
+item                    growth the mean over the memory passes (one per warm load)
+peak_bytes              weight_bytes + the (mean) growth at max_batch
 overhead_*              ``fit.overhead`` of footprint against file size over the architectures
 server_growth_bytes     the server's PSS over its idle PSS after the whole measurement (what it
                         keeps: an executor's fixed cost)
@@ -57,12 +61,29 @@ def _spread(values: Sequence[float]) -> float:
     return round(fit.Figure.of(list(values)).spread, 4)
 
 
+def pooled_walls(per_arch: Sequence[Mapping[int, Sequence[float]]]) -> dict[int, float]:
+    """Wall time per number of loads at once, pooled over architectures: for the levels the most
+    thorough measurement tried, the sum over every measurement that tried all of them of its
+    median over rounds (the time to load ``k`` of each such architecture at once). More samples
+    than one architecture's, for a decision the core schedules by."""
+    levels: set[int] = set()
+    for walls in per_arch:
+        if len(walls) > len(levels):
+            levels = set(walls)
+    pooled = {k: 0.0 for k in levels}
+    for walls in per_arch:
+        if levels and levels <= {k for k, v in walls.items() if v}:
+            for k in levels:
+                pooled[k] += statistics.median(walls[k])
+    return pooled if levels and any(pooled.values()) else {}
+
+
 def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> ArchCost:
     """``m``'s costs; ``channels``: the box's load channels, whose busy load time is the profile's
     load time (a load takes that long while ``channels`` run at once and the box computes)."""
     sizes = sorted(m.batch_latency_s)
     medians = {n: statistics.median(m.batch_latency_s[n]) for n in sizes}
-    line = fit.fit_linear([float(n) for n in sizes], [medians[n] for n in sizes])
+    line = fit.fit_batch_line(medians)
     k_s = max(line.slope, 1e-7)  # the core requires K > 0; a flat sweep means "per item ~ free"
     b_s = max(line.intercept, 0.0)
     # The plateau rule reads the fitted line, not the raw medians: per-item latency K + B/n flattens
@@ -71,14 +92,19 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> Ar
     weight = (
         int(statistics.median([f.total_bytes for f in m.footprints])) if m.footprints else m.file_bytes
     )
+    # each size's growth: the mean over the passes. A fresh model process lays its memory out
+    # differently from load to load (one pass's slope moved by +-30% between loads here), and a
+    # demo detector's peak at 16 items came out ~6-8 MB in about half the loads and ~12-14 MB in
+    # the others: a median of such samples flips between the two, a mean weighs them
+    growth = {n: int(statistics.fmean(v)) for n, v in sorted(m.activation_bytes.items()) if v}
     activation = 0
-    if len(m.activation_bytes) >= 2:
-        act = fit.fit_linear([float(n) for n in m.activation_bytes], [float(v) for v in m.activation_bytes.values()])
+    if len(growth) >= 2:
+        act = fit.fit_linear([float(n) for n in growth], [float(v) for v in growth.values()])
         activation = max(0, round(act.slope))
-    elif m.activation_bytes:
-        [(n, grown)] = m.activation_bytes.items()
+    elif growth:
+        [(n, grown)] = growth.items()
         activation = grown // max(1, n)
-    peak_growth = m.activation_bytes.get(best, activation * best)
+    peak_growth = growth.get(best, activation * best)
     steady_one = statistics.median(m.batch_latency_s[1]) if m.batch_latency_s.get(1) else line(1.0)
     first_extra = max(0.0, statistics.median(m.first_run_s) - steady_one) if m.first_run_s else None
     # the widest spread over the swept sizes stands for the batch latency figures (K and B)
@@ -107,7 +133,7 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> Ar
         r2=round(line.r2, 4),
         load_time_cold_s=round(statistics.median(m.cold_load_s), 4) if m.cold_load_s else None,
         load_time_idle_s=round(statistics.median(m.warm_load_s), 4) if busy and m.warm_load_s else None,
-        load_cpu_s=round(statistics.median(m.load_cpu_s), 4) if m.load_cpu_s else None,
+        load_cpu_s=round(fit.work_mean(m.load_cpu_s), 4) if m.load_cpu_s else None,
         load_watch_cores=round(statistics.median(m.watch_cores), 4) if m.watch_cores else None,
         first_batch_extra_s=round(first_extra, 5) if first_extra is not None else None,
         peak_bytes=weight + peak_growth,
@@ -124,10 +150,7 @@ def processor_spec(
 ) -> ProcessorSpec:
     unloads = [s for m in kind_measurements for s in m.unload_s]
     unload_cpu = [s for m in kind_measurements for s in m.unload_cpu_s]
-    walls: dict[int, float] = {}
-    for m in kind_measurements:  # the architecture with most experts tried the most levels
-        if len(m.concurrent_wall_s) > len(walls):
-            walls = dict(m.concurrent_wall_s)
+    walls = pooled_walls([m.concurrent_wall_s for m in kind_measurements])
     over = fit.overhead(
         [float(c.file_bytes or 0) for c in costs], [float(c.weight_bytes or 0) for c in costs]
     )
@@ -135,7 +158,7 @@ def processor_spec(
     return ProcessorSpec(
         concurrent_loads=fit.concurrent_loads(walls) if walls else 1,
         unload_time_s=round(statistics.median(unloads), 4) if unloads else 0.0,
-        unload_cpu_s=round(statistics.median(unload_cpu), 4) if unload_cpu else None,
+        unload_cpu_s=round(fit.work_mean(unload_cpu), 4) if unload_cpu else None,
         unload_mode=unload_mode,
         server_idle_bytes=server_idle_bytes,
         server_growth_bytes=server_growth_bytes,
@@ -147,10 +170,7 @@ def processor_spec(
 def spread_concurrent_loads(measurements: Sequence[ArchMeasurement]) -> int | None:
     """The box's load channels: ``fit.concurrent_loads`` over loads spread one per server (the
     serving layout); None where that was not measured (an external server)."""
-    spread: dict[int, float] = {}
-    for m in measurements:  # the measurement with most levels, as for the per-server figure
-        if len(m.spread_wall_s) > len(spread):
-            spread = dict(m.spread_wall_s)
+    spread = pooled_walls([m.spread_wall_s for m in measurements])
     return fit.concurrent_loads(spread) if len(spread) > 1 else None
 
 

@@ -7,12 +7,16 @@ For one architecture on one instance kind, with experts of that architecture fro
    warm load's CPU seconds on the server side (its model process, the server: the work the
    simulator's shared-cores model gives a load), the cores this process used meanwhile (the
    adapter's process watch) and its first batch (one item) after the load;
-2. 1, 2 and 4 loads of different experts at once (as many as there are experts), which sets how
-   many loads this box really runs in parallel;
-3. a batch-size sweep on the loaded expert (each size the median of repeated inferences), and
-   the memory each batch adds at its peak;
-4. the footprint of the loaded expert after its first inference (model process PSS/USS + the
-   server's growth; on GPU the NVML bytes of its processes).
+2. after each warm load, the footprint of the loaded expert after its first inference (model
+   process PSS/USS + the server's growth; on GPU the NVML bytes of its processes) and a memory
+   pass over the batch sizes: the peak each batch size adds (one sample per size per load: how
+   the allocator lays out a fresh model process's memory differs from load to load, so the
+   figure pools several loads);
+3. a batch-size sweep on the loaded expert in interleaved rounds (each round one inference of
+   every size, the figure of a size the median over rounds);
+4. 1, 2 and 4 loads of different experts at once (as many as there are experts), on one server
+   and spread over servers, each level repeated in interleaved rounds, which sets how many loads
+   this box really runs in parallel; then the same spread loads while a peer server computes.
 
 Everything statistical is in ``profiler.fit``; everything about memory in ``profiler.memory``.
 """
@@ -28,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.errors import ModelUnloadTimeoutError
 from orchestrator.triton import processes
-from orchestrator.triton.adapter import TritonAdapter
+from orchestrator.triton.adapter import TritonAdapter, UnloadResult
 from orchestrator.triton.launcher import EmbeddedTriton
 from orchestrator.triton.model_config import ModelConfig
 from profiler import fit
@@ -40,18 +45,28 @@ from profiler.memory import Footprint, GpuMemoryReader, model_footprint, peak_gr
 class Plan:
     """How much to measure: repetitions per figure, batch sizes, concurrency levels."""
 
-    load_reps: int = 5
-    infer_reps: int = 20
+    #: cold loads, and warm loads (each with a memory pass), per (architecture, kind)
+    load_reps: int = 10
+    #: interleaved sweep rounds: each times one inference of every batch size
+    infer_reps: int = 40
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     concurrency: tuple[int, ...] = (1, 2, 4)
+    #: rounds of the loads-at-once steps (one server, spread, while computing): each round runs
+    #: every level once, so that what else the box does meanwhile falls on every level alike
+    concurrency_reps: int = 5
+    #: inferences per batch size in a memory pass (after one that sets up the size's buffers)
+    memory_reps: int = 3
+    #: rounds of the spread loads while a peer computes (the profile's load time)
+    busy_reps: int = 7
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(load_reps=2, infer_reps=5, batch_sizes=(1, 4, 16), concurrency=(1, 2))
+        return cls(load_reps=2, infer_reps=5, batch_sizes=(1, 4, 16), concurrency=(1, 2), concurrency_reps=1,
+                   memory_reps=2, busy_reps=2)
 
     def steps(self) -> int:
         """Progress-bar steps per (architecture, kind)."""
-        return 2 * self.load_reps + len(self.concurrency) + len(self.batch_sizes) + 2
+        return 2 * self.load_reps + 3  # cold and warm loads, the sweep, loads at once, while computing
 
 
 @dataclass
@@ -66,24 +81,27 @@ class ArchMeasurement:
     warm_load_s: list[float] = field(default_factory=list)
     unload_s: list[float] = field(default_factory=list)
     unload_call_s: list[float] = field(default_factory=list)
-    concurrent_wall_s: dict[int, float] = field(default_factory=dict)
+    #: k -> the wall times of k loads at once on one server, one per round
+    concurrent_wall_s: dict[int, list[float]] = field(default_factory=dict)
     #: k loads at once, one on each of k embedded servers (the serving layout: one executor per
-    #: server); empty when the profile runs against an external server
-    spread_wall_s: dict[int, float] = field(default_factory=dict)
+    #: server), one wall time per round; empty when the profile runs against an external server
+    spread_wall_s: dict[int, list[float]] = field(default_factory=dict)
     #: k -> per-load seconds of warm loads run k at once, one per embedded server, while a peer
     #: server computes max batches back to back (how serving loads: several executors load and
     #: infer on the same cores); empty against an external server
     busy_load_s: dict[int, list[float]] = field(default_factory=dict)
     batch_latency_s: dict[int, list[float]] = field(default_factory=dict)
-    activation_bytes: dict[int, int] = field(default_factory=dict)  # batch size -> peak growth
+    #: batch size -> the peak growth of each memory pass (one per warm load)
+    activation_bytes: dict[int, list[int]] = field(default_factory=dict)
     footprints: list[Footprint] = field(default_factory=list)
     cold_cache_dropped: bool = True
     first_infer_s: float | None = None
     #: per cold and warm load: CPU seconds it took on the server side (model process + server);
     #: empty where the processes cannot be seen (external server)
     load_cpu_s: list[float] = field(default_factory=list)
-    #: per cold and warm load: this process's CPU seconds during it over its wall time (the cores the
-    #: adapter's process watch used); empty where ``load_cpu_s`` is
+    #: per cold and warm load: this process's CPU seconds during it (``time.process_time``: the
+    #: kernel's nanosecond account, not 10 ms ticks) over its wall time (the cores the adapter's
+    #: process watch used); empty where ``load_cpu_s`` is
     watch_cores: list[float] = field(default_factory=list)
     #: per confirmed unload: its CPU seconds (model process exit, server, this client's watch)
     unload_cpu_s: list[float] = field(default_factory=list)
@@ -123,6 +141,8 @@ class ArchProfiler:
         self.adapter, self.server, self.repo, self.plan, self.tick, self.gpu = adapter, server, repo, plan, tick, gpu
         #: adapters of further embedded servers on this box, for loads spread across servers
         self.peers = tuple(peers)
+        #: unloads Triton left UNLOADING with the model's processes gone (``_tolerant_unload``)
+        self.stuck_unloads = 0
 
     def _config(self, name: str, kind: str) -> ModelConfig:
         return ModelConfig.read(self.repo / name).with_instances(kind, 1)
@@ -138,13 +158,30 @@ class ArchProfiler:
         began = time.perf_counter()
         took = await asyncio.gather(*(self._load(n, kind, a) for n, a in placed))
         wall = time.perf_counter() - began
-        await asyncio.gather(*(a.unload(n) for n, a in placed))
+        await asyncio.gather(*(self._tolerant_unload(n, a) for n, a in placed))
         return wall, list(took)
+
+    async def _tolerant_unload(self, name: str, adapter: TritonAdapter) -> UnloadResult | None:
+        """``adapter.unload(name)``; None where Triton left the index UNLOADING past the unload's
+        deadline with the model's processes gone (seen once on this 2-core box under a load
+        average of ~4): its memory is back (docs/triton.md), so the profile goes on,
+        counts it (``ArchMeasurement.stuck_unloads``, the profile's ``measured``) and takes no
+        sample from it."""
+        try:
+            return await adapter.unload(name)
+        except ModelUnloadTimeoutError:
+            probe = adapter.process_probe
+            if probe is None or probe(name):
+                raise
+            self.stuck_unloads += 1
+            return None
 
     async def _unload(self, m: ArchMeasurement, name: str) -> None:
         stubs = [p.pid for p in self.server.model_processes(name)] if self.server is not None else []
         before = self._unload_cpu_mark(stubs)
-        result = await self.adapter.unload(name)
+        result = await self._tolerant_unload(name, self.adapter)
+        if result is None:
+            return
         m.unload_s.append(result.gone_seconds)
         m.unload_call_s.append(result.call_seconds)
         after = self._unload_cpu_mark(stubs)
@@ -161,7 +198,7 @@ class ArchProfiler:
         server = process_cpu_s(self.server.pid, children=True)
         if server is None:
             return None
-        return server + sum(process_cpu_s(pid) or 0.0 for pid in stubs) + _own_cpu_s()
+        return server + sum(process_cpu_s(pid) or 0.0 for pid in stubs) + time.process_time()
 
     async def measure(self, arch: str, kind: str, experts: Sequence[str]) -> ArchMeasurement:
         name = experts[0]
@@ -184,6 +221,7 @@ class ArchProfiler:
             m.first_run_s.append(await self._first_run(name))
             if self.server is not None and self.server.pid is not None:
                 m.footprints.append(model_footprint(self.server.pid, name, before, self.gpu))
+            await self._memory_pass(m, name)
             if rep + 1 < self.plan.load_reps:
                 await self._unload(m, name)
             self.tick(f"{arch}/{kind} warm load")
@@ -221,25 +259,26 @@ class ArchProfiler:
                 await peer.infer(spare, {config.inputs[0].name: batch})
 
         busy = asyncio.create_task(compute())
+        levels = [k for k in self.plan.concurrency if k <= len(servers)]
         try:
             await asyncio.sleep(0.2)  # the loop runs before the first load starts
-            for k in self.plan.concurrency:
-                if k > len(servers):
-                    continue
-                for _ in range(self.plan.load_reps):
+            # rounds over the levels, not one level after the other: whatever else the box does
+            # meanwhile falls on every level alike (the profile's figure is one level's)
+            for _ in range(self.plan.busy_reps):
+                for k in levels:
                     _, took = await self._loads_at_once(kind, [(name, a) for a in servers[:k]])
                     m.busy_load_s.setdefault(k, []).extend(took)
             self.tick(f"{m.arch}/{m.kind} loads while computing")
         finally:
             stop.set()
             await busy
-            await peer.unload(spare)
+            await self._tolerant_unload(spare, peer)
 
     async def _cpu_timed_load(self, m: ArchMeasurement, name: str, kind: str) -> float:
         """Load ``name`` and record its CPU work (``load_cpu_s``, ``watch_cores``); its seconds."""
-        cpu_before, own_before = self._triton_cpu_s(None), _own_cpu_s()
+        cpu_before, own_before = self._triton_cpu_s(None), time.process_time()
         took = await self._load(name, kind)
-        cpu_after, own_after = self._triton_cpu_s(name), _own_cpu_s()
+        cpu_after, own_after = self._triton_cpu_s(name), time.process_time()
         if cpu_before is not None and cpu_after is not None:
             m.load_cpu_s.append(max(0.0, cpu_after - cpu_before))
             # this process did little but watch the load (the adapter polls /proc for the
@@ -273,31 +312,52 @@ class ArchProfiler:
             return 0
         return processes.memory(self.server.pid).pss_bytes
 
-    async def _sweep(self, m: ArchMeasurement, name: str) -> None:
+    def _batches(self, name: str) -> dict[int, dict[str, np.ndarray]]:
+        """The sweep's inputs of ``name``: batch size -> its input tensors (random, seeded)."""
         config = ModelConfig.read(self.repo / name)
         shape = config.inputs[0].dims
         limit = max(1, config.max_batch_size)
-        sizes = sorted({min(n, limit) for n in self.plan.batch_sizes})
-        pids = self._pids(name)
         rng = np.random.default_rng(0)
-        for n in sizes:
-            batch = rng.random((n, *shape), dtype=np.float32)
-            inputs = {config.inputs[0].name: batch}
+        return {
+            n: {config.inputs[0].name: rng.random((n, *shape), dtype=np.float32)}
+            for n in sorted({min(n, limit) for n in self.plan.batch_sizes})
+        }
+
+    async def _memory_pass(self, m: ArchMeasurement, name: str) -> None:
+        """The peak each batch size adds to the loaded ``name`` (its model process and the server):
+        per size, one run to set up its buffers, then the kernel's peak-RSS mark (reset) over
+        ``memory_reps`` runs against the resident size at the reset. One sample per size per
+        pass; the build takes each size's median over the passes (one per warm load)."""
+        pids = self._pids(name)
+        if not pids:
+            return
+        for n, inputs in self._batches(name).items():
+            await self.adapter.infer(name, inputs)  # the first run of a size sets up its buffers
+            base = {pid: processes.rss_bytes(pid) for pid in pids}
+            if not reset_peaks(pids):
+                return
+            for _ in range(self.plan.memory_reps):
+                await self.adapter.infer(name, inputs)
+            m.activation_bytes.setdefault(n, []).append(peak_growth_bytes(base))
+
+    async def _sweep(self, m: ArchMeasurement, name: str) -> None:
+        """Batch latency of every size, in ``infer_reps`` interleaved rounds (one inference of
+        each size per round, after one unmeasured run of each): a slow spell of the box (another
+        process waking, a frequency change) then falls on every size alike, and the medians drop
+        it, where measured size after size it fell on some sizes only and bent the line (K, B
+        and the max batch read from them)."""
+        batches = self._batches(name)
+        for inputs in batches.values():
             first = time.perf_counter()
             await self.adapter.infer(name, inputs)  # the first run of a size sets up its buffers
             if m.first_infer_s is None:
                 m.first_infer_s = time.perf_counter() - first
-            base = {pid: processes.rss_bytes(pid) for pid in pids}
-            tracked = reset_peaks(pids)
-            times = []
-            for _ in range(self.plan.infer_reps):
+        for _ in range(self.plan.infer_reps):
+            for n, inputs in batches.items():
                 began = time.perf_counter()
                 await self.adapter.infer(name, inputs)
-                times.append(time.perf_counter() - began)
-            m.batch_latency_s[n] = times
-            if tracked and pids:
-                m.activation_bytes[n] = peak_growth_bytes(base)
-            self.tick(f"{m.arch}/{m.kind} batch {n}")
+                m.batch_latency_s.setdefault(n, []).append(time.perf_counter() - began)
+        self.tick(f"{m.arch}/{m.kind} batch sweep")
 
     def _pids(self, name: str) -> list[int]:
         if self.server is None or self.server.pid is None:
@@ -305,27 +365,26 @@ class ArchProfiler:
         return [p.pid for p in self.server.model_processes(name)] + [self.server.pid]
 
     async def _concurrency(self, m: ArchMeasurement, kind: str, experts: Sequence[str]) -> None:
-        for k in self.plan.concurrency:
-            if k > len(experts):
-                continue
-            m.concurrent_wall_s[k], _ = await self._loads_at_once(kind, [(n, self.adapter) for n in experts[:k]])
-            self.tick(f"{m.arch}/{m.kind} {k} loads at once")
+        """k loads at once on one server, then spread one per server, each level once per round
+        (``concurrency_reps`` rounds; rounds, not level after level, for the reason of
+        ``_busy_loads``'s)."""
+        one = [k for k in self.plan.concurrency if k <= len(experts)]
         # Serving runs one executor per server, so the box's storage channels are what loads
         # spread over servers allow. The two figures differ with what else runs: with the box
         # loaded (load average ~8), 2 load+unload cycles at once on one server took 0.8-1.0x the
         # time of 2 in a row and 1 on each of 2 servers 0.5-0.6x; on a quiet box 0.55x and 0.7x
         # (6 repetitions each). The one-server figure alone read 1 in a loaded quick profile.
         servers = (self.adapter, *self.peers)
-        for k in self.plan.concurrency:
-            if k > len(servers) or (k > 1 and not self.peers):
-                continue
-            placed = [(experts[i % len(experts)], servers[i]) for i in range(k)]
-            m.spread_wall_s[k], _ = await self._loads_at_once(kind, placed)
-
-
-def _own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
+        spread = [k for k in self.plan.concurrency if k <= len(servers) and (k == 1 or self.peers)]
+        for _ in range(self.plan.concurrency_reps):
+            for k in one:
+                wall, _ = await self._loads_at_once(kind, [(n, self.adapter) for n in experts[:k]])
+                m.concurrent_wall_s.setdefault(k, []).append(wall)
+            for k in spread:
+                placed = [(experts[i % len(experts)], servers[i]) for i in range(k)]
+                wall, _ = await self._loads_at_once(kind, placed)
+                m.spread_wall_s.setdefault(k, []).append(wall)
+        self.tick(f"{m.arch}/{m.kind} loads at once")
 
 
 def process_cpu_s(pid: int, children: bool = False) -> float | None:

@@ -143,7 +143,7 @@ def run_profile(
             stack.close()
             if idle is not None and server.pid is not None:
                 growth = max(0, processes.memory(server.pid).pss_bytes - idle)
-    measurements, version, explained = result
+    measurements, version, explained, stuck = result
     max_batch = {m.expert: ModelConfig.read(repo / m.expert).max_batch_size for m in measurements}
     measured = {
         "machine": machine_description(),
@@ -151,9 +151,15 @@ def run_profile(
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
         "unload_mode": mode,
-        "plan": f"{plan.load_reps} loads per figure, {plan.infer_reps} inferences per batch size, "
-        f"batch sizes {list(plan.batch_sizes)}, {list(plan.concurrency)} loads at once",
+        "plan": f"{plan.load_reps} loads per figure, {plan.infer_reps} interleaved rounds of the batch sizes "
+        f"{list(plan.batch_sizes)}, a memory pass ({plan.memory_reps} inferences per size) after each warm load, "
+        f"{list(plan.concurrency)} loads at once in {plan.concurrency_reps} rounds",
     }
+    if stuck:
+        measured["stuck_unloads"] = (
+            f"{stuck} unload(s) left Triton's index UNLOADING with the model's processes gone (memory back): "
+            "no sample taken from them"
+        )
     if measurements and not all(m.cold_cache_dropped for m in measurements):
         measured["cold_load"] = "posix_fadvise(DONTNEED) was refused: cold loads may have read cached pages"
     # the embedded server runs on this host: its cores are the ones loads and batches share
@@ -173,7 +179,7 @@ async def _measure_all(
     gpu: GpuMemoryReader | None,
     tick: Callable[[str], None],
     peer_servers: Sequence[EmbeddedTriton] = (),
-) -> tuple[list[ArchMeasurement], str, Explain | None]:
+) -> tuple[list[ArchMeasurement], str, Explain | None, int]:
     probe = server.process_probe() if server is not None else None
     adapter = TritonAdapter(url, process_probe=probe, request_timeout_s=120.0)
     # each peer's adapter watches its model processes as serving's adapters do (that watch is CPU
@@ -182,15 +188,17 @@ async def _measure_all(
     try:
         version = await adapter.server_version()
         results = []
+        stuck = 0
         for kind in kinds:
             profiler = ArchProfiler(adapter, server, repo, plan, tick, gpu if kind == "gpu" else None, peers)
             for arch, experts in by_arch.items():
                 results.append(await profiler.measure(arch, kind, experts))
+            stuck += profiler.stuck_unloads
         explained = None
         if explain and server is not None:
             first = next(iter(by_arch.values()))[0]
             explained = await explain_load(adapter, server, repo, first, kinds[0])
-        return results, version, explained
+        return results, version, explained, stuck
     finally:
         await adapter.close()
         for peer in peers:

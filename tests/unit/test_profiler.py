@@ -9,7 +9,7 @@ import pytest
 from orchestrator.cli import main
 from orchestrator.core.profile import parse_profile, profile_to_data
 from orchestrator.errors import ConfigError
-from profiler import fit
+from profiler import build, fit
 from profiler.build import build_profile
 from profiler.measure import ArchMeasurement
 from profiler.memory import Footprint, NoGpuError, model_footprint, require_gpu
@@ -66,9 +66,9 @@ def _measurement(arch: str, expert: str, file_mb: float, k: float, b: float) -> 
     m.warm_load_s = [0.20, 0.25, 0.22]
     m.cold_load_s = [0.30, 0.35, 0.32]
     m.unload_s = [1.1, 1.2, 1.15]
-    m.concurrent_wall_s = {1: 0.2, 2: 0.22, 4: 0.45}
+    m.concurrent_wall_s = {1: [0.2], 2: [0.22], 4: [0.45]}
     m.batch_latency_s = {n: [k * n + b] * 3 for n in (1, 2, 4, 8, 16)}
-    m.activation_bytes = {n: n * 1_000_000 for n in (1, 2, 4, 8, 16)}
+    m.activation_bytes = {n: [n * 1_000_000] * 3 for n in (1, 2, 4, 8, 16)}
     footprint = int(40e6 + 2 * file_mb * 1e6)
     m.footprints = [Footprint(footprint, footprint // 2, 0)] * 3
     return m
@@ -98,8 +98,8 @@ def test_storage_channels_come_from_loads_spread_across_servers() -> None:
     # one server loads nearly one at a time (per-server figure 1), two servers in parallel: the
     # box's storage channels are the spread figure (mutation: keep the per-server max -> 1)
     m = _measurement("classifier", "cls_a", 1.0, 0.001, 0.002)
-    m.concurrent_wall_s = {1: 0.2, 2: 0.39}
-    m.spread_wall_s = {1: 0.2, 2: 0.23}
+    m.concurrent_wall_s = {1: [0.2], 2: [0.39]}
+    m.spread_wall_s = {1: [0.2], 2: [0.23]}
     profile = build_profile("p", [m], {"cls_a": 8}, "stock", None, {})
     assert profile.processor("cpu").concurrent_loads == 1
     assert profile.storage_concurrent_loads == 2
@@ -114,7 +114,7 @@ def test_load_time_is_the_one_measured_at_the_box_channels_while_it_computes() -
     # one-at-a-time busy figure -> 0.27 s); without a busy measurement (an external server) the
     # idle figure, and no separate idle field
     m = _measurement("classifier", "cls_a", 1.0, 0.001, 0.002)
-    m.spread_wall_s = {1: 0.2, 2: 0.26}  # two servers load in parallel: 2 channels
+    m.spread_wall_s = {1: [0.2], 2: [0.26]}  # two servers load in parallel: 2 channels
     m.busy_load_s = {1: [0.26, 0.27, 0.28], 2: [0.31, 0.35, 0.33, 0.34]}
     profile = build_profile("p", [m], {"cls_a": 8}, "stock", None, {})
     cost = profile.cost("classifier", "cpu")
@@ -127,19 +127,20 @@ def test_load_time_is_the_one_measured_at_the_box_channels_while_it_computes() -
 
 
 def test_load_cpu_first_batch_and_host_cores_come_from_their_measurements() -> None:
-    # a load's CPU seconds: the median over warm loads (mutation: mean -> 0.2333); the first batch's
+    # a load's and an unload's CPU seconds: the trimmed mean (one sample dropped at each end of six;
+    # mutations: the median -> 0.3 and 0.03, the plain mean -> 0.467 and 0.055); the first batch's
     # extra: its median less the sweep's median one-item batch (k + b = 0.003; mutation: the raw
     # first-run median -> 0.033); the host's cores as given; none measured -> the fields stay unset
     m = _measurement("classifier", "cls_a", 1.0, 0.001, 0.002)
-    m.load_cpu_s = [0.2, 0.3, 0.2]
+    m.load_cpu_s = [0.3, 0.2, 1.5, 0.3, 0.2, 0.3]
     m.watch_cores = [0.1, 0.2, 0.15]
-    m.unload_cpu_s = [0.03, 0.05, 0.04, 0.02]
+    m.unload_cpu_s = [0.03, 0.2, 0.02, 0.03, 0.02, 0.03]
     m.first_run_s = [0.03, 0.033, 0.05]
     profile = build_profile("p", [m], {"cls_a": 8}, "stock", None, {}, host_cpu_cores=2)
     cost = profile.cost("classifier", "cpu")
-    assert cost is not None and cost.load_cpu_s == pytest.approx(0.2) and cost.first_batch_extra_s == pytest.approx(0.030)
+    assert cost is not None and cost.load_cpu_s == pytest.approx(0.275) and cost.first_batch_extra_s == pytest.approx(0.030)
     assert cost.load_watch_cores == pytest.approx(0.15)
-    assert profile.processor("cpu").unload_cpu_s == pytest.approx(0.035)  # median of the 4
+    assert profile.processor("cpu").unload_cpu_s == pytest.approx(0.0275)
     assert profile.host_cpu_cores == 2
     assert parse_profile(profile_to_data(profile)) == profile
     m.load_cpu_s, m.first_run_s, m.watch_cores, m.unload_cpu_s = [], [], [], []
@@ -224,3 +225,161 @@ def test_profile_kind_gpu_here_is_one_clear_error(tmp_path, capsys: pytest.Captu
     except ImportError:
         assert "nvidia-ml-py" in err
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_batch_line_weighs_each_size_by_its_relative_error() -> None:
+    # t = 2 ms * n + 3 ms, with the largest size 5% slow (noise): least squares of relative
+    # residuals keeps B within 5% of 3 ms (2.90); ordinary least squares lets the 16-item point
+    # drag it 12% off (mutation: unweighted -> B 2.64 ms)
+    latency = {n: 0.002 * n + 0.003 for n in (1, 2, 4, 8)}
+    latency[16] = (0.002 * 16 + 0.003) * 1.05
+    line = fit.fit_batch_line(latency)
+    assert line.intercept == pytest.approx(0.003, rel=0.05)
+    assert fit.fit_linear(list(map(float, latency)), list(latency.values())).intercept < 0.0027
+    exact = fit.fit_batch_line({n: 0.002 * n + 0.003 for n in (1, 2, 4)})
+    assert exact.slope == pytest.approx(0.002) and exact.intercept == pytest.approx(0.003) and exact.r2 == pytest.approx(1.0)
+    assert fit.fit_batch_line({1: 0.0, 2: 0.001}).slope == pytest.approx(0.001)  # a zero latency weighs as the least
+    with pytest.raises(ValueError):
+        fit.fit_linear([1.0, 2.0], [1.0, 2.0], [0.0, 0.0])
+
+
+def test_work_mean_trims_a_fifth_at_each_end() -> None:
+    assert fit.work_mean([0.02, 0.03, 0.03, 0.02, 0.03, 0.5, 0.03, 0.02, 0.0, 0.03]) == pytest.approx(0.16 / 6)
+    assert fit.work_mean([0.01, 0.04]) == pytest.approx(0.025)  # under five samples: the plain mean
+    with pytest.raises(ValueError):
+        fit.work_mean([])
+
+
+def test_a_further_load_channel_needs_a_clear_gain() -> None:
+    # 4 at once: 16% more loads per second than 2 (not clear); 2: 82% more than 1 (mutation: the old
+    # 10% margin -> 4)
+    assert fit.concurrent_loads({1: 1.0, 2: 1.1, 4: 1.9}) == 2
+    assert fit.concurrent_loads({1: 1.0, 2: 1.1, 4: 1.7}) == 4  # 29% more: a clear gain
+
+
+def test_loads_at_once_pool_the_median_round_of_every_architecture() -> None:
+    # per level the median over rounds (mutations: the first round -> 4 from the classifier's 0.5 s
+    # first round at 2; the mean -> 2 channels, 1.2 s), summed over the architectures that tried
+    # every level (the detector with one expert tried only 1 at once on one server: left out)
+    cls = _measurement("classifier", "cls_a", 1.0, 0.001, 0.002)
+    det = _measurement("detector", "det_a", 11.0, 0.003, 0.004)
+    cls.concurrent_wall_s = {1: [0.2, 0.21, 0.19], 2: [0.25, 0.22, 0.24], 4: [0.5, 0.5, 0.9]}
+    det.concurrent_wall_s = {1: [0.3, 0.3, 0.3]}
+    cls.spread_wall_s = {1: [0.2, 0.2, 0.2], 2: [0.3, 0.5, 0.32], 4: [0.6, 0.55, 0.6]}
+    det.spread_wall_s = {1: [0.3, 0.3, 0.3], 2: [0.42, 0.4, 0.4], 4: [0.7, 0.8, 0.7]}
+    assert build.pooled_walls([cls.concurrent_wall_s, det.concurrent_wall_s]) == {
+        1: pytest.approx(0.2), 2: pytest.approx(0.24), 4: pytest.approx(0.5)}
+    assert build.pooled_walls([cls.spread_wall_s, det.spread_wall_s]) == {
+        1: pytest.approx(0.5), 2: pytest.approx(0.72), 4: pytest.approx(1.3)}
+    profile = build_profile("p", [cls, det], {"cls_a": 8, "det_a": 8}, "stock", None, {})
+    assert profile.processor("cpu").concurrent_loads == 2  # 4: 0.5 s, 4% more than 2's rate
+    assert profile.storage_concurrent_loads == 2  # 2: +39% over 1; 4: +11% over 2
+    assert build.pooled_walls([]) == {} and build.pooled_walls([{}]) == {}
+
+
+def test_activation_bytes_come_from_each_sizes_mean_over_the_passes() -> None:
+    # five passes; at 16 items two put 6 MB more than the others (a bimodal peak): the mean per
+    # size, 2.4 MB more at 16 (mutations: the median and the first pass only -> 0 more)
+    m = _measurement("classifier", "cls_a", 1.0, 0.001, 0.002)
+    odd: tuple[dict[int, int], ...] = ({}, {16: 6_000_000}, {}, {16: 6_000_000}, {})
+    m.activation_bytes = {n: [n * 1_000_000 + o.get(n, 0) for o in odd] for n in (1, 2, 4, 8, 16)}
+    cost = build_profile("p", [m], {"cls_a": 16}, "stock", None, {}).cost("classifier", "cpu")
+    expected = fit.fit_linear([1.0, 2.0, 4.0, 8.0, 16.0], [1e6, 2e6, 4e6, 8e6, 18.4e6]).slope
+    assert cost is not None and cost.activation_bytes_per_item == round(expected)
+    assert cost.peak_bytes == cost.weight_bytes + 18_400_000  # weight + the mean growth at max_batch 16
+
+
+_CONFIG = """name: "{name}"
+max_batch_size: 8
+input {{ name: "image" data_type: TYPE_FP32 dims: 3 dims: 4 dims: 4 }}
+output {{ name: "logits" data_type: TYPE_FP32 dims: 2 }}
+instance_group {{ count: 1 kind: KIND_CPU }}
+backend: "coserve_ort"
+"""
+
+
+class RecordingAdapter:
+    """An adapter that answers at once and records what it was asked (the profiler's order)."""
+
+    def __init__(self, tag: str = "a", calls: list[tuple[str, str, object]] | None = None) -> None:
+        self.tag = tag
+        self.calls: list[tuple[str, str, object]] = [] if calls is None else calls
+
+    async def infer(self, name: str, inputs: Mapping[str, object]) -> None:
+        [batch] = inputs.values()
+        self.calls.append((self.tag, "infer", batch.shape[0]))  # type: ignore[attr-defined]
+
+    async def load(self, name: str, config: object) -> None:
+        self.calls.append((self.tag, "load", name))
+
+    async def unload(self, name: str) -> None:
+        self.calls.append((self.tag, "unload", name))
+
+
+def _profiler(tmp_path, plan, adapter, peers=()):  # type: ignore[no-untyped-def]
+    from profiler.measure import ArchProfiler
+
+    for name in ("e0", "e1", "e2", "e3"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.pbtxt").write_text(_CONFIG.format(name=name))
+    return ArchProfiler(adapter, None, tmp_path, plan, peers=peers)  # type: ignore[arg-type]
+
+
+def test_the_sweep_runs_interleaved_rounds_of_every_size(tmp_path) -> None:
+    # one unmeasured run of each size, then rounds of one inference per size (mutation: size after
+    # size -> the calls come grouped); sizes capped by the model's max_batch_size (8)
+    import asyncio
+
+    from profiler.measure import Plan
+
+    adapter = RecordingAdapter()
+    profiler = _profiler(tmp_path, Plan(infer_reps=3, batch_sizes=(1, 4, 16)), adapter)
+    m = ArchMeasurement("classifier", "cpu", "e0", 1)
+    asyncio.run(profiler._sweep(m, "e0"))
+    assert [c[2] for c in adapter.calls] == [1, 4, 8] * 4
+    assert sorted(m.batch_latency_s) == [1, 4, 8] and all(len(v) == 3 for v in m.batch_latency_s.values())
+
+
+def test_loads_at_once_run_in_rounds_over_the_levels(tmp_path) -> None:
+    # every round tries each level once, on one server then spread over servers (mutation: level
+    # after level -> 1, 1, 2, 2 ...); each level keeps one wall time per round
+    import asyncio
+
+    from profiler.measure import Plan
+
+    calls: list[tuple[str, str, object]] = []
+    main_, peer = RecordingAdapter("main", calls), RecordingAdapter("peer", calls)
+    profiler = _profiler(tmp_path, Plan(concurrency=(1, 2), concurrency_reps=2), main_, peers=[peer])
+    m = ArchMeasurement("classifier", "cpu", "e0", 1)
+    asyncio.run(profiler._concurrency(m, "cpu", ["e0", "e1", "e2", "e3"]))
+    loads = [(tag, name) for tag, what, name in calls if what == "load"]
+    one_round = [("main", "e0"), ("main", "e0"), ("main", "e1"), ("main", "e0"), ("main", "e0"), ("peer", "e1")]
+    assert loads == one_round * 2
+    assert {k: len(v) for k, v in m.concurrent_wall_s.items()} == {1: 2, 2: 2}
+    assert {k: len(v) for k, v in m.spread_wall_s.items()} == {1: 2, 2: 2}
+
+
+def test_an_unload_triton_leaves_unloading_with_its_processes_gone_is_counted_not_fatal(tmp_path) -> None:
+    # the model's processes gone: memory is back, the profile goes on and counts it (mutation:
+    # re-raise -> the profile fails); a process still alive: the timeout stands
+    import asyncio
+
+    from orchestrator.errors import ModelUnloadTimeoutError
+    from profiler.measure import Plan
+
+    class Stuck(RecordingAdapter):
+        def __init__(self, alive: list[int]) -> None:
+            super().__init__()
+            self.process_probe = lambda name: alive
+
+        async def unload(self, name: str) -> None:
+            raise ModelUnloadTimeoutError(f"model {name!r} not gone")
+
+    gone = Stuck([])
+    profiler = _profiler(tmp_path, Plan(), gone)
+    m = ArchMeasurement("classifier", "cpu", "e0", 1)
+    asyncio.run(profiler._unload(m, "e0"))
+    assert profiler.stuck_unloads == 1 and m.unload_s == [] and m.unload_cpu_s == []
+    profiler.adapter = Stuck([4242])  # type: ignore[assignment]
+    with pytest.raises(ModelUnloadTimeoutError):
+        asyncio.run(profiler._unload(m, "e0"))
