@@ -286,7 +286,7 @@ def test_activation_bytes_come_from_each_sizes_mean_over_the_passes() -> None:
     cost = build_profile("p", [m], {"cls_a": 16}, "stock", None, {}).cost("classifier", "cpu")
     expected = fit.fit_linear([1.0, 2.0, 4.0, 8.0, 16.0], [1e6, 2e6, 4e6, 8e6, 18.4e6]).slope
     assert cost is not None and cost.activation_bytes_per_item == round(expected)
-    assert cost.peak_bytes == cost.weight_bytes + 18_400_000  # weight + the mean growth at max_batch 16
+    assert cost.peak_bytes == (cost.weight_bytes or 0) + 18_400_000  # weight + the mean growth at max_batch 16
 
 
 _CONFIG = """name: "{name}"
