@@ -174,6 +174,74 @@ def check_grpc_url(url: str) -> str:
     return url
 
 
+def _uncancel(task: asyncio.Task[Any]) -> int:
+    """Take back one cancellation request of ``task`` (Python 3.11+); the requests left (0 on
+    3.10, which does not count them)."""
+    uncancel = getattr(task, "uncancel", None)
+    return int(uncancel()) if uncancel is not None else 0
+
+
+class _Liveness:
+    """The liveness watch of one pending call (module doc, ``TritonAdapter._call``).
+
+    Armed with a timer: after ``probe_interval_s`` without an answer it probes the server every
+    ``probe_interval_s`` (each probe with a 1 s deadline). A server restarted meanwhile (the
+    adapter's ``epoch`` moved on), or one that answers no probe for ``unresponsive_after_s``
+    (which the adapter then remembers in ``unresponsive``), sets ``failure`` and cancels ``task``,
+    the task awaiting the call. ``answered``: a probe got an answer during the call. ``stop``
+    when the call is over."""
+
+    def __init__(self, adapter: TritonAdapter, task: asyncio.Task[Any], epoch: int) -> None:
+        self.adapter = adapter
+        self.task = task
+        self.epoch = epoch
+        self.failure: ServerUnavailableError | None = None
+        self.answered = False
+        self._began = time.monotonic()
+        self._probing: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            adapter.probe_interval_s, self._start
+        )
+
+    def _start(self) -> None:
+        self._timer = None
+        self._probing = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        adapter = self.adapter
+        last_answer = self._began
+        while True:
+            cut = adapter._cut_off(self.epoch)
+            if cut is not None:
+                self._fail(cut)
+                return
+            live = await adapter._probe_live()
+            now = time.monotonic()
+            if live:
+                last_answer = now
+                self.answered = True
+            elif now - last_answer >= adapter.unresponsive_after_s:
+                adapter.unresponsive = (
+                    f"stopped answering: no reply to liveness probes for {now - last_answer:.1f} s "
+                    "(frozen, hung or overloaded)"
+                )
+                self._fail(ServerUnavailableError(f"Triton server at {adapter.url} {adapter.unresponsive}"))
+                return
+            await asyncio.sleep(adapter.probe_interval_s)
+
+    def _fail(self, failure: ServerUnavailableError) -> None:
+        self.failure = failure
+        self.task.cancel()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._probing is not None and self._probing is not asyncio.current_task():
+            self._probing.cancel()
+        self._probing = None
+
+
 class TritonAdapter:
     """Async client of one Triton server (see the module docstring for the contracts)."""
 
@@ -199,7 +267,6 @@ class TritonAdapter:
         self._locks: dict[str, asyncio.Lock] = {}
         self._wedged: dict[str, str] = {}  # model -> why Triton will never finish loading it
         self._generation = 0
-        self._answered = False  # did the server answer a probe during the last watched call
         #: bumped by ``reconnect``: a call that began before it was cut off by a server restart
         self.epoch = 0
 
@@ -254,6 +321,13 @@ class TritonAdapter:
         only with ``deadline_is_unavailable`` and when the server answered no liveness probe
         meanwhile (an address that never answers); otherwise it is re-raised (status
         DEADLINE_EXCEEDED) for the caller to name.
+
+        The call is awaited in the caller's own task, and the watch (``_Liveness``) starts only
+        once it has been pending for ``probe_interval_s``: a call that answers before that (every
+        inference of a healthy server) costs no extra task and no extra event-loop iteration,
+        which a task per call plus ``asyncio.wait`` did (two or three iterations on the latency
+        path of every ``Inspect``). When the watch gives up on the server it cancels the waiting
+        task and this raises its ``ServerUnavailableError`` instead.
         """
         try:
             await self._check_responsive()
@@ -262,19 +336,28 @@ class TritonAdapter:
                 coro.close()  # never started: close it rather than leave it unawaited
             raise
         epoch = self.epoch
-        call = asyncio.ensure_future(coro)
+        task = asyncio.current_task()
+        assert task is not None, "TritonAdapter calls run in a task of the adapter's event loop"
+        watch = _Liveness(self, task, epoch)
         try:
-            return await self._watch(call, epoch)
+            return await coro
+        except asyncio.CancelledError:
+            if watch.failure is None:
+                raise  # cancelled by someone else: the caller gave up
+            if _uncancel(task) > 0:
+                raise  # someone else cancelled it too: theirs wins
+            raise watch.failure from None
         except InferenceServerException as exc:
+            if watch.failure is not None:
+                raise watch.failure from None
             cut = self._cut_off(epoch)
             if cut is not None:
                 raise cut from None
-            if _is_connection_error(exc, deadline_is_unavailable and not self._answered):
+            if _is_connection_error(exc, deadline_is_unavailable and not watch.answered):
                 raise self._unavailable(exc) from None
             raise
         finally:
-            if not call.done():
-                call.cancel()
+            watch.stop()
 
     async def _probe_live(self) -> bool:
         try:
@@ -290,34 +373,6 @@ class TritonAdapter:
             self.unresponsive = None
             return
         raise ServerUnavailableError(f"Triton server at {self.url} {self.unresponsive}")
-
-    async def _watch(self, call: asyncio.Future[Any], epoch: int) -> Any:
-        """``call``'s result; ServerUnavailableError once the server answers no probe for a while
-        (or at once once the adapter was reconnected to a restarted server)."""
-        self._answered = False
-        last_answer = time.monotonic()
-        while True:
-            done, _ = await asyncio.wait({call}, timeout=self.probe_interval_s)
-            if done:
-                return call.result()
-            cut = self._cut_off(epoch)
-            if cut is not None:
-                raise cut
-            probe = asyncio.ensure_future(self._probe_live())
-            done, _ = await asyncio.wait({call, probe}, return_when=asyncio.FIRST_COMPLETED)
-            if call in done:
-                probe.cancel()
-                return call.result()
-            now = time.monotonic()
-            if probe.result():
-                last_answer = now
-                self._answered = True
-            elif now - last_answer >= self.unresponsive_after_s:
-                self.unresponsive = (
-                    f"stopped answering: no reply to liveness probes for {now - last_answer:.1f} s "
-                    "(frozen, hung or overloaded)"
-                )
-                raise ServerUnavailableError(f"Triton server at {self.url} {self.unresponsive}")
 
     # -- health --------------------------------------------------------------------------------
     async def server_live(self) -> bool:
