@@ -165,7 +165,7 @@ class ArchProfiler:
         """``adapter.unload(name)``; None where Triton left the index UNLOADING past the unload's
         deadline with the model's processes gone (seen once on this 2-core box under a load
         average of ~4): its memory is back (docs/triton.md), so the profile goes on,
-        counts it (``ArchMeasurement.stuck_unloads``, the profile's ``measured``) and takes no
+        counts it (``stuck_unloads``; the profile's ``measured.stuck_unloads``) and takes no
         sample from it."""
         try:
             return await adapter.unload(name)
@@ -327,7 +327,7 @@ class ArchProfiler:
         """The peak each batch size adds to the loaded ``name`` (its model process and the server):
         per size, one run to set up its buffers, then the kernel's peak-RSS mark (reset) over
         ``memory_reps`` runs against the resident size at the reset. One sample per size per
-        pass; the build takes each size's median over the passes (one per warm load)."""
+        pass; the build takes each size's mean over the passes (one per warm load)."""
         pids = self._pids(name)
         if not pids:
             return
