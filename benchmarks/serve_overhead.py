@@ -27,7 +27,12 @@ end's validation) up to ``Engine.inspect``; the engine up to the Triton call; th
 inside the service (beside the direct one, which the client times the same way); the engine
 after it; and the verdict's way back out to the client. The marks come from instance wrappers
 installed through ``run_service``'s ``on_engine`` hook (the engine's ``inspect``, its adapters'
-``infer``), so nothing in the orchestrator changes.
+``infer``), so nothing in the orchestrator changes. It also reads Triton's own inference
+statistics for the expert before and after every block (outside the timed calls) and prints what
+Triton says each request took inside the server (queue, compute input/infer/output, the whole
+request) for the direct calls and for the service's: a slower infer inside the service that
+Triton itself took longer over (CPU shared with the service and the client on a small box) shows
+there, one that only arrived later does not.
 
 Run:  .venv/bin/python benchmarks/serve_overhead.py [--repo model_repository] [--calls 1000]
       [--verdict-log both|off] [--sync normal|full] [--log-dir DIR] [--trace]
@@ -104,18 +109,28 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
         for c in clients:
             await call(c)
         await adapter.infer(expert, {"image": image[None]})
+    #: --trace: Triton's own figures per block, by series (``TritonSide``)
+    triton = TritonSide(adapter, expert) if args.trace else None
     while len(series["direct"]) < args.calls:
+        if triton is not None:
+            await triton.begin()
         for _ in range(args.block):
             began = time.perf_counter_ns()
             await adapter.infer(expert, {"image": image[None]})
             took = time.perf_counter_ns() - began
             series["direct"].append(took / 1e9)
             direct_ns.append(took)
+        if triton is not None:
+            await triton.end("direct")
         for name, c in zip(("service", "logged"), clients, strict=False):
+            if triton is not None:
+                await triton.begin()
             for _ in range(args.block):
                 t = time.perf_counter()
                 await call(c)
                 series[name].append(time.perf_counter() - t)
+            if triton is not None:
+                await triton.end(name)
     for c in clients:
         await c.close()
     await adapter.close()
@@ -131,7 +146,47 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
     if args.trace:
         result["client_marks_ns"] = marks
         result["direct_infer_ns"] = direct_ns
+        assert triton is not None
+        result["triton_side_us"] = triton.medians()
     return result
+
+
+#: Triton's per-request durations (its inference statistics), in the order a request goes
+TRITON_STAGES = ("queue", "compute_input", "compute_infer", "compute_output", "success")
+
+
+class TritonSide:
+    """``--trace``: what Triton itself reports for the calls of each block (its inference
+    statistics for the expert, read before and after the block, outside the timed calls): the
+    mean microseconds per request of each of ``TRITON_STAGES`` (``success``: the whole request
+    inside the server), by series; ``medians`` over the blocks. It tells a slower infer inside
+    the service that Triton itself took longer (CPU shared with the service on a small box) from
+    one that only arrived later."""
+
+    def __init__(self, adapter: TritonAdapter, expert: str) -> None:
+        self.adapter, self.expert = adapter, expert
+        self._before: dict[str, tuple[int, int]] = {}
+        self.blocks: dict[str, dict[str, list[float]]] = {}
+
+    async def _read(self) -> dict[str, tuple[int, int]]:
+        stats = (await self.adapter.statistics(self.expert))["model_stats"]
+        inference = next(s for s in stats if s["name"] == self.expert)["inference_stats"]
+        return {k: (int(inference[k].get("count", 0)), int(inference[k].get("ns", 0))) for k in TRITON_STAGES}
+
+    async def begin(self) -> None:
+        self._before = await self._read()
+
+    async def end(self, series: str) -> None:
+        after = await self._read()
+        per = self.blocks.setdefault(series, {})
+        for k, (count, ns) in after.items():
+            n = count - self._before[k][0]
+            if n > 0:
+                per.setdefault(k, []).append((ns - self._before[k][1]) / n / 1e3)
+
+    def medians(self) -> dict[str, dict[str, float]]:
+        return {series: {k: round(statistics.median(v), 1) for k, v in per.items()}
+                for series, per in self.blocks.items()}
 
 
 class Tracer:
@@ -294,6 +349,7 @@ def main() -> int:
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     if tracer is not None:
         result["trace"] = trace_breakdown(result.pop("client_marks_ns"), tracer.marks, result.pop("direct_infer_ns"))
+        result["trace"]["triton_side_us"] = result.pop("triton_side_us")
     d, s = result["direct_s"], result["service_s"]
     print(f"{result['calls']} sequential calls, batch 1, raw tensor, expert {result['expert']} loaded"
           f" (load average {result['load_avg_1m'][0]:.1f} before, {result['load_avg_1m'][1]:.1f} after)")
@@ -316,6 +372,12 @@ def main() -> int:
             print(f"    {name:52s} {us:8.1f}")
         print(f"    {'total through the service':52s} {tr['total_us']:8.1f}")
         print(f"    {'direct Triton infer (the client, same marks)':52s} {tr['direct_infer_us']:8.1f}")
+        side = tr.get("triton_side_us", {})
+        if side:
+            print("  inside Triton (its statistics; median over blocks of the mean us per request):")
+            print(f"    {'':12s}" + "".join(f"{k:>16s}" for k in TRITON_STAGES))
+            for series, per in side.items():
+                print(f"    {series:12s}" + "".join(f"{per.get(k, float('nan')):16.1f}" for k in TRITON_STAGES))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, sort_keys=True))
