@@ -7,8 +7,8 @@ field                   from
 ======================  ======================================================================
 k_s, b_s, r2            ``fit.fit_batch_line`` (least squares of relative residuals) over the
                         batch sweep's interleaved rounds (median latency per size)
-max_batch               the plateau rule of ``fit.max_batch`` on the fitted line at the swept
-                        sizes (capped by the model's config)
+max_batch               ``fit.plateau_batch`` on the fitted line, up to the largest swept size
+                        (capped by the model's config)
 load_time_s.disk        median warm load (file in the page cache: what a serving box that
                         switches experts all day sees) while a peer embedded server computes
                         max batches back to back (serving loads while other executors compute);
@@ -88,7 +88,7 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> Ar
     b_s = max(line.intercept, 0.0)
     # The plateau rule reads the fitted line, not the raw medians: per-item latency K + B/n flattens
     # smoothly, and sub-millisecond noise in single medians moved the raw rule between 4 and 16.
-    best = min(fit.max_batch({n: line(float(n)) for n in sizes}), max(1, model_max_batch))
+    best = min(fit.plateau_batch(line, sizes[-1]), max(1, model_max_batch))
     weight = (
         int(statistics.median([f.total_bytes for f in m.footprints])) if m.footprints else m.file_bytes
     )
@@ -97,14 +97,16 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> Ar
     # demo detector's peak at 16 items came out ~6-8 MB in about half the loads and ~12-14 MB in
     # the others: a median of such samples flips between the two, a mean weighs them
     growth = {n: int(statistics.fmean(v)) for n, v in sorted(m.activation_bytes.items()) if v}
-    activation = 0
+    activation, at_best = 0, 0
     if len(growth) >= 2:
         act = fit.fit_linear([float(n) for n in growth], [float(v) for v in growth.values()])
         activation = max(0, round(act.slope))
+        at_best = max(0, round(act(float(best))))  # a max batch between swept sizes: the fitted growth
     elif growth:
         [(n, grown)] = growth.items()
         activation = grown // max(1, n)
-    peak_growth = growth.get(best, activation * best)
+        at_best = activation * best
+    peak_growth = growth.get(best, at_best)
     steady_one = statistics.median(m.batch_latency_s[1]) if m.batch_latency_s.get(1) else line(1.0)
     first_extra = max(0.0, statistics.median(m.first_run_s) - steady_one) if m.first_run_s else None
     # the widest spread over the swept sizes stands for the batch latency figures (K and B)

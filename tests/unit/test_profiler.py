@@ -33,12 +33,18 @@ def test_linear_fit_recovers_k_and_b_and_scores_noise() -> None:
     assert fit.fit_linear([5, 5], [1.0, 3.0]) == fit.LinearFit(0.0, 2.0, 1.0)
 
 
-def test_max_batch_is_where_per_item_latency_stops_improving() -> None:
-    # per item: 2.0, 1.25, 0.875, 0.8125, 0.78: the gain from 8 to 16 is under 5%
-    latency = {1: 2.0, 2: 2.5, 4: 3.5, 8: 6.5, 16: 12.5}
-    assert fit.max_batch(latency) == 8
-    assert fit.max_batch({1: 1.0, 2: 1.0, 4: 1.0}) == 4  # still improving at the largest size
-    assert fit.max_batch({1: 1.0, 2: 2.0, 4: 4.0}) == 1  # never improves
+def test_max_batch_is_where_doubling_stops_improving_per_item_latency() -> None:
+    # on t = K n + B doubling gains under 5% per item from the first n > 9 B / K: K = 1, B = 1.02 -> 10
+    # (per item 1.102 at 10, 1.051 at 20: 4.6% better; at 9, 1.113 -> 1.057: 5.1%), any integer, not
+    # only the powers of two (mutation: powers of two only -> 16); B / K = 0.88 and 1.05 (two runs'
+    # readings of a detector) give 8 and 10, where powers of two gave 8 and 16
+    assert fit.plateau_batch(fit.LinearFit(1.0, 1.02, 1.0), 32) == 10
+    assert fit.plateau_batch(fit.LinearFit(1.0, 0.88, 1.0), 32) == 8
+    assert fit.plateau_batch(fit.LinearFit(1.0, 1.05, 1.0), 32) == 10
+    assert fit.plateau_batch(fit.LinearFit(1.0, 1.0, 1.0), 4) == 4  # still improving at the largest size swept
+    assert fit.plateau_batch(fit.LinearFit(1.0, 0.0, 1.0), 32) == 1  # no fixed cost: never improves
+    with pytest.raises(ValueError):
+        fit.plateau_batch(fit.LinearFit(1.0, 1.0, 1.0), 0)
 
 
 @pytest.mark.parametrize(
