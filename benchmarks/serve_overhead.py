@@ -34,8 +34,13 @@ request) for the direct calls and for the service's: a slower infer inside the s
 Triton itself took longer over (CPU shared with the service and the client on a small box) shows
 there, one that only arrived later does not.
 
+``--service-loop uvloop`` (a what-if, not the product: ``coserve serve`` runs on asyncio's own
+loop) runs the service side on uvloop's event loop; the client process keeps asyncio's, so the
+direct side is unchanged. The result records which loop served (``service_loop``).
+
 Run:  .venv/bin/python benchmarks/serve_overhead.py [--repo model_repository] [--calls 1000]
       [--verdict-log both|off] [--sync normal|full] [--log-dir DIR] [--trace]
+      [--service-loop asyncio|uvloop]
 Writes benchmarks/results/serve_overhead.json (``--out``; the committed ``sync=full`` figure is
 ``serve_overhead.sync_full.json``).
 """
@@ -292,6 +297,8 @@ def main() -> int:
     ap.add_argument("--log-dir", default=None, help="directory for the log's temporary file (default: the system's)")
     ap.add_argument("--trace", action="store_true",
                     help="also split each call through the service into stages (a diagnostic; module doc)")
+    ap.add_argument("--service-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                    help="the service side's event loop (default asyncio, what coserve serve uses; uvloop: a what-if)")
     ap.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--logged-service", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -340,9 +347,17 @@ def main() -> int:
 
     load_before = os.getloadavg()[0]
     try:
-        asyncio.run(run())
+        if args.service_loop == "uvloop":
+            try:
+                import uvloop
+            except ImportError:
+                raise SystemExit("--service-loop uvloop: uvloop is not installed (pip install uvloop)") from None
+            uvloop.run(run())
+        else:
+            asyncio.run(run())
     finally:
         log_dir.cleanup()
+    result["service_loop"] = args.service_loop
     result["machine"] = machine_description()
     # the 1-minute load average before and after: on a box shared with other work (a figure
     # taken beside other runs is not a quiet-box figure), say how loaded it was
@@ -353,6 +368,8 @@ def main() -> int:
     d, s = result["direct_s"], result["service_s"]
     print(f"{result['calls']} sequential calls, batch 1, raw tensor, expert {result['expert']} loaded"
           f" (load average {result['load_avg_1m'][0]:.1f} before, {result['load_avg_1m'][1]:.1f} after)")
+    if args.service_loop != "asyncio":
+        print(f"  (the service on {args.service_loop}'s event loop: a what-if, not what coserve serve runs)")
     print(f"  direct Triton infer   p50 {d['p50'] * 1e3:6.3f} ms  p90 {d['p90'] * 1e3:6.3f}  p99 {d['p99'] * 1e3:6.3f}")
     print(f"  through the service   p50 {s['p50'] * 1e3:6.3f} ms  p90 {s['p90'] * 1e3:6.3f}  p99 {s['p99'] * 1e3:6.3f}")
     added = result["added_p50_s"] * 1e3
