@@ -128,14 +128,16 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
         if triton is not None:
             await triton.end("direct")
         for name, c in zip(("service", "logged"), clients, strict=False):
-            if triton is not None:
-                await triton.begin()
+            # the logged service has its own embedded server: only the plain one's shares ours
+            side = triton if name == "service" else None
+            if side is not None:
+                await side.begin()
             for _ in range(args.block):
                 t = time.perf_counter()
                 await call(c)
                 series[name].append(time.perf_counter() - t)
-            if triton is not None:
-                await triton.end(name)
+            if side is not None:
+                await side.end(name)
     for c in clients:
         await c.close()
     await adapter.close()
@@ -164,7 +166,8 @@ class TritonSide:
     """``--trace``: what Triton itself reports for the calls of each block (its inference
     statistics for the expert, read before and after the block, outside the timed calls): the
     mean microseconds per request of each of ``TRITON_STAGES`` (``success``: the whole request
-    inside the server), by series; ``medians`` over the blocks. It tells a slower infer inside
+    inside the server), for the direct and the plain service's blocks (the logged service runs
+    on a server of its own); ``medians`` over the blocks. It tells a slower infer inside
     the service that Triton itself took longer (CPU shared with the service on a small box) from
     one that only arrived later."""
 
