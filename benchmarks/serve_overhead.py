@@ -34,9 +34,10 @@ request) for the direct calls and for the service's: a slower infer inside the s
 Triton itself took longer over (CPU shared with the service and the client on a small box) shows
 there, one that only arrived later does not.
 
-``--service-loop uvloop`` (a what-if, not the product: ``coserve serve`` runs on asyncio's own
-loop) runs the service side on uvloop's event loop; the client process keeps asyncio's, so the
-direct side is unchanged. The result records which loop served (``service_loop``).
+The service side runs on the event loop ``coserve serve`` runs on (``orchestrator.aio``: uvloop
+where installed); ``--service-loop asyncio|uvloop`` picks one for an A/B. The client process keeps
+asyncio's, so the direct side is the same either way. The result records which loop served
+(``service_loop``).
 
 Run:  .venv/bin/python benchmarks/serve_overhead.py [--repo model_repository] [--calls 1000]
       [--verdict-log both|off] [--sync normal|full] [--log-dir DIR] [--trace]
@@ -63,6 +64,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from orchestrator import aio
 from orchestrator.client import InspectionClient
 from orchestrator.coe import load_coe
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
@@ -300,8 +302,8 @@ def main() -> int:
     ap.add_argument("--log-dir", default=None, help="directory for the log's temporary file (default: the system's)")
     ap.add_argument("--trace", action="store_true",
                     help="also split each call through the service into stages (a diagnostic; module doc)")
-    ap.add_argument("--service-loop", choices=("asyncio", "uvloop"), default="asyncio",
-                    help="the service side's event loop (default asyncio, what coserve serve uses; uvloop: a what-if)")
+    ap.add_argument("--service-loop", choices=aio.LOOPS, default=None,
+                    help="the service side's event loop (default: what coserve serve runs on, orchestrator.aio)")
     ap.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--logged-service", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -350,17 +352,10 @@ def main() -> int:
 
     load_before = os.getloadavg()[0]
     try:
-        if args.service_loop == "uvloop":
-            try:
-                import uvloop
-            except ImportError:
-                raise SystemExit("--service-loop uvloop: uvloop is not installed (pip install uvloop)") from None
-            uvloop.run(run())
-        else:
-            asyncio.run(run())
+        aio.run(run(), loop=args.service_loop)
     finally:
         log_dir.cleanup()
-    result["service_loop"] = args.service_loop
+    result["service_loop"] = aio.loop_name(args.service_loop)
     result["machine"] = machine_description()
     # the 1-minute load average before and after: on a box shared with other work (a figure
     # taken beside other runs is not a quiet-box figure), say how loaded it was
@@ -371,8 +366,8 @@ def main() -> int:
     d, s = result["direct_s"], result["service_s"]
     print(f"{result['calls']} sequential calls, batch 1, raw tensor, expert {result['expert']} loaded"
           f" (load average {result['load_avg_1m'][0]:.1f} before, {result['load_avg_1m'][1]:.1f} after)")
-    if args.service_loop != "asyncio":
-        print(f"  (the service on {args.service_loop}'s event loop: a what-if, not what coserve serve runs)")
+    print(f"  (the service on {result['service_loop']}'s event loop"
+          f"{'' if args.service_loop is None else ', chosen by --service-loop'})")
     print(f"  direct Triton infer   p50 {d['p50'] * 1e3:6.3f} ms  p90 {d['p90'] * 1e3:6.3f}  p99 {d['p99'] * 1e3:6.3f}")
     print(f"  through the service   p50 {s['p50'] * 1e3:6.3f} ms  p90 {s['p90'] * 1e3:6.3f}  p99 {s['p99'] * 1e3:6.3f}")
     added = result["added_p50_s"] * 1e3

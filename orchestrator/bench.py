@@ -71,11 +71,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from orchestrator import aio
 from orchestrator.board_source import BoardRequest, BoardSource, Order
 from orchestrator.coe import CoEDefinition, load_coe
 from orchestrator.config_reader import read_yaml_file
 from orchestrator.core.coe_graph import coe_nodes_and_routes, graph_from_coe
-from orchestrator.core.decisions import Load
 from orchestrator.core.layout import executors_for
 from orchestrator.core.policies import PAPER_POLICIES, get_policy
 from orchestrator.core.profile import CostProfile, parse_profile
@@ -464,15 +464,15 @@ async def run_one(
                 t = time.perf_counter()
                 got.warm = await _stream(client, f"{board}-warmup", workload.warmup, workload.interval_s)
                 say(f"  {name}: warm-up of {len(workload.warmup)} in {time.perf_counter() - t:.1f} s")
-            mark = 0 if cold_start else len(engine.decisions)
             before = replace(engine.stats)
+            if cold_start:
+                before.switches = 0  # the placement's loads count too
             for s in samplers:
                 s.reset_window()
             got.measured = await _stream(client, board, workload.measured, workload.interval_s)
-            end = len(engine.decisions)
             got.window = samplers[0].report() if samplers else None
-            got.switches = sum(1 for d in engine.decisions[mark:end] if isinstance(d, Load) and d.tier == "disk")
             st = engine.stats
+            got.switches = st.switches - before.switches
             got.loads, got.unloads = st.loads - before.loads, st.unloads - before.unloads
             got.load_s, got.compute_s = st.load_s - before.load_s, st.compute_s - before.compute_s
 
@@ -590,7 +590,7 @@ def run_bench(
         say(f"run {name} (policy {run_spec.config.policy}): {len(wl.warmup)} warm-up + {len(wl.measured)} requests "
             f"every {interval_s * 1000:g} ms")
         t = time.perf_counter()
-        run = asyncio.run(run_one(run_spec, name, wl, cold_start=cold_start, say=say))
+        run = aio.run(run_one(run_spec, name, wl, cold_start=cold_start, say=say))
         measured = sim_workload(coe, prof, wl.measured, run.detector_ran, interval_s, f"bench-{name}")
         warm = (
             sim_workload(coe, prof, wl.warmup, run.warmup_detector_ran, interval_s, f"bench-{name}-warmup")

@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from orchestrator import aio
     from orchestrator.serve import run_service
     from orchestrator.serve_file import load_serve_file
 
@@ -52,7 +53,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                           say=lambda line: print(line, flush=True))
 
     try:
-        asyncio.run(main())
+        aio.run(main())
     except asyncio.CancelledError:
         print("stopped at once (second signal)", file=sys.stderr)
         return 130

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator import aio
 from orchestrator.board_source import BoardSource
 from orchestrator.client import InspectionClient, RemoteError, refusal_status
 from orchestrator.coe import CoEDefinition
@@ -205,7 +206,7 @@ def run_demo(
     where = f"the Triton server at {triton_url}" if triton_url else "an embedded tritonserver"
     say(f"serving {coe.name} ({len(coe.experts)} experts) on {where}: one CPU executor, budget "
         f"{budget / 2**20:.0f} MiB (room for {max_resident} of the largest experts), policy coserve")
-    asyncio.run(main())
+    aio.run(main())
     for service in services:
         ends = [t.exit_report for t in service.embedded.values() if t.exit_report is not None]
         if ends:
