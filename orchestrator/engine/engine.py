@@ -108,10 +108,16 @@ class _Pending:
     unavailable: str | None = None
 
 
+#: how many of the core's latest decisions ``Engine.decisions`` keeps
+DECISION_LOG = 10_000
+
+
 @dataclass
 class EngineStats:
     """Counters for reports (``coserve demo``/``bench``): switches are loads from storage."""
 
+    #: Load decisions from storage the core issued (what ``coserve bench`` counts as switches)
+    switches: int = 0
     loads: int = 0
     load_failures: int = 0
     unloads: int = 0
@@ -166,8 +172,10 @@ class Engine:
         self.track_accounting = False
         self._accounting: dict[str, collections.deque[tuple[float, int]]] = {}
         self.stats = EngineStats()
-        #: every decision the core returned, in order (the equivalence test compares these)
-        self.decisions: list[Decision] = []
+        #: the last ``DECISION_LOG`` decisions the core returned, in order (the equivalence test
+        #: compares these); bounded, so that a service that runs for months does not grow with it
+        #: (counts for reports are in ``stats``)
+        self.decisions: collections.deque[Decision] = collections.deque(maxlen=DECISION_LOG)
         #: unloads that failed (their memory stays counted); a watchdog's work
         self.unload_errors: list[str] = []
         #: called as ``listener(event, executor, expert)`` right after each load ("load") or
@@ -487,6 +495,7 @@ class Engine:
 
     def _apply(self, decisions: list[Decision]) -> None:
         self.decisions.extend(decisions)
+        self.stats.switches += sum(1 for d in decisions if isinstance(d, Load) and d.tier == "disk")
         if self.track_accounting:
             self._track_accounting()
         for d in decisions:

@@ -226,6 +226,7 @@ def test_budget_is_never_exceeded_and_status_reports_it() -> None:
     assert status.serving and status.queued == 0 and status.policy == "coserve"
     loads = [d for d in engine.decisions if isinstance(d, Load)]
     assert engine.stats.loads == len(loads) and backend.max_concurrent_loads <= 2
+    assert engine.stats.switches == sum(d.tier == "disk" for d in loads) > 0  # what bench reports
     assert any(isinstance(d, Dispatch) for d in engine.decisions)
 
 
@@ -328,3 +329,20 @@ def test_a_board_with_a_tight_deadline_is_served_first() -> None:
     assert len(done["busy"]) == 20 and len(done["mixed"]) == 12  # the others finish too
     plain, plain_missed = run(tight=False)
     assert max(done["urgent"]) < max(plain["urgent"])  # served earlier than in arranged order
+
+
+def test_the_decision_log_is_bounded_while_the_counters_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service runs for months: ``Engine.decisions`` keeps the latest DECISION_LOG only, and the
+    reports count from ``stats`` (kills: an unbounded list, or switches counted from the log)."""
+    import orchestrator.engine.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "DECISION_LOG", 5)
+    engine, _ = make_engine(config(budget_mb=25))
+
+    async def drive() -> None:
+        await engine.start()
+        await asyncio.gather(*(engine.inspect(request(f"t{i % 6}", cid=str(i))) for i in range(40)))
+
+    run_virtual(drive())
+    assert len(engine.decisions) == 5
+    assert engine.stats.switches == engine.stats.loads >= 8  # every load came from storage
