@@ -1,5 +1,5 @@
 """The budget is a promise about measured memory: with a cost profile that says each expert holds
-60% of what it really holds, the service's memory sampler finds the difference on the real
+40% of what it really holds, the service's memory sampler finds the difference on the real
 embedded server and the engine counts it against the budget (evicting to fit), instead of
 keeping the profile's word. Checked: the board completes with the ONNX Runtime reference's
 verdicts, the correction is seen (Status note, evictions), and whenever the corrected accounting
@@ -39,7 +39,12 @@ def test_an_understated_profile_is_corrected_by_measurement(
     doc = yaml.safe_load(tiny_profile.read_text())
     for per_kind in doc["architectures"].values():
         for cost in per_kind.values():
-            cost["weight_bytes"] = int(cost["weight_bytes"] * 0.6)
+            # 40%: the accounting admits every expert of the board into a budget for two. (At 60%
+            # it admitted three, whose measured total sat near the budget: loaded together the
+            # model processes share their libraries' pages, so PSS falls with each one loaded,
+            # 50 MB alone -> 40 MB each with three on this board, and the test depended on the
+            # profile's activation headroom.)
+            cost["weight_bytes"] = int(cost["weight_bytes"] * 0.4)
             cost.pop("peak_bytes", None)
     short = tmp_path / "short-profile.yaml"
     short.write_text(yaml.safe_dump(doc))
