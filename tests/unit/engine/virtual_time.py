@@ -40,8 +40,19 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
 
 def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
+    """``coro`` on a virtual clock; then, as ``asyncio.run`` does, every task it left running (an
+    engine a test did not close: its version watch, loads in flight) is cancelled and awaited
+    before the loop closes, so none is destroyed pending or runs its clean-up without a loop."""
     loop = VirtualTimeLoop()
     try:
         return loop.run_until_complete(coro)
     finally:
-        loop.close()
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
