@@ -455,7 +455,10 @@ class Engine:
                     budget_bytes=int(pool.budget_bytes),
                     used_bytes=int(pool.used_bytes),
                     queue_depth=self.core.queued_steps_on(name),
-                    resident=tuple(ResidentExpert(e, pool.entry_bytes(e)) for e in sorted(pool.resident())),
+                    resident=tuple(
+                        ResidentExpert(e, pool.entry_bytes(e), self.loaded_versions.get((name, e), ""))
+                        for e in sorted(pool.resident())
+                    ),
                 )
             )
         servers_of = getattr(self.backend, "servers", None)

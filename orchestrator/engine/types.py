@@ -85,6 +85,7 @@ class Verdict:
 class ResidentExpert:
     expert: str
     bytes: int
+    version: str = ""  # the repository version its load took ("" if not known)
 
 
 @dataclass(frozen=True)

@@ -354,7 +354,7 @@ def status_to_proto(status: EngineStatus) -> pb.StatusResponse:
                 budget_bytes=e.budget_bytes,
                 used_bytes=e.used_bytes,
                 queue_depth=e.queue_depth,
-                resident=[pb.ResidentExpert(expert=r.expert, bytes=r.bytes) for r in e.resident],
+                resident=[pb.ResidentExpert(expert=r.expert, bytes=r.bytes, version=r.version) for r in e.resident],
             )
             for e in status.executors
         ],
@@ -383,7 +383,9 @@ def status_from_proto(msg: pb.StatusResponse) -> EngineStatus:
                 budget_bytes=e.budget_bytes,
                 used_bytes=e.used_bytes,
                 queue_depth=e.queue_depth,
-                resident=tuple(ResidentExpert(expert=r.expert, bytes=r.bytes) for r in e.resident),
+                resident=tuple(
+                    ResidentExpert(expert=r.expert, bytes=r.bytes, version=r.version) for r in e.resident
+                ),
             )
             for e in msg.executors
         ),

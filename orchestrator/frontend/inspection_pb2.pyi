@@ -132,12 +132,14 @@ class ServerStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., embedded: _Optional[bool] = ..., healthy: _Optional[bool] = ..., accounting: _Optional[str] = ...) -> None: ...
 
 class ResidentExpert(_message.Message):
-    __slots__ = ("expert", "bytes")
+    __slots__ = ("expert", "bytes", "version")
     EXPERT_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     expert: str
     bytes: int
-    def __init__(self, expert: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
+    version: str
+    def __init__(self, expert: _Optional[str] = ..., bytes: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ExecutorStatus(_message.Message):
     __slots__ = ("name", "kind", "server", "budget_bytes", "used_bytes", "queue_depth", "resident")

@@ -293,7 +293,7 @@ STATUS = EngineStatus(
             budget_bytes=8 << 30,
             used_bytes=5 << 30,
             queue_depth=3,
-            resident=(ResidentExpert("det", 123_456_789), ResidentExpert("cls-cap", 42)),
+            resident=(ResidentExpert("det", 123_456_789, "3"), ResidentExpert("cls-cap", 42)),
         ),
         ExecutorStatus("gpu0", "gpu", "far", budget_bytes=80 << 30, used_bytes=0, queue_depth=0),
     ),

@@ -25,13 +25,20 @@ def test_verdicts_name_the_version_each_load_took_and_a_new_version_replaces_the
     engine, backend = make_engine(config(budget_mb=60), version_poll_s=0.5)
     expert = "cls_0"
 
+    shown: list[str] = []  # the version Status reports for the resident copy (kills: none)
+
+    def status_version() -> None:
+        shown.extend(r.version for ex in engine.status().executors for r in ex.resident if r.expert == expert)
+
     async def drive() -> tuple[list[Verdict], list[Verdict], list[Verdict], int]:
         await engine.start()
         before = list(await asyncio.gather(*(engine.inspect(request("t0", cid=f"a{i}")) for i in range(3))))
+        status_version()
         backend.disk_versions[expert] = "2"  # `coserve expert add --replace` installed version 2
         await asyncio.sleep(1.0)  # the watch sees it within one poll; the idle copy is unloaded
         unloads_after_swap = sum(1 for op in backend.log if op[:3] == ("unload", "cpu0", expert))
         after = list(await asyncio.gather(*(engine.inspect(request("t0", cid=f"b{i}")) for i in range(3))))
+        status_version()
         backend.disk_versions[expert] = "1"  # `coserve expert rollback`
         await asyncio.sleep(1.0)
         back = list(await asyncio.gather(*(engine.inspect(request("t0", cid=f"c{i}")) for i in range(3))))
@@ -43,6 +50,7 @@ def test_verdicts_name_the_version_each_load_took_and_a_new_version_replaces_the
     assert unloads == 1  # replaced while idle, before any request asked for it (kills: no refresh)
     assert _versions(after, expert) == ["2"] * 3
     assert _versions(back, expert) == ["1"] * 3
+    assert shown == ["1", "2"]
     ran = [v for _, e, v in backend.infer_versions if e == expert]
     assert [v for v, _ in itertools.groupby(ran)] == ["1", "2", "1"]  # what ran, batch by batch
     assert engine.stats.version_swaps == 2
