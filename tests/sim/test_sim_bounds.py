@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.core.profile import parse_profile
+from orchestrator.core.profile import CostProfile, parse_profile
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 from orchestrator.simulate.bounds import compute_bounds
 from orchestrator.simulate.engine import simulate
 from orchestrator.simulate.presets import load_preset
-from orchestrator.simulate.workload import PAPER_TASKS, build_workload
+from orchestrator.simulate.workload import PAPER_TASKS, Workload, build_workload
 
 from .factories import EXPERT, make_spec
 
@@ -123,25 +123,29 @@ def test_warmup_tasks_come_from_the_same_mix_with_other_seeds() -> None:
     assert [x.request_types for x in again] == [a.request_types, b.request_types]  # same for every policy
 
 
-def test_with_shared_cores_the_bound_charges_the_idle_load_time_a_lone_load_takes() -> None:
-    """Shared cores (simulate.cpu): a load alone takes its idle time (0.3 s here), shorter than
-    the busy figure (1.0 s); a bound charging 1.0 s was beaten by coserve (kills: the busy one)."""
+def _one_cpu_box(
+    cores: int, channels: int, *, k: float, b: float, mb: int, busy_s: float, idle_s: float, cpu_s: float
+) -> tuple[CostProfile, ServeConfig, Workload]:
+    """A shared-cores profile (every architecture the same CPU costs), one CPU executor holding
+    three experts, and a 40-request burst over 20 types without detectors."""
+    cost = {
+        "k_s": k, "b_s": b, "max_batch": mb, "load_time_s": {"disk": busy_s},
+        "load_time_idle_s": idle_s, "load_cpu_s": cpu_s, "weight_bytes": EXPERT,
+    }
     data = {
-        "host": {"cpu_cores": 2},
-        "storage": {"concurrent_loads": 1},
-        "architectures": {
-            arch: {
-                "cpu": {
-                    "k_s": 0.002, "b_s": 0.002, "max_batch": 8, "load_time_s": {"disk": 1.0},
-                    "load_time_idle_s": 0.3, "load_cpu_s": 0.3, "weight_bytes": EXPERT,
-                }
-            }
-            for arch in ("resnet101", "yolov5m", "yolov5l")
-        },
+        "host": {"cpu_cores": cores},
+        "storage": {"concurrent_loads": channels},
+        "architectures": {arch: {"cpu": dict(cost)} for arch in ("resnet101", "yolov5m", "yolov5l")},
     }
     profile = parse_profile(data, "shared-cores")
     box = ServeConfig(executors=(ExecutorConfig("cpu0", "cpu", 3 * EXPERT),))
-    wl = build_workload(make_spec(types=20, requests=40, interval_s=0.0, detectors=0), profile)
+    return profile, box, build_workload(make_spec(types=20, requests=40, interval_s=0.0, detectors=0), profile)
+
+
+def test_with_shared_cores_the_bound_charges_the_idle_load_time_a_lone_load_takes() -> None:
+    """Shared cores (simulate.cpu): a load alone takes its idle time (0.3 s here), shorter than
+    the busy figure (1.0 s); a bound charging 1.0 s was beaten by coserve (kills: the busy one)."""
+    profile, box, wl = _one_cpu_box(2, 1, k=0.002, b=0.002, mb=8, busy_s=1.0, idle_s=0.3, cpu_s=0.3)
     n = len(wl.distinct_experts())
     b = compute_bounds(wl, box, profile, start_empty=True)
     assert b.compulsory_s == pytest.approx(n * 0.3 + 0.004)
@@ -155,22 +159,7 @@ def test_with_shared_cores_the_cpu_work_no_policy_avoids_bounds_the_makespan() -
     beats it (kills: dropping the CPU term, dividing by the channels instead of the cores, or
     leaving the compute out)."""
     k, b, mb = 0.002, 0.004, 8
-    data = {
-        "host": {"cpu_cores": 1},
-        "storage": {"concurrent_loads": 4},
-        "architectures": {
-            arch: {
-                "cpu": {
-                    "k_s": k, "b_s": b, "max_batch": mb, "load_time_s": {"disk": 0.1},
-                    "load_time_idle_s": 0.1, "load_cpu_s": 0.3, "weight_bytes": EXPERT,
-                }
-            }
-            for arch in ("resnet101", "yolov5m", "yolov5l")
-        },
-    }
-    profile = parse_profile(data, "one-core")
-    box = ServeConfig(executors=(ExecutorConfig("cpu0", "cpu", 3 * EXPERT),))
-    wl = build_workload(make_spec(types=20, requests=40, interval_s=0.0, detectors=0), profile)
+    profile, box, wl = _one_cpu_box(1, 4, k=k, b=b, mb=mb, busy_s=0.1, idle_s=0.1, cpu_s=0.3)
     n = len(wl.distinct_experts())
     bound = compute_bounds(wl, box, profile, start_empty=True)
     work = n * 0.3 + 40 * (k + b / mb)
