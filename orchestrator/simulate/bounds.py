@@ -123,6 +123,7 @@ def _runs(
     cost entry, no bytes, or too big for its budget)."""
     graph_nodes = {n.name: n for n in workload.graph_nodes}
     node = graph_nodes[expert]
+    shared = bool(profile.host_cpu_cores)
     out = []
     for e in execs:
         c = profile.cost(node.arch, e.kind)
@@ -131,7 +132,6 @@ def _runs(
             out.append(_CANNOT)
             continue
         load = c.load_time_s["disk"]
-        shared = bool(profile.host_cpu_cores)
         if shared and c.load_cpu_s:
             # shared cores (simulate.cpu): a load alone on the cores takes its idle time, which
             # may be shorter than the busy figure; the bound must not assume the slower one
