@@ -456,7 +456,7 @@ class Engine:
                     used_bytes=int(pool.used_bytes),
                     queue_depth=self.core.queued_steps_on(name),
                     resident=tuple(
-                        ResidentExpert(e, pool.entry_bytes(e), self.loaded_versions.get((name, e), ""))
+                        ResidentExpert(e, pool.entry_bytes(e), self.version_of(name, e))
                         for e in sorted(pool.resident())
                     ),
                 )

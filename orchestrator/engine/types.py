@@ -85,7 +85,7 @@ class Verdict:
 class ResidentExpert:
     expert: str
     bytes: int
-    version: str = ""  # the repository version its load took ("" if not known)
+    version: str = ""  # the repository version it runs (``Engine.version_of``)
 
 
 @dataclass(frozen=True)
