@@ -46,7 +46,7 @@ class ExpertManager:
         load_slots: Mapping[tuple[str, str], int] | None = None,
         unlimited: bool = False,
         needed: Callable[[int], Mapping[str, float]] | None = None,
-        count_returning: Sequence[bool] = (),
+        count_returning: bool = False,
         dedup: bool = False,
     ) -> None:
         """``executors``: (name, kind, budget bytes) each; ``costs`` their cost tables, in order.
@@ -55,8 +55,8 @@ class ExpertManager:
         ``unlimited``: every pool has (practically) unlimited memory (the all-resident replay).
         ``needed`` (queue-aware eviction): executor -> {expert: seconds until a queued step needs
         it}; victims are chosen around them (``EvictionPolicy.victims``), and experts loaded ahead
-        get no extra protection (their queue position is their protection). ``count_returning``
-        (per executor): memory whose unload is in flight counts as coming back, so no further
+        get no extra protection (their queue position is their protection). ``count_returning``:
+        on every executor, memory whose unload is in flight counts as coming back, so no further
         victims are chosen for what it covers (with slow unloads every event in the window would
         evict another)."""
         self.graph = graph
@@ -75,7 +75,7 @@ class ExpertManager:
         self._busy: dict[tuple[str, str], int] = {}  # loads in flight per channel
         self._ahead: set[tuple[int, str]] = set()  # loaded ahead of its group, not used yet
         self._needed = needed
-        self._count_returning = list(count_returning) or [False] * len(self.pools)
+        self._count_returning = count_returning
         self._dedup = dedup
 
     # ---- queries ------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ class ExpertManager:
         pool = self.pools[i]
         if pool.free_bytes >= need:
             return AllocStatus.OK
-        if self._count_returning[i]:
+        if self._count_returning:
             returning = self.unloading_bytes(i)
             if pool.free_bytes + returning >= need:
                 return AllocStatus.LATER

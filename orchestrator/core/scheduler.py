@@ -162,7 +162,7 @@ class CoreScheduler:
             # the feature counts memory on its way back on every executor: even a 29 ms unload
             # (the embedded server's fast release) spans several 4 ms arrivals, and the paper's
             # core chooses another victim at each of them (bench board: 105 -> 92 switches)
-            count_returning=[self.features.unload_headroom] * len(execs),
+            count_returning=self.features.unload_headroom,
             dedup=self.features.dedup_eviction,
         )
         self._reserve = [batch_reserve(table) for table in tables]
