@@ -3,8 +3,8 @@
 uvloop (libuv) where it is installed, else asyncio's own loop; ``COSERVE_EVENT_LOOP=asyncio``
 forces asyncio's. Why: on the 2-core bench box the service's own per-``Inspect`` work is mostly
 the event loop and gRPC's machinery around one Triton call, and on uvloop the orchestrator added
-~0.22 ms less at p50 than on asyncio's loop (15 alternating pairs of
-``benchmarks/serve_overhead.py``, 11 lower; docs/serving.md). Both loops run the same code:
+less at p50 than on asyncio's loop in alternating pairs of ``benchmarks/serve_overhead.py``: 0.22
+ms less on average over 15 on a loaded box, 0.10 ms over 8 on a quiet one (docs/serving.md). Both loops run the same code:
 signal handlers (``loop.add_signal_handler``), grpc.aio and tritonclient's aio client work on
 either, and the test suite runs the commands on the default.
 """
