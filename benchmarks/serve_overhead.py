@@ -19,6 +19,12 @@ and a third series of calls goes through it, in the same alternating blocks. Eve
 new component of a board id unique to the run, so each is inspected and logged (a repeated id
 would be answered from the log). ``off`` measures the service without a log only (as before).
 
+``--cpu`` (a diagnostic) also reports the CPU time each process spends per call, by series, from
+/proc: the client, the service's main thread (its event loop) and its other threads, its
+tritonserver and model processes (``CpuMeter``). Their sum against a call's wall time says how
+busy the box is while a call runs: on a box whose cores the four processes share, CPU anyone adds
+is latency.
+
 ``--trace`` (a diagnostic, not the measurement: its marks add a few microseconds per call) also
 splits each call through the service without a log into where its time went, from marks on one
 clock shared by both processes (``time.perf_counter_ns`` is CLOCK_MONOTONIC on Linux): the
@@ -41,7 +47,7 @@ asyncio's, so the direct side is the same either way. The result records which l
 
 Run:  .venv/bin/python benchmarks/serve_overhead.py [--repo model_repository] [--calls 1000]
       [--verdict-log both|off] [--sync normal|full] [--log-dir DIR] [--trace]
-      [--service-loop asyncio|uvloop]
+      [--service-loop asyncio|uvloop] [--cpu]
 Writes benchmarks/results/serve_overhead.json (``--out``; the committed ``sync=full`` figure is
 ``serve_overhead.sync_full.json``).
 """
@@ -118,15 +124,20 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
         await adapter.infer(expert, {"image": image[None]})
     #: --trace: Triton's own figures per block, by series (``TritonSide``)
     triton = TritonSide(adapter, expert) if args.trace else None
+    meter = CpuMeter(os.getppid(), args.triton_pid) if args.triton_pid else None
     while len(series["direct"]) < args.calls:
         if triton is not None:
             await triton.begin()
+        if meter is not None:
+            meter.begin()
         for _ in range(args.block):
             began = time.perf_counter_ns()
             await adapter.infer(expert, {"image": image[None]})
             took = time.perf_counter_ns() - began
             series["direct"].append(took / 1e9)
             direct_ns.append(took)
+        if meter is not None:
+            meter.end("direct", args.block)
         if triton is not None:
             await triton.end("direct")
         for name, c in zip(("service", "logged"), clients, strict=False):
@@ -134,10 +145,15 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
             side = triton if name == "service" else None
             if side is not None:
                 await side.begin()
+            metered = meter if name == "service" else None
+            if metered is not None:
+                metered.begin()
             for _ in range(args.block):
                 t = time.perf_counter()
                 await call(c)
                 series[name].append(time.perf_counter() - t)
+            if metered is not None:
+                metered.end(name, args.block)
             if side is not None:
                 await side.end(name)
     for c in clients:
@@ -152,12 +168,80 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
     if logged:
         result["logged_service_s"] = _quantiles(logged)
         result["verdict_log_added_p50_s"] = statistics.median(logged) - statistics.median(served)
+    if meter is not None:
+        result["cpu_us_per_call"] = meter.per_call_us()
     if args.trace:
         result["client_marks_ns"] = marks
         result["direct_infer_ns"] = direct_ns
         assert triton is not None
         result["triton_side_us"] = triton.medians()
     return result
+
+
+def _ticks(stat_path: str) -> int:
+    """utime + stime (clock ticks) from a /proc stat file; 0 once the process or thread is gone."""
+    try:
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+class CpuMeter:
+    """``--cpu``: the CPU time each process spends per call, by series, from /proc (clock ticks,
+    summed over every block of the series, so the 10 ms tick is fine over hundreds of calls).
+
+    Groups: this client process; the service process, split into its main thread (the event loop:
+    the front end's Python, the engine, the adapter) and its other threads (gRPC's C threads,
+    the memory sampler); the service's tritonserver; its model processes. On a 2-core box the sum
+    over the groups against the wall time of a call says how saturated the box is while it runs:
+    where it is about the wall time, every microsecond of CPU anyone adds is on the critical path."""
+
+    def __init__(self, service_pid: int, triton_pid: int) -> None:
+        self.groups: dict[str, list[str]] = {
+            "client": [f"/proc/{os.getpid()}/stat"],
+            "service main thread": [f"/proc/{service_pid}/task/{service_pid}/stat"],
+            "service other threads": [
+                f"/proc/{service_pid}/task/{t}/stat" for t in os.listdir(f"/proc/{service_pid}/task") if int(t) != service_pid
+            ],
+            "tritonserver": [f"/proc/{triton_pid}/stat"],
+            "model processes": [f"/proc/{p}/stat" for p in _children(triton_pid)],
+        }
+        self.ticks: dict[str, dict[str, int]] = {}
+        self.calls: dict[str, int] = {}
+        self._before: dict[str, int] = {}
+
+    def _read(self) -> dict[str, int]:
+        return {g: sum(_ticks(p) for p in paths) for g, paths in self.groups.items()}
+
+    def begin(self) -> None:
+        self._before = self._read()
+
+    def end(self, series: str, calls: int) -> None:
+        after = self._read()
+        per = self.ticks.setdefault(series, dict.fromkeys(self.groups, 0))
+        for g, n in after.items():
+            per[g] += n - self._before[g]
+        self.calls[series] = self.calls.get(series, 0) + calls
+
+    def per_call_us(self) -> dict[str, dict[str, float]]:
+        tick = os.sysconf("SC_CLK_TCK")
+        return {series: {g: round(n / tick / self.calls[series] * 1e6) for g, n in per.items()}
+                for series, per in self.ticks.items()}
 
 
 #: Triton's per-request durations (its inference statistics), in the order a request goes
@@ -280,6 +364,7 @@ async def _measure(service: Service, logged: Service | None, args: argparse.Name
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--calls", str(args.calls), "--block", str(args.block),
         *(("--trace",) if args.trace else ()),
+        *(("--triton-pid", str(triton.process.pid)) if args.cpu and triton.process is not None else ()),
         "--client", service.address, triton.grpc_url, expert, ctype, shape,
         *(("--logged-service", logged.address) if logged is not None else ()),
         stdout=asyncio.subprocess.PIPE,
@@ -304,7 +389,10 @@ def main() -> int:
                     help="also split each call through the service into stages (a diagnostic; module doc)")
     ap.add_argument("--service-loop", choices=aio.LOOPS, default=None,
                     help="the service side's event loop (default: what coserve serve runs on, orchestrator.aio)")
+    ap.add_argument("--cpu", action="store_true",
+                    help="also report the CPU each process spends per call, by series (module doc)")
     ap.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--triton-pid", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--logged-service", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client:
@@ -380,6 +468,15 @@ def main() -> int:
         log_added = result["verdict_log_added_p50_s"] * 1e3
         print(f"  the log adds at p50: {log_added:.3f} ms  "
               f"({'ok' if log_added < 0.5 else 'OVER'} the 0.5 ms acceptance)")
+    if "cpu_us_per_call" in result:
+        cpu = result["cpu_us_per_call"]
+        groups = list(next(iter(cpu.values())))
+        print("  CPU per call (us; summed over the blocks of each series):")
+        print("    " + " " * 10 + "".join(f"{g:>23s}" for g in [*groups, "all"]))
+        for series, per in cpu.items():
+            wall = result[f"{series}_s"]["p50"] * 1e6
+            print(f"    {series:10s}" + "".join(f"{per[g]:23.0f}" for g in groups)
+                  + f"{sum(per.values()):23.0f}  (p50 wall {wall:.0f})")
     if result.get("trace"):
         tr = result["trace"]
         print(f"  trace (median us over {tr['calls']} calls; marks add a few us each):")
