@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if Path(details["profile"]).is_file() else profile
     budget = details.get("budget_bytes") or int(expert_footprint_bytes(coe, recorded) / 4)
     spec = budget_serve_file(work / "coe.yaml", work / "repo", budget)
-    growth = recorded.processor("cpu").server_growth_bytes or 0
+    growth = recorded.processor("cpu").executor_reserve_bytes()
     out: dict[str, Any] = {}
     print(f"{'run':<15} {'real':>7} {'fixed times':>11} {'diff':>6} {'this profile':>12} {'diff':>6}")
     for name, row in real.items():

@@ -54,8 +54,8 @@ measured task and the config the engine ran; its ``peak_memory_bytes`` is ``None
 and its predicted throughput is the bound itself.
 
 Profile (``ensure_profile``): ``--profile`` if given; else the serve config's ``profile`` or
-``<repo>/profile.yaml`` when it exists and was measured in this server's unload mode
-(``profiler.run.check_unload_mode``); else it is measured (``profiler.run.run_profile`` with
+``<repo>/profile.yaml`` when it exists and is current (this server's unload mode, the shared pages
+measured: ``profiler.run.check_cache_current``); else it is measured (``profiler.run.run_profile`` with
 ``Plan.quick()``) and written there.
 """
 
@@ -154,24 +154,28 @@ def budget_serve_file(
 
 def all_resident_config(config: ServeConfig, coe: CoEDefinition, profile: CostProfile) -> ServeConfig:
     """The same executors, ``coserve``, each budget big enough for every expert it can run (their
-    bytes, plus the largest expert and one max batch of activations as headroom)."""
+    bytes, plus the largest expert and one max batch of activations as headroom, plus what the
+    service takes off an embedded executor's budget first: ``executor_reserve_bytes``)."""
     graph = graph_from_coe(coe, profile, "all-resident")
     execs = []
     for ex in config.executors:
         sizes = [graph.bytes(e, ex.kind) or 0 for e in graph.experts]
-        reserve = 0
+        batch = 0
         for per in profile.architectures.values():
             c = per.get(ex.kind)
             if c is not None:
-                reserve = max(reserve, c.activation_bytes_per_item * c.max_batch)
+                batch = max(batch, c.activation_bytes_per_item * c.max_batch)
+        reserve = batch + profile.processor(ex.kind).executor_reserve_bytes()
         execs.append(replace(ex, budget_bytes=max(ex.budget_bytes, sum(sizes) + max(sizes, default=0) + reserve)))
     return replace(config, executors=tuple(execs), policy="coserve")
 
 
 def expert_footprint_bytes(coe: CoEDefinition, profile: CostProfile, kind: str = "cpu") -> int:
-    """The experts' profiled footprint on ``kind``: the sum of their bytes (``weight_bytes``)."""
+    """The experts' profiled footprint on ``kind``: the sum of their bytes (``weight_bytes``, what
+    each adds) plus, once, the pages their model processes share (``shared_bytes``): what they
+    would hold loaded together on one server."""
     graph = graph_from_coe(coe, profile, "footprint")
-    return sum(graph.bytes(e, kind) or 0 for e in graph.experts)
+    return sum(graph.bytes(e, kind) or 0 for e in graph.experts) + (profile.processor(kind).shared_bytes or 0)
 
 
 def check_layouts(spec: ServeFile, policies: Sequence[str]) -> None:
@@ -205,7 +209,7 @@ def ensure_profile(
 ) -> tuple[Path, CostProfile]:
     """The cost profile to bench with (module doc): ``profile`` (must exist), else the cached one
     beside the repository if its unload mode matches, else a quick profile measured now."""
-    from profiler.run import check_unload_mode
+    from profiler.run import check_cache_current
 
     if profile is not None:
         path = Path(profile)
@@ -217,7 +221,7 @@ def ensure_profile(
     if path.is_file():
         cached = parse_profile(read_yaml_file(path), str(path))
         try:
-            check_unload_mode(cached, mode, str(path))
+            check_cache_current(cached, mode, str(path))
         except ConfigError as exc:
             say(f"cached profile not reused: {exc}")
         else:

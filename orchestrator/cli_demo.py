@@ -85,14 +85,14 @@ def ensure_profile(coe: CoEDefinition, repo: Path, triton_url: str | None) -> Pa
     from orchestrator.errors import ConfigError
     from orchestrator.triton.launcher import UNLOAD_MODE_FAST, UNLOAD_MODE_STOCK, build_fast_release
     from profiler.measure import Plan
-    from profiler.run import EXTERNAL_UNLOAD_MODE, check_unload_mode, run_profile, write_profile
+    from profiler.run import EXTERNAL_UNLOAD_MODE, check_cache_current, run_profile, write_profile
 
     path = repo / "profile.yaml"
     mode = EXTERNAL_UNLOAD_MODE if triton_url else (UNLOAD_MODE_FAST if build_fast_release()[0] else UNLOAD_MODE_STOCK)
     if path.is_file():
         try:
             cached = parse_profile(read_yaml_file(path), str(path))
-            check_unload_mode(cached, mode, str(path))
+            check_cache_current(cached, mode, str(path))
             if set(cached.architectures) >= {e.arch for e in coe.experts.values()}:
                 print(f"cost profile: {path} (cached, unload mode {mode})")
                 return path

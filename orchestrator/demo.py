@@ -86,12 +86,13 @@ class DemoReport:
 
 
 def demo_budget_bytes(profile: CostProfile, max_resident: int) -> int:
-    """Room for ``max_resident`` of the largest experts, one max batch of activations and the
-    server's own growth while serving (the service takes that from the budget first)."""
+    """Room for ``max_resident`` of the largest experts, one max batch of activations, the
+    server's own growth while serving and the pages its model processes share (the service takes
+    those two from the budget first)."""
     costs = [c for per in profile.architectures.values() for c in per.values()]
     largest = max((c.weight_bytes or 0) for c in costs)
     batch = max(c.activation_bytes_per_item * c.max_batch for c in costs)
-    return max_resident * largest + batch + (profile.processor("cpu").server_growth_bytes or 0)
+    return max_resident * largest + batch + profile.processor("cpu").executor_reserve_bytes()
 
 
 def demo_spec(coe_path: Path, repo: Path, profile_path: Path, budget: int, triton_url: str | None) -> ServeFile:

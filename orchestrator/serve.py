@@ -84,15 +84,18 @@ def load_serving_profile(spec: ServeFile, unload_mode: str | None) -> CostProfil
 
 def experts_config(spec: ServeFile, profile: CostProfile, embedded: set[str]) -> ServeConfig:
     """The serve config with each embedded executor's budget reduced by what its server itself
-    keeps growing by while serving (the profile's ``server_growth_bytes``): the budget promises
-    the measured footprint (server growth + model processes), so the experts get the rest."""
+    keeps growing by while serving and by the pages its model processes share, held once
+    however many experts are loaded (the profile's ``server_growth_bytes`` and ``shared_bytes``,
+    ``ProcessorSpec.executor_reserve_bytes``): the budget promises the measured footprint
+    (server growth + model processes' PSS), so the experts get the rest, each at what it adds."""
     execs = []
     for i, ex in enumerate(spec.config.executors):
-        growth = (profile.processor(ex.kind).server_growth_bytes or 0) if spec.executor_server[ex.name] in embedded else 0
+        growth = profile.processor(ex.kind).executor_reserve_bytes() if spec.executor_server[ex.name] in embedded else 0
         if growth >= ex.budget_bytes:
             raise CoserveError(
                 f"{spec.source}: executors[{i}].budget_bytes: {ex.budget_bytes} B does not cover the server's own "
-                f"growth while serving ({growth} B, measured by the cost profile)"
+                f"growth while serving and the pages its model processes share ({growth} B, measured by the "
+                "cost profile)"
             )
         execs.append(replace(ex, budget_bytes=ex.budget_bytes - growth))
     return replace(spec.config, executors=tuple(execs))

@@ -34,10 +34,14 @@ concurrent_loads        ``fit.concurrent_loads`` over 1, 2, 4 loads at once on o
 storage.concurrent_     the same rule over 1, 2, 4 loads at once spread one per embedded server
 loads                   (serving runs one executor per server); against an external server the
                         per-server figure
-weight_bytes            median footprint after load and a first inference: model process PSS
-                        + the server's growth at that load
+weight_bytes            median of what the expert adds after load and a first inference, read
+                        with another expert's model process loaded beside it: its model
+                        process's USS + the server's growth at that load (``profiler.memory``)
                         (GPU: NVML bytes of its processes, CUDA context included); the ONNX file
                         size when memory cannot be seen (external server)
+shared_bytes            the largest over the architectures of the median RSS - USS of the
+                        measured model process (the pages it shares: libraries): what an
+                        executor holds once beside its experts' weight_bytes
 activation_bytes_per_   slope (least squares) of the peak growth against batch size, each size's
 item                    growth the mean over the memory passes (one per warm load)
 peak_bytes              weight_bytes + the (mean) growth at max_batch
@@ -89,8 +93,10 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> Ar
     # The plateau rule reads the fitted line, not the raw medians: per-item latency K + B/n flattens
     # smoothly, and sub-millisecond noise in single medians moved the raw rule between 4 and 16.
     best = min(fit.plateau_batch(line, sizes[-1]), max(1, model_max_batch))
+    # what the expert adds beside others (its private pages, the server's growth); the pages it
+    # shares are the executor's (``processor_spec``'s shared_bytes), held once (profiler.memory)
     weight = (
-        int(statistics.median([f.total_bytes for f in m.footprints])) if m.footprints else m.file_bytes
+        int(statistics.median([f.marginal_bytes for f in m.footprints])) if m.footprints else m.file_bytes
     )
     # each size's growth: the mean over the passes. A fresh model process lays its memory out
     # differently from load to load (one pass's slope moved by +-30% between loads here), and a
@@ -122,7 +128,7 @@ def arch_cost(m: ArchMeasurement, model_max_batch: int, channels: int = 1) -> Ar
     if m.load_cpu_s:
         spread["load_cpu_s"] = _spread(m.load_cpu_s)
     if m.footprints:
-        spread["weight_bytes"] = _spread([float(f.total_bytes) for f in m.footprints])
+        spread["weight_bytes"] = _spread([float(f.marginal_bytes) for f in m.footprints])
     return ArchCost(
         k_s=round(k_s, 7),
         b_s=round(b_s, 7),
@@ -157,6 +163,8 @@ def processor_spec(
         [float(c.file_bytes or 0) for c in costs], [float(c.weight_bytes or 0) for c in costs]
     )
     measured_memory = any(m.footprints for m in kind_measurements)
+    # the most any architecture's processes share: each executor holds it once, whichever it runs
+    shared = [int(statistics.median([f.shared_bytes for f in m.footprints])) for m in kind_measurements if m.footprints]
     return ProcessorSpec(
         concurrent_loads=fit.concurrent_loads(walls) if walls else 1,
         unload_time_s=round(statistics.median(unloads), 4) if unloads else 0.0,
@@ -164,6 +172,7 @@ def processor_spec(
         unload_mode=unload_mode,
         server_idle_bytes=server_idle_bytes,
         server_growth_bytes=server_growth_bytes,
+        shared_bytes=max(shared) if shared and max(shared) > 0 else None,
         overhead_fixed_bytes=int(over.intercept) if measured_memory else None,
         overhead_bytes_per_file_byte=round(over.slope, 4) if measured_memory else None,
     )

@@ -73,7 +73,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         print(f"{kind}: unload until memory back {spec.unload_time_s * 1e3:.0f} ms ({spec.unload_mode}), "
               f"{spec.concurrent_loads} loads at once on one server"
               + (f", idle server {spec.server_idle_bytes / 2**20:.0f} MiB" if spec.server_idle_bytes else "")
-              + (f" (+{spec.server_growth_bytes / 2**20:.1f} MiB while serving)" if spec.server_growth_bytes else ""))
+              + (f" (+{spec.server_growth_bytes / 2**20:.1f} MiB while serving)" if spec.server_growth_bytes else "")
+              + (f", {spec.shared_bytes / 2**20:.1f} MiB its model processes share (once per executor)"
+                 if spec.shared_bytes else ""))
     for arch, per in result.profile.architectures.items():
         for kind, c in per.items():
             print(f"  {arch}/{kind} ({c.measured_expert}, {(c.file_bytes or 0) / 1e6:.1f} MB file): "
@@ -85,7 +87,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
                      if c.load_cpu_s is not None else "")
                   + (f", first batch +{c.first_batch_extra_s * 1e3:.0f} ms" if c.first_batch_extra_s is not None else "")
                   + ", "
-                  f"footprint {(c.weight_bytes or 0) / 2**20:.1f} MiB (+{c.activation_bytes_per_item / 2**20:.2f} MiB/item)")
+                  f"adds {(c.weight_bytes or 0) / 2**20:.1f} MiB (+{c.activation_bytes_per_item / 2**20:.2f} MiB/item)")
     if result.explain is not None:
         print("where one load and one unload go:")
         for part, seconds in result.explain.parts.items():

@@ -8,7 +8,8 @@ For one architecture on one instance kind, with experts of that architecture fro
    simulator's shared-cores model gives a load), the cores this process used meanwhile (the
    adapter's process watch) and its first batch (one item) after the load;
 2. after each warm load, the footprint of the loaded expert after its first inference (model
-   process PSS/USS + the server's growth; on GPU the NVML bytes of its processes) and a memory
+   process PSS/USS/shared pages + the server's growth, read with another expert's model process
+   loaded beside it, see ``profiler.memory``; on GPU the NVML bytes of its processes) and a memory
    pass over the batch sizes: the peak each batch size adds (one sample per size per load: how
    the allocator lays out a fresh model process's memory differs from load to load, so the
    figure pools several loads);
@@ -94,6 +95,8 @@ class ArchMeasurement:
     #: batch size -> the peak growth of each memory pass (one per warm load)
     activation_bytes: dict[int, list[int]] = field(default_factory=dict)
     footprints: list[Footprint] = field(default_factory=list)
+    #: the expert kept loaded beside the measured one while its footprints were read (None: alone)
+    companion: str | None = None
     cold_cache_dropped: bool = True
     first_infer_s: float | None = None
     #: per cold and warm load: CPU seconds it took on the server side (model process + server);
@@ -200,10 +203,19 @@ class ArchProfiler:
             return None
         return server + sum(process_cpu_s(pid) or 0.0 for pid in stubs) + time.process_time()
 
-    async def measure(self, arch: str, kind: str, experts: Sequence[str]) -> ArchMeasurement:
+    async def measure(
+        self, arch: str, kind: str, experts: Sequence[str], companion: str | None = None
+    ) -> ArchMeasurement:
+        """Measure ``experts[0]`` (module doc); ``companion``: another expert kept loaded on the
+        server during the warm loads, so that the footprint read after each is what the expert
+        adds beside another model process (``profiler.memory``); default ``experts[1]`` where
+        there is one. Without one the expert's USS counts library pages no other model process
+        maps yet as its own: larger, still safe."""
         name = experts[0]
         model_file = self.repo / name / "1" / "model.onnx"
         m = ArchMeasurement(arch, kind, name, model_file.stat().st_size)
+        if companion is None and len(experts) > 1:
+            companion = experts[1]
         for _ in range(self.plan.load_reps):
             m.cold_cache_dropped &= drop_from_page_cache(model_file)
             # a cold load's CPU work is a warm one's (reading the file waits, it does not
@@ -211,6 +223,9 @@ class ArchProfiler:
             m.cold_load_s.append(await self._cpu_timed_load(m, name, kind))
             await self._unload(m, name)
             self.tick(f"{arch}/{kind} cold load")
+        if companion is not None and companion != name and self.server is not None:
+            await self._load(companion, kind)
+            m.companion = companion
         for rep in range(self.plan.load_reps):
             before = self._server_pss()
             m.warm_load_s.append(await self._cpu_timed_load(m, name, kind))
@@ -225,6 +240,8 @@ class ArchProfiler:
             if rep + 1 < self.plan.load_reps:
                 await self._unload(m, name)
             self.tick(f"{arch}/{kind} warm load")
+        if m.companion is not None:
+            await self._tolerant_unload(m.companion, self.adapter)
         await self._sweep(m, name)
         await self._unload(m, name)
         await self._concurrency(m, kind, experts)

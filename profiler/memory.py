@@ -2,7 +2,14 @@
 
 CPU (embedded server): an expert's footprint is its model processes' proportional set size plus
 what the tritonserver process itself grew by when it was loaded (``/proc``, see
-``orchestrator.triton.processes``). Peaks during a batch come from the kernel's peak-RSS mark
+``orchestrator.triton.processes``). For accounting, that splits into what the expert adds
+(``Footprint.marginal_bytes``: its processes' private pages, USS, plus the server's growth) and
+the pages its processes share with other processes (``Footprint.shared_bytes``: RSS - USS, the
+Python runtime, numpy and ONNX Runtime libraries every model process maps), which an executor
+holds once however many experts it has loaded: the sum of the model processes' PSS never exceeds
+the sum of their USS plus the shared pages counted once. Read with another model process loaded
+beside it (``Profiler`` does), an expert's USS is what it adds to a server already serving;
+alone, library pages no other process maps yet count as private, so its USS overstates that. Peaks during a batch come from the kernel's peak-RSS mark
 (``VmHWM``, reset through ``clear_refs``), so no sampler has to catch them.
 
 GPU: per-process device memory from NVML (``nvidia-ml-py``), which includes each model
@@ -28,6 +35,8 @@ class Footprint:
     model_uss_bytes: int
     server_growth_bytes: int
     gpu_bytes: int = 0
+    #: RSS - USS of its most sharing model process (every instance maps the same libraries)
+    model_shared_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -35,6 +44,20 @@ class Footprint:
         if self.gpu_bytes:
             return self.gpu_bytes
         return self.model_pss_bytes + max(0, self.server_growth_bytes)
+
+    @property
+    def marginal_bytes(self) -> int:
+        """What the expert adds (module doc): its processes' USS + the server's growth; GPU bytes
+        on a GPU (each model process's own device memory, its CUDA context included)."""
+        if self.gpu_bytes:
+            return self.gpu_bytes
+        return self.model_uss_bytes + max(0, self.server_growth_bytes)
+
+    @property
+    def shared_bytes(self) -> int:
+        """The pages its processes share with others (RSS - USS of the most sharing one): what an
+        executor holds once beside its experts' ``marginal_bytes``; 0 on a GPU."""
+        return 0 if self.gpu_bytes else max(0, self.model_shared_bytes)
 
 
 class GpuMemoryReader(Protocol):
@@ -103,6 +126,7 @@ def model_footprint(
         model_uss_bytes=sum(p.uss_bytes for p in procs),
         server_growth_bytes=growth,
         gpu_bytes=gpu_bytes,
+        model_shared_bytes=max((p.rss_bytes - p.uss_bytes for p in procs), default=0),
     )
 
 

@@ -192,7 +192,7 @@ async def _measure_all(
         for kind in kinds:
             profiler = ArchProfiler(adapter, server, repo, plan, tick, gpu if kind == "gpu" else None, peers)
             for arch, experts in by_arch.items():
-                results.append(await profiler.measure(arch, kind, experts))
+                results.append(await profiler.measure(arch, kind, experts, _companion(by_arch, experts)))
             stuck += profiler.stuck_unloads
         explained = None
         if explain and server is not None:
@@ -203,6 +203,14 @@ async def _measure_all(
         await adapter.close()
         for peer in peers:
             await peer.close()
+
+
+def _companion(by_arch: Mapping[str, Sequence[str]], experts: Sequence[str]) -> str | None:
+    """The expert kept loaded beside ``experts[0]`` while its footprint is read
+    (``ArchProfiler.measure``): another of its architecture, else the first of another one."""
+    if len(experts) > 1:
+        return experts[1]
+    return next((es[0] for es in by_arch.values() if es and es[0] != experts[0]), None)
 
 
 def _boot_wall_time() -> float:
@@ -321,6 +329,21 @@ def write_profile(result: ProfileResult, path: str | Path) -> Path:
     except OSError as exc:
         raise CoserveError(f"cannot write the profile to {path}: {exc.strerror or exc}") from None
     return path
+
+
+def check_cache_current(profile: CostProfile, mode: str, source: str) -> None:
+    """Refuse a *cached* profile (the demo's, the bench's) this version would measure differently:
+    another unload mode (``check_unload_mode``), or host memory measured before the shared pages
+    of the model processes were split from what each expert adds (no ``shared_bytes``: each
+    ``weight_bytes`` is a whole footprint alone, safe but about 1.5x what an expert adds beside
+    others). A profile given explicitly is used as it is."""
+    check_unload_mode(profile, mode, source)
+    cpu = profile.processors.get("cpu")
+    if mode != EXTERNAL_UNLOAD_MODE and cpu is not None and cpu.server_idle_bytes is not None and cpu.shared_bytes is None:
+        raise ConfigError(
+            source, "processors.cpu.shared_bytes",
+            "is missing: measured before the shared pages were split from what each expert adds; re-run `coserve profile`",
+        )
 
 
 def check_unload_mode(profile: CostProfile, mode: str, source: str) -> None:

@@ -36,12 +36,15 @@ but a reader (planner, operator) needs to trust or extrapolate it::
         unload_cpu_s: 0.04           # CPU seconds of an unload on the host (shared-cores model)
         server_idle_bytes: 32000000  # the idle tritonserver's own PSS
         server_growth_bytes: 10000000   # what it keeps growing by while serving (an executor cost)
+        shared_bytes: 41000000       # pages its model processes share (libraries): once per executor
         overhead_fixed_bytes: 45000000      # footprint = fixed + per_file_byte * ONNX file bytes
         overhead_bytes_per_file_byte: 1.9
     architectures:
       classifier:
         cpu:
-          ...                        # the fields above; weight_bytes is the measured footprint
+          ...                        # the fields above; weight_bytes is what the expert adds beside
+                                     # other loaded experts (its model process's private pages and
+                                     # the server's growth), shared_bytes held once beside it
           measured_expert: cls_t000  # the expert measured for this architecture
           file_bytes: 1530000        # its ONNX file
           r2: 0.998                  # of the K, B least-squares fit
@@ -111,8 +114,20 @@ class ProcessorSpec:
     #: what the server itself keeps growing by while it serves (allocations it does not return
     #: after unloads): a fixed cost of the executor, taken from its budget, not per expert
     server_growth_bytes: int | None = None
+    #: the pages an executor's model processes share with one another and with other processes
+    #: (the Python runtime, numpy, ONNX Runtime): held once per executor while it has any expert
+    #: loaded, beside each expert's ``weight_bytes`` (what the expert adds: its private pages and
+    #: the server's growth), so taken from its budget like the growth. None: a profile whose
+    #: ``weight_bytes`` are whole footprints of one expert alone (older, or an external server)
+    shared_bytes: int | None = None
     overhead_fixed_bytes: int | None = None
     overhead_bytes_per_file_byte: float | None = None
+
+    def executor_reserve_bytes(self) -> int:
+        """What an executor of this kind on an embedded server holds besides its experts' bytes:
+        the server's growth while serving plus the shared pages (``coserve serve`` takes it off
+        the budget before the core gets it)."""
+        return (self.server_growth_bytes or 0) + (self.shared_bytes or 0)
 
     def footprint_bytes(self, file_bytes: int) -> int | None:
         """Predicted footprint of an expert with an ONNX file of ``file_bytes`` (None: not measured)."""
@@ -167,6 +182,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
             unload_mode=None if m.get("unload_mode") is None else r.string(m["unload_mode"], f"{path}.unload_mode"),
             server_idle_bytes=_opt_bytes(r, m, "server_idle_bytes", path),
             server_growth_bytes=_opt_bytes(r, m, "server_growth_bytes", path),
+            shared_bytes=_opt_bytes(r, m, "shared_bytes", path),
             overhead_fixed_bytes=_opt_bytes(r, m, "overhead_fixed_bytes", path),
             overhead_bytes_per_file_byte=_opt_number(r, m, "overhead_bytes_per_file_byte", path),
         )
@@ -230,7 +246,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> CostProfile:
 
 _PROCESSOR_FIELDS = (
     "concurrent_loads", "unload_time_s", "unload_cpu_s", "unload_mode", "server_idle_bytes", "server_growth_bytes",
-    "overhead_fixed_bytes",
+    "shared_bytes", "overhead_fixed_bytes",
     "overhead_bytes_per_file_byte",
 )
 _ARCH_FIELDS = (

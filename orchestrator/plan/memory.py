@@ -5,13 +5,14 @@ GPU device). ``Overheads`` is what coserve itself costs besides the experts, rea
 profile (or, for a simulator preset, from the preset), never guessed from file sizes:
 
 - *per expert*: on the embedded Triton every loaded expert is its own model process (CPU) with
-  its own CUDA context (GPU, the Python-based backend); the profiler measures that process inside
-  the expert's footprint (``weight_bytes``), so the plan subtracts nothing more per expert and only
-  reports it (``overhead_fixed_bytes`` is the fixed part);
+  its own CUDA context (GPU, the Python-based backend); the profiler measures what that process
+  adds inside the expert's footprint (``weight_bytes``), so the plan subtracts nothing more per
+  expert and only reports it (``overhead_fixed_bytes`` is the fixed part);
 - *per executor*: each embedded executor's server holds ``server_idle_bytes`` outside its budget
-  (taken from the raw bytes here) and keeps growing by ``server_growth_bytes`` while serving
-  (inside its budget: ``coserve serve`` takes it off before the experts get the rest, so the plan
-  simulates the budget less the growth, as the engine runs it);
+  (taken from the raw bytes here) and, inside its budget, keeps growing by
+  ``server_growth_bytes`` while serving and holds once the pages its model processes share
+  (``shared_bytes``): ``coserve serve`` takes both off (``ProcessorSpec.executor_reserve_bytes``)
+  before the experts get the rest, so the plan simulates the budget less them, as the engine runs it;
 - *per GPU executor process*: its CUDA context where the executor runs its experts in its own
   process (the paper's in-process design, the presets' ``gpu_context_bytes``; also the native ONNX
   Runtime backend: give ``gpu_context_bytes`` explicitly).
@@ -80,7 +81,7 @@ def profile_overheads(profile: CostProfile, gpu_context_bytes: int | None = None
     notes: list[str] = []
     cpu = profile.processors.get("cpu")
     gpu = profile.processors.get("gpu")
-    growth = {k: int(p.server_growth_bytes or 0) for k, p in profile.processors.items()}
+    growth = {k: p.executor_reserve_bytes() for k, p in profile.processors.items()}
     if cpu is not None:
         fixed = cpu.overhead_fixed_bytes
         notes.append(
@@ -89,7 +90,8 @@ def profile_overheads(profile: CostProfile, gpu_context_bytes: int | None = None
             + (f"; fixed part {fixed / 1e6:.1f} MB" if fixed else "")
             + f"); each CPU executor's server: {(cpu.server_idle_bytes or 0) / 1e6:.1f} MB idle (outside "
             f"the budget, taken from --cpu-bytes) + {(cpu.server_growth_bytes or 0) / 1e6:.1f} MB growth "
-            "(inside the budget; coserve serve takes it off)"
+            f"+ {(cpu.shared_bytes or 0) / 1e6:.1f} MB of pages its model processes share "
+            "(inside the budget; coserve serve takes them off)"
         )
     if gpu is not None or gpu_context_bytes is not None:
         if gpu_context_bytes is None:

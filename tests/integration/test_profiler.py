@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from orchestrator.cli import main
@@ -38,6 +39,8 @@ def test_quick_profile_measures_every_architecture_and_feeds_the_simulator(
     assert spec.unload_mode == mode
     assert 0 < spec.unload_time_s < 0.1 if fast else 0.5 < spec.unload_time_s < 5.0
     assert spec.server_growth_bytes is not None and spec.server_growth_bytes > 0
+    # the libraries every model process maps: ~40 MB on this box (Python, numpy, ONNX Runtime)
+    assert spec.shared_bytes is not None and spec.shared_bytes > 10 << 20
     assert spec.server_idle_bytes and spec.server_idle_bytes > 10 << 20
     assert spec.overhead_fixed_bytes is not None and spec.overhead_fixed_bytes > 10 << 20
     for arch in ("classifier", "detector"):
@@ -48,7 +51,8 @@ def test_quick_profile_measures_every_architecture_and_feeds_the_simulator(
         # batch size, so R^2 says little; how well the profile predicts is benchmarks/profile_accuracy.py's job
         assert cost.k_s > 0 and cost.r2 is not None and cost.r2 <= 1.0
         assert 0.02 < cost.load_time_s["disk"] < 10 and cost.load_time_cold_s
-        # the footprint is the model process + the server's growth, far more than the small file
+        # what an expert adds (its model process's private pages + the server's growth) is far
+        # more than the small file
         assert cost.weight_bytes and cost.file_bytes and cost.weight_bytes > 5 * cost.file_bytes
         assert cost.peak_bytes is not None and cost.peak_bytes >= cost.weight_bytes
         assert 1 <= cost.max_batch <= 16
@@ -61,3 +65,47 @@ def test_quick_profile_measures_every_architecture_and_feeds_the_simulator(
 
     assert main(["simulate", "--profile", str(out), "--coe", str(coe_file), "--policy", "coserve"]) == 0
     assert "coserve" in capsys.readouterr().out
+
+
+def test_experts_loaded_together_stay_within_the_profiles_accounting(
+    tiny_board: tuple[CoEDefinition, Path], tiny_profile: Path
+) -> None:
+    """The accounting the engine budgets by (``executor_reserve_bytes`` once, each expert's
+    ``weight_bytes``) holds the measured footprint of every tiny-board expert loaded at once on a
+    fresh server (model processes' PSS + the server's growth over idle), and is tighter than
+    counting each expert's footprint alone: the shared pages are held once, not per expert
+    (mutation: weight_bytes of USS read alone, without a companion, or shared_bytes left out)."""
+    import asyncio
+
+    from orchestrator.triton import processes
+    from orchestrator.triton.adapter import TritonAdapter
+    from orchestrator.triton.launcher import EmbeddedTriton
+
+    coe, repo = tiny_board
+    profile = parse_profile(read_yaml_file(tiny_profile), str(tiny_profile))
+    spec = profile.processor("cpu")
+    names = sorted(coe.experts)
+    accounted = spec.executor_reserve_bytes() + sum(
+        profile.cost(coe.experts[n].arch, "cpu").weight_bytes or 0 for n in names  # type: ignore[union-attr]
+    )
+    server = EmbeddedTriton(repo).start()
+    try:
+        async def load_all() -> tuple[int, int]:
+            idle = processes.memory(server.pid).pss_bytes  # type: ignore[arg-type]
+            async with TritonAdapter(server.grpc_url, process_probe=server.process_probe()) as adapter:
+                for n in names:
+                    await adapter.load(n)
+                    shape = (1, *coe.experts[n].input_shape)
+                    await adapter.infer(n, {"image": np.zeros(shape, dtype=np.float32)})  # ORT's first-run buffers
+                await asyncio.sleep(0.5)
+                models = sum(p.pss_bytes for p in server.model_processes())
+                grown = processes.memory(server.pid).pss_bytes - idle  # type: ignore[arg-type]
+                return models, grown
+
+        models, grown = asyncio.run(load_all())
+    finally:
+        server.stop()
+    measured = models + max(0, grown)
+    assert measured <= accounted, (measured, accounted)
+    alone = len(names) * spec.shared_bytes  # type: ignore[operator]
+    assert accounted < measured + alone / 2, "the shared pages are held once, not once per expert"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import pytest
 
@@ -13,7 +14,7 @@ from profiler import build, fit
 from profiler.build import build_profile
 from profiler.measure import ArchMeasurement
 from profiler.memory import Footprint, NoGpuError, model_footprint, require_gpu
-from profiler.run import check_unload_mode, run_profile
+from profiler.run import check_cache_current, check_unload_mode, run_profile
 
 
 def test_figure_is_the_median_with_relative_spread() -> None:
@@ -67,7 +68,9 @@ def test_overhead_splits_fixed_and_per_byte() -> None:
     assert flat.slope == 0.0 and flat.intercept == pytest.approx(49.5e6)
 
 
-def _measurement(arch: str, expert: str, file_mb: float, k: float, b: float) -> ArchMeasurement:
+def _measurement(
+    arch: str, expert: str, file_mb: float, k: float, b: float, shared_mb: float = 20.0
+) -> ArchMeasurement:
     m = ArchMeasurement(arch, "cpu", expert, int(file_mb * 1e6))
     m.warm_load_s = [0.20, 0.25, 0.22]
     m.cold_load_s = [0.30, 0.35, 0.32]
@@ -75,23 +78,29 @@ def _measurement(arch: str, expert: str, file_mb: float, k: float, b: float) -> 
     m.concurrent_wall_s = {1: [0.2], 2: [0.22], 4: [0.45]}
     m.batch_latency_s = {n: [k * n + b] * 3 for n in (1, 2, 4, 8, 16)}
     m.activation_bytes = {n: [n * 1_000_000] * 3 for n in (1, 2, 4, 8, 16)}
-    footprint = int(40e6 + 2 * file_mb * 1e6)
-    m.footprints = [Footprint(footprint, footprint // 2, 0)] * 3
+    adds = int(40e6 + 2 * file_mb * 1e6)
+    # PSS alone 5 MB over what it adds (its share of the libraries); 1 MB server growth
+    m.footprints = [Footprint(adds + 4_000_000, adds - 1_000_000, 1_000_000, model_shared_bytes=int(shared_mb * 1e6))] * 3
     return m
 
 
 def test_build_profile_maps_each_measurement_to_its_field() -> None:
-    ms = [_measurement("classifier", "cls_a", 1.0, 0.001, 0.002), _measurement("detector", "det_a", 11.0, 0.003, 0.004)]
+    ms = [_measurement("classifier", "cls_a", 1.0, 0.001, 0.002),
+          _measurement("detector", "det_a", 11.0, 0.003, 0.004, shared_mb=30.0)]
     profile = build_profile("p", ms, {"cls_a": 8, "det_a": 32}, "stock", 30_000_000, {"machine": "test"})
     cls = profile.cost("classifier", "cpu")
     assert cls is not None
     assert cls.k_s == pytest.approx(0.001) and cls.b_s == pytest.approx(0.002) and cls.r2 == pytest.approx(1.0)
     assert cls.max_batch == 8  # per-item latency keeps improving: capped by the model's max_batch_size
     assert cls.load_time_s == {"disk": 0.22} and cls.load_time_cold_s == pytest.approx(0.32)
-    assert cls.weight_bytes == 42_000_000  # the measured footprint, not the 1 MB file
+    # what the expert adds (USS + the server's growth): not its PSS alone (46 MB), not the 1 MB file
+    assert cls.weight_bytes == 42_000_000
     assert cls.activation_bytes_per_item == 1_000_000 and cls.peak_bytes == 42_000_000 + 8_000_000
     assert cls.measured_expert == "cls_a" and cls.file_bytes == 1_000_000
     spec = profile.processor("cpu")
+    # the shared pages: the most any architecture's process shares (mutation: the least -> 20 MB)
+    assert spec.shared_bytes == 30_000_000
+    assert spec.executor_reserve_bytes() == 30_000_000  # no server growth given here
     assert spec.unload_time_s == pytest.approx(1.15) and spec.concurrent_loads == 2
     assert spec.overhead_fixed_bytes == pytest.approx(40e6, rel=1e-6)
     assert spec.overhead_bytes_per_file_byte == pytest.approx(2.0)
@@ -171,6 +180,21 @@ def test_a_cached_profile_from_another_unload_mode_is_refused() -> None:
         check_unload_mode(profile, "fast-release", "p.yaml")
 
 
+def test_a_cached_profile_without_the_shared_pages_is_measured_again() -> None:
+    # the demo's and the bench's caches: host memory measured before shared_bytes existed (each
+    # weight_bytes a whole footprint alone) is re-measured; one that has it, or one of an
+    # external server (no model processes to see), is reused
+    current = build_profile("p", [_measurement("classifier", "c", 1.0, 0.001, 0.0)], {}, "stock", 30_000_000,
+                            {"unload_mode": "stock"})
+    check_cache_current(current, "stock", "p.yaml")
+    older = replace(current, processors={"cpu": replace(current.processor("cpu"), shared_bytes=None)})
+    with pytest.raises(ConfigError, match=r"processors\.cpu\.shared_bytes.*re-run `coserve profile`"):
+        check_cache_current(older, "stock", "p.yaml")
+    check_cache_current(replace(older, measured={}), "external", "p.yaml")
+    with pytest.raises(ConfigError, match="unload mode"):
+        check_cache_current(current, "fast-release", "p.yaml")
+
+
 class FakeNvml:
     def __init__(self, devices: int, used: Mapping[int, int]) -> None:
         self.devices, self.used = devices, dict(used)
@@ -193,6 +217,23 @@ def test_gpu_footprint_is_the_nvml_bytes_of_the_models_processes(monkeypatch: py
     assert footprint.gpu_bytes == 930 << 20 and footprint.total_bytes == 930 << 20  # context included
     assert footprint.server_growth_bytes == 5 << 20 and footprint.model_uss_bytes == 30 << 20
     assert model_footprint(1, "cls_a", 30 << 20).total_bytes == (60 << 20) + (5 << 20)  # host view
+    # on the GPU nothing is shared: the device bytes are what the expert adds
+    assert footprint.marginal_bytes == 930 << 20 and footprint.shared_bytes == 0
+
+
+def test_host_footprint_splits_what_the_expert_adds_from_the_pages_it_shares(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.triton import processes
+
+    # two instances: RSS 70/75 MiB, PSS 60/62, USS 30/31; the shared part is one process's RSS - USS
+    # (both map the same libraries; mutation: summed over the instances -> 84 MiB)
+    stubs = [processes.ModelProcess(101, "cls_a", "cls_a_0_0", 70 << 20, 60 << 20, "r", 30 << 20),
+             processes.ModelProcess(102, "cls_a", "cls_a_0_1", 75 << 20, 62 << 20, "r", 31 << 20)]
+    monkeypatch.setattr(processes, "model_processes", lambda server, model=None: stubs)
+    monkeypatch.setattr(processes, "memory", lambda pid: processes.ProcessMemory(pid, 0, 35 << 20, 0))
+    footprint = model_footprint(1, "cls_a", 30 << 20)
+    assert footprint.total_bytes == (122 << 20) + (5 << 20)  # PSS + growth: the expert alone
+    assert footprint.marginal_bytes == (61 << 20) + (5 << 20)  # USS + growth: what it adds
+    assert footprint.shared_bytes == 44 << 20
 
 
 def test_gpu_profiling_without_a_gpu_fails_before_anything_starts(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

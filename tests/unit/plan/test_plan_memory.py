@@ -50,9 +50,11 @@ def test_a_layout_whose_executor_cannot_hold_an_expert_and_a_max_batch_does_not_
 
 def test_measured_profile_overheads_name_where_each_figure_lives() -> None:
     prof = CostProfile("m", {"cpu": ProcessorSpec(server_idle_bytes=22 * MB, server_growth_bytes=9 * MB,
-                                                   overhead_fixed_bytes=60 * MB)})
+                                                   shared_bytes=40 * MB, overhead_fixed_bytes=60 * MB)})
     o = profile_overheads(prof)
-    assert o.cpu_executor_bytes == 22 * MB and o.growth_bytes == {"cpu": 9 * MB} and o.gpu_context_bytes == 0
-    assert "own model process" in o.notes[0] and "60.0 MB" in o.notes[0]
+    # inside each executor's budget: the server's growth and, once, the pages its model processes
+    # share (mutation: the growth alone -> 9 MB, and the plan would promise memory it has not got)
+    assert o.cpu_executor_bytes == 22 * MB and o.growth_bytes == {"cpu": 49 * MB} and o.gpu_context_bytes == 0
+    assert "own model process" in o.notes[0] and "60.0 MB" in o.notes[0] and "40.0 MB of pages" in o.notes[0]
     native = profile_overheads(prof, gpu_context_bytes=500 * MB)
     assert native.gpu_context_bytes == 500 * MB and "per executor" in native.notes[-1]
