@@ -3,12 +3,13 @@
 On the embedded tritonserver every loaded expert is a model process mapping the same libraries
 (the Python runtime, numpy, ONNX Runtime). Summed PSS counts each shared page once in all, so
 the footprint of ``n`` experts is not ``n`` times one expert's footprint alone. This loads the
-board's experts one after another (a first inference each: ONNX Runtime's first-run buffers)
-on a fresh server and, after each, prints what is measured (the model processes' summed PSS and
-USS, the most any one process shares, RSS - USS, and the server's PSS growth over idle) beside
+board's experts one after another on a fresh server, has each run one batch of each size up to
+its max batch size (an expert that has served: the allocator keeps what the larger batches
+took), and after each prints what is measured (the model processes' summed PSS and USS, the most
+any one process shares, RSS - USS, and the server's PSS growth over idle) beside
 two accountings:
-- **per expert alone**: each expert's footprint when loaded alone on a fresh server (its PSS +
-  the server's growth; what ``weight_bytes`` was before ``shared_bytes`` existed), summed;
+- **per expert alone**: each expert's footprint loaded alone on a fresh server and served (its PSS +
+  the server's growth: what ``weight_bytes`` stood for before ``shared_bytes`` existed), summed;
 - **profile**: ``executor_reserve_bytes()`` (server growth + ``shared_bytes``, once) plus each
   loaded expert's ``weight_bytes`` from ``--profile`` (what it adds beside others).
 The budget promise needs measured <= accounted; the tighter, the more experts a budget holds.
@@ -36,14 +37,21 @@ from orchestrator.experts_io import INPUT_NAME
 from orchestrator.triton import processes
 from orchestrator.triton.adapter import TritonAdapter
 from orchestrator.triton.launcher import EmbeddedTriton
+from orchestrator.triton.model_config import ModelConfig
 from profiler.run import machine_description
 
 MB = 1e6
 
 
-async def _load_with_first_run(adapter: TritonAdapter, name: str, shape: tuple[int, ...]) -> None:
+async def _load_and_serve(adapter: TritonAdapter, repo: Path, name: str, shape: tuple[int, ...]) -> None:
+    """Load ``name`` and run one batch of each size 1, 2, 4, ... up to its max batch size: the
+    state of an expert that has served (the allocator keeps what the larger batches took)."""
     await adapter.load(name)
-    await adapter.infer(name, {INPUT_NAME: np.zeros((1, *shape), dtype=np.float32)})
+    largest = max(1, ModelConfig.read(repo / name).max_batch_size)
+    n = 1
+    while n <= largest:
+        await adapter.infer(name, {INPUT_NAME: np.zeros((n, *shape), dtype=np.float32)})
+        n *= 2
 
 
 async def alone_footprint(repo: Path, name: str, shape: tuple[int, ...]) -> int:
@@ -52,7 +60,7 @@ async def alone_footprint(repo: Path, name: str, shape: tuple[int, ...]) -> int:
     try:
         idle = processes.memory(server.pid or 0).pss_bytes
         async with TritonAdapter(server.grpc_url, process_probe=server.process_probe()) as adapter:
-            await _load_with_first_run(adapter, name, shape)
+            await _load_and_serve(adapter, repo, name, shape)
             await asyncio.sleep(1.0)
             return sum(p.pss_bytes for p in server.model_processes()) + max(
                 0, processes.memory(server.pid or 0).pss_bytes - idle)
@@ -83,7 +91,7 @@ async def measure(repo: Path, profile_path: Path, count: int) -> dict[str, Any]:
         idle = processes.memory(server.pid or 0).pss_bytes
         async with TritonAdapter(server.grpc_url, process_probe=server.process_probe()) as adapter:
             for i, name in enumerate(order, 1):
-                await _load_with_first_run(adapter, name, coe.experts[name].input_shape)
+                await _load_and_serve(adapter, repo, name, coe.experts[name].input_shape)
                 await asyncio.sleep(1.0)
                 procs = server.model_processes()
                 grown = max(0, processes.memory(server.pid or 0).pss_bytes - idle)

@@ -34,7 +34,7 @@ concurrent_loads        ``fit.concurrent_loads`` over 1, 2, 4 loads at once on o
 storage.concurrent_     the same rule over 1, 2, 4 loads at once spread one per embedded server
 loads                   (serving runs one executor per server); against an external server the
                         per-server figure
-weight_bytes            median of what the expert adds after load and a first inference, read
+weight_bytes            median of what the expert adds once it has run every batch size, read
                         with another expert's model process loaded beside it: its model
                         process's USS + the server's growth at that load (``profiler.memory``)
                         (GPU: NVML bytes of its processes, CUDA context included); the ONNX file
