@@ -60,6 +60,11 @@ def _figures(profile: CostProfile) -> dict[str, float]:
             out[f"{kind}.server_idle_bytes"] = float(spec.server_idle_bytes)
         if spec.unload_cpu_s is not None:
             out[f"{kind}.unload_cpu_s"] = spec.unload_cpu_s
+        # what an executor holds besides its experts (docs/profiler.md "Shared pages")
+        if spec.server_growth_bytes is not None:
+            out[f"{kind}.server_growth_bytes"] = float(spec.server_growth_bytes)
+        if spec.shared_bytes is not None:
+            out[f"{kind}.shared_bytes"] = float(spec.shared_bytes)
     for arch, per in profile.architectures.items():
         for kind, c in per.items():
             p = f"{arch}.{kind}"
