@@ -190,10 +190,11 @@ async def run_service(
             targets[ex.name] = ExecutorTarget(server_name, adapter, ex.kind, spec.executor_gpus.get(ex.name, ()))
         backend = TritonBackend(spec.repo, targets, concurrent_loads=profile.storage_concurrent_loads)
         config = experts_config(spec, profile, set(embedded))
+        reserved = {a.name: a.budget_bytes - b.budget_bytes for a, b in zip(spec.config.executors, config.executors, strict=True)}
         # the watchdog restarts embedded servers through this seam (the engine never imports the launcher)
         control = EmbeddedServerControl(embedded, backend.reconnect)
         engine = Engine(coe, config, profile, backend, queue_bound=spec.queue_bound, source=spec.source,
-                        server_control=control, version_poll_s=spec.version_poll_s)
+                        server_control=control, version_poll_s=spec.version_poll_s, reserved_bytes=reserved)
         if spec.memory_sampler:
             sampler = attach_memory_sampler(engine, embedded, spec)
         if on_engine is not None:

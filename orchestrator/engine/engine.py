@@ -152,8 +152,12 @@ class Engine:
         server_control: ServerControl | None = None,
         recovery: RecoveryPolicy | None = None,
         version_poll_s: float = 2.0,
+        reserved_bytes: Mapping[str, int] | None = None,
     ) -> None:
         self.coe = coe
+        #: executor -> what the shell set aside of its configured budget before ``config`` (the
+        #: embedded server's growth and the pages its model processes share): said in Status
+        self.reserved_bytes = {k: int(v) for k, v in (reserved_bytes or {}).items() if v > 0}
         self.config = config
         self.backend = backend
         self.graph = graph_from_coe(coe, profile, source)
@@ -466,6 +470,12 @@ class Engine:
         notes = [
             f"server {s.name}: memory accounted from the cost profile (an external server's processes "
             "cannot be seen)" for s in servers if s.accounting == "profile"
+        ]
+        notes += [
+            f"executor {e.name}: {r / 1e6:.1f} MB of its configured {(e.budget_bytes + r) / 1e6:.1f} MB budget set "
+            "aside for its server's growth and the pages its model processes share (held once); "
+            f"its experts get {e.budget_bytes / 1e6:.1f} MB"
+            for e in execs if (r := self.reserved_bytes.get(e.name, 0))
         ]
         notes += [
             f"executor {e.name}: {self.core.pool(e.name).unattributed_bytes / 1e6:.1f} MB measured beyond the "

@@ -10,6 +10,16 @@ from tests.unit.engine.test_engine import config, make_engine, request
 from tests.unit.engine.virtual_time import run_virtual
 
 
+def test_status_says_what_the_shell_set_aside_of_a_budget() -> None:
+    # an operator configured 60 MB and sees the core's 52: Status says where the 8 went
+    # (mutation: the note left out, or the configured figure without the reserve)
+    engine, _ = make_engine(config(budget_mb=52))
+    engine.reserved_bytes = {"cpu0": 8 * MB}
+    notes = list(engine.status().notes)
+    assert any("8.0 MB of its configured 60.0 MB budget set aside" in n and "experts get 52.0 MB" in n
+               for n in notes), notes
+
+
 def test_a_measured_excess_is_counted_and_reported_and_an_overflow_evicts() -> None:
     engine, backend = make_engine(config(budget_mb=60))
 
