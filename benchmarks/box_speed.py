@@ -20,14 +20,13 @@ Run:  .venv/bin/python benchmarks/box_speed.py [--minutes 10] [--every-s 2] [--u
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_io import write_result  # benchmarks/ is sys.path[0] when run as a script
 
 from profiler.run import machine_description
 
@@ -79,9 +78,7 @@ def main() -> int:
           f"{u['min']:.2f}-{u['max']:.2f} (spread {u['spread']:.0%}); per-minute medians "
           + " ".join(f"{v:.2f}" for v in result["minute_medians_ms"].values())
           + f" (spread {result['minute_spread']:.0%}); load average {result['load_avg_1m']}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result, indent=1)
     return 0
 
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_io import write_result  # benchmarks/ is sys.path[0] when run as a script
 
 from orchestrator.coe import load_coe
 from orchestrator.config_reader import read_yaml_file
@@ -134,9 +134,7 @@ def main() -> int:
         print(f"{r['loaded']:>3} {r['expert']:<10} {r['model_pss_bytes'] / MB:7.1f} {r['model_uss_bytes'] / MB:7.1f}"
               f" {r['max_shared_bytes'] / MB:7.1f} {r['server_growth_bytes'] / MB:7.1f} {r['measured_bytes'] / MB:9.1f}"
               f" {r['alone_accounting_bytes'] / MB:10.1f} {r['profile_accounting_bytes'] / MB:8.1f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import tritonclient.http.aio as httpaio
+from bench_io import write_result  # benchmarks/ is sys.path[0] when run as a script
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from orchestrator import aio
@@ -159,9 +160,7 @@ def main() -> int:
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     for name, row in result["clients"].items():  # type: ignore[attr-defined]
         print(f"  {name:38s} p50 {row['p50_latency_us']:6d} us   client CPU {row['client_cpu_us_per_call']:5d} us/call")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 
