@@ -72,7 +72,7 @@ def test_experts_loaded_together_stay_within_the_profiles_accounting(
 ) -> None:
     """The accounting the engine budgets by (``executor_reserve_bytes`` once, each expert's
     ``weight_bytes``) holds the measured footprint of every tiny-board expert loaded at once on a
-    fresh server (model processes' PSS + the server's growth over idle), and is tighter than
+    fresh server, each having served a batch of every size (model processes' PSS + the server's growth over idle), and is tighter than
     counting each expert's footprint alone: the shared pages are held once, not per expert
     (mutation: weight_bytes of USS read alone, without a companion, or shared_bytes left out)."""
     import asyncio
@@ -80,6 +80,7 @@ def test_experts_loaded_together_stay_within_the_profiles_accounting(
     from orchestrator.triton import processes
     from orchestrator.triton.adapter import TritonAdapter
     from orchestrator.triton.launcher import EmbeddedTriton
+    from orchestrator.triton.model_config import ModelConfig
 
     coe, repo = tiny_board
     profile = parse_profile(read_yaml_file(tiny_profile), str(tiny_profile))
@@ -95,8 +96,12 @@ def test_experts_loaded_together_stay_within_the_profiles_accounting(
             async with TritonAdapter(server.grpc_url, process_probe=server.process_probe()) as adapter:
                 for n in names:
                     await adapter.load(n)
-                    shape = (1, *coe.experts[n].input_shape)
-                    await adapter.infer(n, {"image": np.zeros(shape, dtype=np.float32)})  # ORT's first-run buffers
+                    # served: one batch of each size up to its max (the allocator keeps what they took)
+                    size, largest = 1, max(1, ModelConfig.read(repo / n).max_batch_size)
+                    while size <= largest:
+                        batch = np.zeros((size, *coe.experts[n].input_shape), dtype=np.float32)
+                        await adapter.infer(n, {"image": batch})
+                        size *= 2
                 await asyncio.sleep(0.5)
                 models = sum(p.pss_bytes for p in server.model_processes())
                 grown = processes.memory(server.pid).pss_bytes - idle  # type: ignore[arg-type]
