@@ -101,6 +101,15 @@ def experts_config(spec: ServeFile, profile: CostProfile, embedded: set[str]) ->
     return replace(spec.config, executors=tuple(execs))
 
 
+def reserved_bytes(engine: Engine, spec: ServeFile) -> dict[str, int]:
+    """Per executor of the engine (the policy's layout), what ``experts_config`` took off its
+    configured budget (its server's growth and the pages its model processes share); executors
+    with none left out."""
+    raw = {e.name: e.budget_bytes for e in executors_for(engine.core.spec, spec.config)[0]}
+    out = {n: raw.get(n, 0) - engine.core.pool(n).budget_bytes for n in engine.core.executor_names()}
+    return {n: r for n, r in out.items() if r > 0}
+
+
 def _pid_of(triton: EmbeddedTriton) -> Callable[[], int | None]:
     """The server's current pid (a new one after a watchdog restart)."""
     return lambda: triton.pid
@@ -116,19 +125,17 @@ def attach_memory_sampler(
     """Start a ``MemorySampler`` over ``engine``'s executors that run on ``embedded`` servers
     (followed across restarts), poked by the engine at every load, unload and restart, whose
     readings correct the engine's accounting (``Engine.observe_footprint``, with each
-    executor's reserve for its server's growth: what ``experts_config`` took off its budget).
+    executor's reserve: ``Engine.reserved_bytes``, what ``experts_config`` took off its budget).
     Call it before the initial placement (the servers' idle memory is read at start). None when
     no executor runs on an embedded server. The caller stops it."""
     loop = asyncio.get_running_loop()
-    raw = {e.name: e.budget_bytes for e in executors_for(engine.core.spec, spec.config)[0]}
     servers: dict[str, Callable[[], int | None]] = {}
-    reserved: dict[str, int] = {}
+    reserved = engine.reserved_bytes  # set by run_service before the engine is handed out
     for name in engine.core.executor_names():
         triton = embedded.get(spec.executor_server.get(name, ""))
         if triton is None or triton.pid is None:
             continue
         servers[name] = _pid_of(triton)
-        reserved[name] = max(0, raw.get(name, 0) - engine.core.pool(name).budget_bytes)
     if not servers:
         return None
 
@@ -136,7 +143,7 @@ def attach_memory_sampler(
         if not engine.serving():  # placing, draining or restarting: figures in flux
             return
         for name in servers:
-            engine.observe_footprint(name, fp.executor_bytes(name), reserved[name], began_at)
+            engine.observe_footprint(name, fp.executor_bytes(name), reserved.get(name, 0), began_at)
 
     def on_reading(fp: Footprint, began_at: float) -> None:  # in the sampler's thread
         with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to correct
@@ -190,11 +197,11 @@ async def run_service(
             targets[ex.name] = ExecutorTarget(server_name, adapter, ex.kind, spec.executor_gpus.get(ex.name, ()))
         backend = TritonBackend(spec.repo, targets, concurrent_loads=profile.storage_concurrent_loads)
         config = experts_config(spec, profile, set(embedded))
-        reserved = {a.name: a.budget_bytes - b.budget_bytes for a, b in zip(spec.config.executors, config.executors, strict=True)}
         # the watchdog restarts embedded servers through this seam (the engine never imports the launcher)
         control = EmbeddedServerControl(embedded, backend.reconnect)
         engine = Engine(coe, config, profile, backend, queue_bound=spec.queue_bound, source=spec.source,
-                        server_control=control, version_poll_s=spec.version_poll_s, reserved_bytes=reserved)
+                        server_control=control, version_poll_s=spec.version_poll_s)
+        engine.reserved_bytes = reserved_bytes(engine, spec)
         if spec.memory_sampler:
             sampler = attach_memory_sampler(engine, embedded, spec)
         if on_engine is not None:

@@ -152,12 +152,12 @@ class Engine:
         server_control: ServerControl | None = None,
         recovery: RecoveryPolicy | None = None,
         version_poll_s: float = 2.0,
-        reserved_bytes: Mapping[str, int] | None = None,
     ) -> None:
         self.coe = coe
         #: executor -> what the shell set aside of its configured budget before ``config`` (the
-        #: embedded server's growth and the pages its model processes share): said in Status
-        self.reserved_bytes = {k: int(v) for k, v in (reserved_bytes or {}).items() if v > 0}
+        #: embedded server's growth and the pages its model processes share; set by the shell,
+        #: ``serve.reserved_bytes``): said in Status, not an excess in ``observe_footprint``
+        self.reserved_bytes: dict[str, int] = {}
         self.config = config
         self.backend = backend
         self.graph = graph_from_coe(coe, profile, source)
