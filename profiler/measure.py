@@ -208,14 +208,12 @@ class ArchProfiler:
     ) -> ArchMeasurement:
         """Measure ``experts[0]`` (module doc); ``companion``: another expert kept loaded on the
         server during the warm loads, so that the footprint read after each is what the expert
-        adds beside another model process (``profiler.memory``); default ``experts[1]`` where
-        there is one. Without one the expert's USS counts library pages no other model process
-        maps yet as its own: larger, still safe."""
+        adds beside another model process (``profiler.memory``; ``run._companion`` picks it).
+        Without one the expert's USS counts library pages no other model process maps yet as
+        its own: larger, still safe."""
         name = experts[0]
         model_file = self.repo / name / "1" / "model.onnx"
         m = ArchMeasurement(arch, kind, name, model_file.stat().st_size)
-        if companion is None and len(experts) > 1:
-            companion = experts[1]
         for _ in range(self.plan.load_reps):
             m.cold_cache_dropped &= drop_from_page_cache(model_file)
             # a cold load's CPU work is a warm one's (reading the file waits, it does not

@@ -8,7 +8,7 @@ the pages its processes share with other processes (``Footprint.shared_bytes``: 
 Python runtime, numpy and ONNX Runtime libraries every model process maps), which an executor
 holds once however many experts it has loaded: the sum of the model processes' PSS never exceeds
 the sum of their USS plus the shared pages counted once. Read with another model process loaded
-beside it (``Profiler`` does), an expert's USS is what it adds to a server already serving;
+beside it (``ArchProfiler.measure`` does), an expert's USS is what it adds to a server already serving;
 alone, library pages no other process maps yet count as private, so its USS overstates that. Peaks during a batch come from the kernel's peak-RSS mark
 (``VmHWM``, reset through ``clear_refs``), so no sampler has to catch them.
 

@@ -85,14 +85,14 @@ def profile_overheads(profile: CostProfile, gpu_context_bytes: int | None = None
     if cpu is not None:
         fixed = cpu.overhead_fixed_bytes
         what = (
-            "what it adds (its private pages and the server's growth) is the expert's measured weight_bytes"
+            "what it adds (its private pages and the server's growth) is"
             if cpu.shared_bytes is not None
-            else "its memory is in the expert's measured footprint (weight_bytes"
+            else "its memory is in"
         )
         notes.append(
-            f"CPU: each loaded expert is its own model process on the embedded Triton; {what}"
-            + (f"; fixed part {fixed / 1e6:.1f} MB" if fixed else "")
-            + ("" if cpu.shared_bytes is not None else ")")
+            f"CPU: each loaded expert is its own model process on the embedded Triton; {what} the "
+            "expert's measured weight_bytes"
+            + (f" (fixed part {fixed / 1e6:.1f} MB)" if fixed else "")
             + f"; each CPU executor's server: {(cpu.server_idle_bytes or 0) / 1e6:.1f} MB idle (outside "
             f"the budget, taken from --cpu-bytes) + {(cpu.server_growth_bytes or 0) / 1e6:.1f} MB growth "
             f"+ {(cpu.shared_bytes or 0) / 1e6:.1f} MB of pages its model processes share "
