@@ -78,6 +78,7 @@ from orchestrator.engine.engine import Engine
 from orchestrator.engine.types import InspectRequest, Verdict
 from orchestrator.serve import Service, run_service
 from orchestrator.serve_file import ServeFile, ServerSpec
+from orchestrator.triton import processes
 from orchestrator.triton.adapter import TritonAdapter
 from orchestrator.triton.launcher import EmbeddedTriton, free_port
 from orchestrator.verdicts.config import VerdictLogConfig
@@ -188,19 +189,6 @@ def _ticks(stat_path: str) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
-
-
 class CpuMeter:
     """``--cpu``: the CPU time each process spends per call, by series, from /proc (clock ticks,
     summed over every block of the series, so the 10 ms tick is fine over hundreds of calls).
@@ -219,7 +207,7 @@ class CpuMeter:
                 f"/proc/{service_pid}/task/{t}/stat" for t in os.listdir(f"/proc/{service_pid}/task") if int(t) != service_pid
             ],
             "tritonserver": [f"/proc/{triton_pid}/stat"],
-            "model processes": [f"/proc/{p}/stat" for p in _children(triton_pid)],
+            "model processes": [f"/proc/{p}/stat" for p in processes.children(triton_pid)],
         }
         self.ticks: dict[str, dict[str, int]] = {}
         self.calls: dict[str, int] = {}
