@@ -71,10 +71,10 @@ def test_experts_loaded_together_stay_within_the_profiles_accounting(
     tiny_board: tuple[CoEDefinition, Path], tiny_profile: Path
 ) -> None:
     """The accounting the engine budgets by (``executor_reserve_bytes`` once, each expert's
-    ``weight_bytes``) holds the measured footprint of every tiny-board expert loaded at once on a
-    fresh server, each having served a batch of every size (model processes' PSS + the server's growth over idle), and is tighter than
-    counting each expert's footprint alone: the shared pages are held once, not per expert
-    (mutation: weight_bytes of USS read alone, without a companion, or shared_bytes left out)."""
+    ``weight_bytes``) holds the measured footprint (model processes' PSS + the server's growth
+    over idle) of every tiny-board expert loaded at once on a fresh server, each having served a
+    batch of every size, and is tighter than counting the shared pages once per expert
+    (mutation killed: shared_bytes left out of the reserve, tests/MUTATIONS.md)."""
     import asyncio
 
     from orchestrator.triton import processes
