@@ -75,24 +75,27 @@ class PolicySpec:
 
 POLICIES: dict[str, PolicySpec] = {}
 
-# coserve+ = coserve with the features that help (benchmarks/sim_beyond.py, "features";
+# coserve+ = coserve with the features that help (benchmarks/plus_ablation.py leaves each out on
+# the paper task specs with their own and six other seeds; benchmarks/sim_beyond.py, "features";
 # docs/simulator.md): queue-aware eviction on every paper task; loads ahead where they do not
-# compete for the disk (they are inert otherwise); headroom where unloads are slow, and memory
-# on its way back counted everywhere (no second victim per in-flight unload); duplicate-first eviction and disk-aware assignment where the shared disk is the
-# bottleneck (fewer disk loads: the box keeps more distinct experts, a step joins the executor
-# holding its expert rather than queueing another read; inert on one executor); batch room
-# (a ready group's batch is not cut short by experts nobody queued: the tail of a task runs full
-# batches); serving ready groups while the head loads where executors share the disk (alone it
-# lost 1-5% on the paper's bursts, a group served early stopping gathering the burst's later
-# steps; with the features above it gains on 5 of 8 paper tasks, in the tail that big detector
-# groups formed late otherwise leave after the last load; it gives way to loads ahead).
+# compete for the disk (they are inert otherwise); headroom where unloads are slow, and memory on
+# its way back counted everywhere (no second victim per in-flight unload); duplicate-first
+# eviction and disk-aware assignment where the shared disk is the bottleneck (fewer disk loads:
+# the box keeps more distinct experts, a step joins the executor holding its expert rather than
+# queueing another read; inert on one executor); serving ready groups while the head loads where
+# executors share the disk (alone it lost 1-5% on the paper's bursts, a group served early
+# stopping gathering the burst's later steps; with the features above it gains, in the tail that
+# big detector groups formed late otherwise leave after the last load; it gives way to loads
+# ahead). Not batch room: since memory on its way back counts everywhere, leaving it out gains on
+# 46 of 56 paper-spec runs (+2.2 points of the bound on paper-numa, +1.1 on paper-uma): while
+# requests still arrive, the experts "no queued step needs" that it evicts for a full batch are
+# often needed by requests not yet arrived (detectors among them), a 1.35 s read to save ~9 ms.
 COSERVE_PLUS_FEATURES: tuple[str, ...] = (
     "queue_aware_eviction",
     "lookahead_loading",
     "unload_headroom",
     "dedup_eviction",
     "disk_aware_assign",
-    "batch_room",
     "serve_resident",
 )
 
