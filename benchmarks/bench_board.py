@@ -1,6 +1,7 @@
 """The 100-type CPU-scaled bench board shared by ``serve_bench.py`` and ``plan_grid.py``:
 generated, exported into ``<work>/repo`` (unchanged experts reused) and profiled (the cached
-``<repo>/profile.yaml`` when its unload mode matches, else a quick profile measured now)."""
+``<repo>/profile.yaml`` when it is current and was measured with the full plan, else a full profile
+measured now: a quick one can fall in one of this box's slow spells, ``orchestrator.bench.ensure_profile``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from exporter.generate import generate, preset_options, write_coe
 from orchestrator.bench import budget_serve_file, ensure_profile
 from orchestrator.coe import CoEDefinition
 from orchestrator.core.profile import CostProfile
+from profiler.measure import Plan
 
 
 @dataclass(frozen=True)
@@ -35,5 +37,5 @@ def prepare_board(work: Path, types: int, say: Callable[[str], None]) -> BenchBo
     say(f"board {coe.name}: {len(coe.routing)} types, {len(coe.experts)} experts, {coe.board.total} components; "
         f"exported {summary.exported} (reused {len(summary.experts) - summary.exported}) in {time.perf_counter() - t:.0f} s")
     probe = budget_serve_file(coe_path, repo, 2)  # the budget does not matter for profiling
-    profile_path, profile = ensure_profile(probe, coe, say=say)
+    profile_path, profile = ensure_profile(probe, coe, plan=Plan(), say=say)
     return BenchBoard(coe, coe_path, repo, profile_path, profile)

@@ -4,8 +4,9 @@ What it does:
 1. generates a board of ``--types`` (default 100) component types with CPU-scaled experts (the
    ``pcb-a`` preset of ``coserve coe generate`` with ``types`` replaced: 2 MB classifiers, 8 MB
    detectors, 4 shared detectors) and exports it into ``--work`` (reused when unchanged);
-2. profiles it (``coserve bench``'s rule: the cached ``<repo>/profile.yaml`` if its unload mode
-   matches, else a quick profile measured now);
+2. profiles it (the cached ``<repo>/profile.yaml`` if it is current and was measured with the full
+   plan, else a full profile measured now, about a minute; ``coserve bench`` itself measures a
+   quick one, whose two loads per figure can fall in one of this box's slow spells);
 3. sets the memory budget so that the experts' profiled footprint is ``--ratio`` (default 4) times
    the budget, split over two CPU executors (``coserve bench --budget-bytes``);
 4. runs the ``coserve bench`` logic (``orchestrator.bench.run_bench``) with ``--requests`` (600)

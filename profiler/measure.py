@@ -65,6 +65,14 @@ class Plan:
         return cls(load_reps=2, infer_reps=5, batch_sizes=(1, 4, 16), concurrency=(1, 2), concurrency_reps=1,
                    memory_reps=2, busy_reps=2)
 
+    def describe(self) -> str:
+        """The plan in words, as a profile records it (``measured.plan``)."""
+        return (
+            f"{self.load_reps} loads per figure, {self.infer_reps} interleaved rounds of the batch sizes "
+            f"{list(self.batch_sizes)}, a memory pass ({self.memory_reps} inferences per size) after each warm "
+            f"load, {list(self.concurrency)} loads at once in {self.concurrency_reps} rounds"
+        )
+
     def steps(self) -> int:
         """Progress-bar steps per (architecture, kind)."""
         return 2 * self.load_reps + 3  # cold and warm loads, the sweep, loads at once, while computing

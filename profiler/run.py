@@ -151,9 +151,7 @@ def run_profile(
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
         "unload_mode": mode,
-        "plan": f"{plan.load_reps} loads per figure, {plan.infer_reps} interleaved rounds of the batch sizes "
-        f"{list(plan.batch_sizes)}, a memory pass ({plan.memory_reps} inferences per size) after each warm load, "
-        f"{list(plan.concurrency)} loads at once in {plan.concurrency_reps} rounds",
+        "plan": plan.describe(),
     }
     if stuck:
         measured["stuck_unloads"] = (

@@ -156,3 +156,46 @@ def test_the_cli_parses_bench_and_refuses_mixed_sources(tmp_path: Path) -> None:
     from orchestrator.cli import main
 
     assert main(["bench", "--coe", "c.yaml", "--repo", "r"]) == 2  # no budget: a usage error
+
+
+def test_a_cached_profile_is_reused_only_when_measured_with_the_plan_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The acceptance benchmarks ask for the full plan; a cached quick profile is then measured
+    again (mutation killed: the plan check dropped, the quick cache reused), while a caller asking
+    for no plan (``coserve bench``) keeps reusing whatever current profile is cached."""
+    import yaml
+
+    import orchestrator.bench as bench
+    import profiler.run
+    from profiler.measure import Plan
+
+    raw = {"name": "t", "storage": {"concurrent_loads": 1},
+           "processors": {"cpu": {"concurrent_loads": 1, "unload_time_s": 0.03}},
+           "architectures": {"classifier": {"cpu": COST}, "detector": {"cpu": COST}},
+           "measured": {"plan": Plan.quick().describe()}}
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "profile.yaml").write_text(yaml.safe_dump(raw))
+    spec = budget_serve_file(tmp_path / "coe.yaml", repo, 2)
+    measured: list[Plan] = []
+
+    class _Result:
+        profile = PROFILE
+        seconds = 0.0
+
+    def fake_run(coe: object, repo: Path, kinds: object, plan: Plan, **kw: object) -> _Result:
+        measured.append(plan)
+        return _Result()
+
+    monkeypatch.setattr(bench, "server_unload_mode", lambda fast_release=True: "fast-release")
+    monkeypatch.setattr(profiler.run, "run_profile", fake_run)
+    monkeypatch.setattr(profiler.run, "write_profile", lambda result, path: None)
+    lines: list[str] = []
+    bench.ensure_profile(spec, COE, say=lines.append)  # no plan asked: the cache is reused
+    bench.ensure_profile(spec, COE, plan=Plan.quick(), say=lines.append)  # the cache's own plan
+    assert measured == []
+    bench.ensure_profile(spec, COE, plan=Plan(), say=lines.append)
+    assert measured == [Plan()]
+    assert any("measured.plan" in line for line in lines)
+    assert lines[-1].startswith("cost profile") and "measuring a full cost profile" in lines[-2]
