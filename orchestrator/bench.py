@@ -57,7 +57,8 @@ Profile (``ensure_profile``): ``--profile`` if given; else the serve config's ``
 ``<repo>/profile.yaml`` when it exists and is current (this server's unload mode, the shared pages
 measured: ``profiler.run.check_cache_current``) and, where the caller asks for a plan, was measured
 with it; else it is measured (``profiler.run.run_profile`` with that plan, by default
-``Plan.quick()``) and written there.
+``Plan.quick()``) and written there. ``coserve bench`` asks for the full plan (``--quick-profile``
+for the quick one), as do ``benchmarks/serve_bench.py`` and ``plan_grid.py``.
 """
 
 from __future__ import annotations
@@ -581,6 +582,7 @@ def run_bench(
     *,
     policies: Sequence[str] | None = None,
     profile: str | Path | None = None,
+    profile_plan: Plan | None = None,
     requests: int = DEFAULT_REQUESTS,
     interval_s: float = DEFAULT_INTERVAL_MS / 1000.0,
     warmup: int = WARMUP_REQUESTS,
@@ -601,7 +603,7 @@ def run_bench(
     coe = load_coe(spec.coe)
     if not spec.repo.is_dir():
         raise ConfigError(spec.source, "repo", f"{spec.repo} is not a model repository directory")
-    path, prof = ensure_profile(spec, coe, profile, say=say)
+    path, prof = ensure_profile(spec, coe, profile, plan=profile_plan, say=say)
     spec = replace(spec, profile=path.resolve())
     wl = bench_workload(coe, requests, interval_s, 0 if cold_start else warmup, seed=seed, order=order)
     runs: dict[str, RunOutcome] = {}

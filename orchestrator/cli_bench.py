@@ -32,7 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument(
         "--profile", default=None,
-        help="cost profile YAML (default: <repo>/profile.yaml if it matches, else a quick one is measured there)",
+        help="cost profile YAML (default: <repo>/profile.yaml if it is current and was measured with the full "
+        "plan, else a full profile is measured there, about a minute on a 100-type board)",
+    )
+    p.add_argument(
+        "--quick-profile", action="store_true",
+        help="measure (or reuse) a quick profile instead: ~10 s, but its two loads per figure can fall in "
+        "a slow spell of a shared box and skew the predictions (docs/profiler.md)",
     )
     p.add_argument("--policy", action="append", default=None, help="policy to run (repeat; default: all)")
     p.add_argument("--requests", type=positive_int, default=600, help="requests in the measured task (default 600)")
@@ -59,10 +65,13 @@ def handler(args: argparse.Namespace) -> int:
         if args.repo is None or args.budget_bytes is None:
             raise ConfigError("--coe", args.coe, "needs --repo DIR and --budget-bytes N too")
         spec = budget_serve_file(args.coe, args.repo, args.budget_bytes)
+    from profiler.measure import Plan
+
     result = run_bench(
         spec,
         policies=args.policy,
         profile=args.profile,
+        profile_plan=Plan.quick() if args.quick_profile else Plan(),
         requests=args.requests,
         interval_s=args.interval_ms / 1000.0,
         cold_start=args.cold_start,

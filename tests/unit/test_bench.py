@@ -199,3 +199,23 @@ def test_a_cached_profile_is_reused_only_when_measured_with_the_plan_asked_for(
     assert measured == [Plan()]
     assert any("measured.plan" in line for line in lines)
     assert lines[-1].startswith("cost profile") and "measuring a full cost profile" in lines[-2]
+
+
+@pytest.mark.parametrize(("flags", "quick"), [([], False), (["--quick-profile"], True)])
+def test_coserve_bench_asks_for_the_full_profile_plan_unless_told_quick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], quick: bool
+) -> None:
+    """Mutation killed: the CLI passing no plan (any cached quick profile reused) or ignoring the flag."""
+    import orchestrator.bench as bench
+    from orchestrator.cli import main
+    from profiler.measure import Plan
+
+    seen: list[object] = []
+
+    def fake_run_bench(spec: object, **kw: object) -> BenchResult:
+        seen.append(kw["profile_plan"])
+        raise ConfigError("test", "stop", "here")  # a usage error ends the command cleanly
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    assert main(["bench", "--coe", "c.yaml", "--repo", "r", "--budget-bytes", "1000", *flags]) == 2
+    assert seen == [Plan.quick() if quick else Plan()]
