@@ -2,8 +2,8 @@
 
 What it does:
 1. the 100-type CPU-scaled board of ``benchmarks/serve_bench.py`` (generated and exported into
-   ``--work``, reused when unchanged) and its cost profile (cached ``<repo>/profile.yaml`` when
-   its unload mode matches, else a quick one measured now);
+   ``--work``, reused when unchanged) and its cost profile (the cached ``<repo>/profile.yaml``
+   when it is current and was measured with the full plan, else a full one measured now);
 2. the memory: the experts' profiled footprint / ``--ratio`` (4, as serve_bench) as the raw host
    bytes coserve may use (``--cpu-bytes``);
 3. ``coserve plan --profile <repo>/profile.yaml --coe coe.yaml --cpu-bytes N`` (policy coserve+,
