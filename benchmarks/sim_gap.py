@@ -77,21 +77,11 @@ class _Recorder(Simulation):
         super()._execute(decisions)
 
 
-def needed_experts(workload: Workload) -> set[str]:
-    """The experts the task's requests use (a detector only where the verdict calls for it)."""
-    out: set[str] = set()
-    for r in workload.requests:
-        out.add(r.preliminary)
-        if r.subsequent is not None and workload.verdicts.get(r.id, False):
-            out.add(r.subsequent)
-    return out
-
-
 def count_losses(workload: Workload, config: ServeConfig, profile: Any, policy: str) -> dict[str, Any]:
     sim = _Recorder(workload, config, profile, policy)
     res = sim.run()
     assert sim.log is not None
-    needed = needed_experts(workload)
+    needed = workload.distinct_experts()  # a detector only where the verdict calls for it
     first = min(sim.arrival.values())
     window_end = max(sim.arrival.values())
     start_needed = len(needed & sim.start)
