@@ -219,8 +219,9 @@ def ensure_profile(
     say: Say = _quiet,
 ) -> tuple[Path, CostProfile]:
     """The cost profile to bench with (module doc): ``profile`` (must exist), else the cached one
-    beside the repository if it is current (and, with ``plan``, was measured with that plan), else
-    one measured now with ``plan`` (default: the quick plan).
+    beside the repository if it is current (and, with ``plan``, was measured with that plan; a
+    profile the serve config names is not held to the plan), else one measured now with ``plan``
+    (default: the quick plan).
 
     The acceptance benchmarks ask for the full plan: a quick profile's two loads per figure can
     fall in one of this box's slow spells (docs/profiler.md "Run to run"); one such profile, 30%
@@ -239,7 +240,8 @@ def ensure_profile(
         cached = parse_profile(read_yaml_file(path), str(path))
         try:
             check_cache_current(cached, mode, str(path))
-            if plan is not None and cached.measured.get("plan") != plan.describe():
+            # a profile the serve config names is the operator's: used as it is, never re-measured
+            if plan is not None and spec.profile is None and cached.measured.get("plan") != plan.describe():
                 raise ConfigError(str(path), "measured.plan", f"is not the plan asked for ({plan.describe()})")
         except ConfigError as exc:
             say(f"cached profile not reused: {exc}")

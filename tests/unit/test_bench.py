@@ -219,3 +219,33 @@ def test_coserve_bench_asks_for_the_full_profile_plan_unless_told_quick(
     monkeypatch.setattr(bench, "run_bench", fake_run_bench)
     assert main(["bench", "--coe", "c.yaml", "--repo", "r", "--budget-bytes", "1000", *flags]) == 2
     assert seen == [Plan.quick() if quick else Plan()]
+
+
+def test_a_profile_the_serve_config_names_is_not_re_measured_for_the_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's profile file is theirs: ``coserve bench --config`` asking for the full plan
+    uses it as it is rather than overwriting it (mutation killed: the plan check applied to it)."""
+    import yaml
+
+    import orchestrator.bench as bench
+    import profiler.run
+    from profiler.measure import Plan
+
+    raw = {"name": "t", "storage": {"concurrent_loads": 1},
+           "processors": {"cpu": {"concurrent_loads": 1, "unload_time_s": 0.03}},
+           "architectures": {"classifier": {"cpu": COST}, "detector": {"cpu": COST}},
+           "measured": {"plan": Plan.quick().describe()}}
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump(raw))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    spec = budget_serve_file(tmp_path / "coe.yaml", repo, 2, profile=mine)
+
+    def no_run(*a: object, **kw: object) -> None:
+        raise AssertionError("the operator's profile was re-measured")
+
+    monkeypatch.setattr(bench, "server_unload_mode", lambda fast_release=True: "fast-release")
+    monkeypatch.setattr(profiler.run, "run_profile", no_run)
+    path, _ = bench.ensure_profile(spec, COE, plan=Plan())
+    assert path == mine
