@@ -86,8 +86,8 @@ POLICIES: dict[str, PolicySpec] = {}
 # executors share the disk (alone it lost 1-5% on the paper's bursts, a group served early
 # stopping gathering the burst's later steps; with the features above it gains, in the tail that
 # big detector groups formed late otherwise leave after the last load; it gives way to loads
-# ahead). Not batch room: since memory on its way back counts everywhere, leaving it out gains on
-# 46 of 56 paper-spec runs (+2.2 points of the bound on paper-numa, +1.1 on paper-uma): while
+# ahead). Not batch room: leaving it out of this set gains on 46 of 56 paper-spec runs (+2.2
+# points of the bound on paper-numa, +1.1 on paper-uma; it had been chosen alone): while
 # requests still arrive, the experts "no queued step needs" that it evicts for a full batch are
 # often needed by requests not yet arrived (detectors among them), a 1.35 s read to save ~9 ms.
 COSERVE_PLUS_FEATURES: tuple[str, ...] = (
