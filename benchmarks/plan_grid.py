@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if not out.is_absolute():
         out = ROOT / out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    (out.parent / f"{out.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"{args.requests} requests every 4 ms after a 200-request warm-up, policy {POLICY}, "
           f"{cpu_bytes / 2**20:.0f} MiB host memory; median of {args.repeats} runs (noisy: a shared 2-core box)", "",
           "| layout | budgets MiB | real img/s (median) | runs | predicted, same sequence | plan's prediction | box load (1 min) |",
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     md.append("")
     md.extend(f"- [{'PASS' if c['pass'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in checks)
     md.append(f"- the plan's own prediction (its search seeds) vs the pick's real median: {plan_err:+.1%}")
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    (out.parent / f"{out.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if not out.is_absolute():
         out = ROOT / out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "checks": checks}, indent=2) + "\n")
+    (out.parent / f"{out.name}.json").write_text(json.dumps({"rows": rows, "checks": checks}, indent=2) + "\n")
     md = ["| preset | task | policy / method | pick (reason) | predicted (search seeds) | pick on held-out seeds | held-out grid best | share | runs | s |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['share_of_grid_best']:.1%} | {r['runs']} | {r['plan_seconds']:.0f} |")
     md.append("")
     md.extend(f"- [{'PASS' if c['pass'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in checks)
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    (out.parent / f"{out.name}.md").write_text("\n".join(md) + "\n")
     for c in checks:
         print(f"[{'PASS' if c['pass'] else 'FAIL'}] {c['check']}: {c['detail']}")
     return 0 if all(c["pass"] for c in checks) else 1

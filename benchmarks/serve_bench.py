@@ -225,6 +225,7 @@ def details(
             "engine_unloads_in_task": r.unloads_total,
             "engine_load_s_in_task": round(r.load_s, 3),
             "engine_compute_s_in_task": round(r.compute_s, 3),
+            "box": None if r.box is None else {"load_avg_1m": list(r.box.load_avg_1m), "steal_share": r.box.steal_share},
             "sampler": None if s is None else {
                 "cpu_share_of_one_core": round(s.cpu_share, 5), "cpu_s": round(s.cpu_s, 3), "wall_s": round(s.wall_s, 2),
                 "pss_reads": s.pss_reads, "statm_reads": s.statm_reads, "scans": s.scans, "poked": s.poked,
@@ -274,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if not out.is_absolute():
         out = ROOT / out
-    write_json(result, out.with_suffix(".json"))
-    plot(result, out.with_suffix(".png"), title=f"coserve bench, {len(coe.routing)} types, footprint {args.ratio:g}x budget")
+    # the stem may hold dots (serve_bench.second): append, never with_suffix (it would replace them)
+    json_out, png_out = out.parent / f"{out.name}.json", out.parent / f"{out.name}.png"
+    write_json(result, json_out)
+    plot(result, png_out, title=f"coserve bench, {len(coe.routing)} types, footprint {args.ratio:g}x budget")
     meta = {
         "machine": machine_description(),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['profile_load_s']:7.3f} {row['predicted_serving_load_time']:12.2f} "
                   f"{row['predicted_one_load_at_a_time']:11.2f} {row['predicted_both']:7.2f} "
                   f"{row['predicted_fixed_times']:11.2f}")
-    print(f"\nwrote {out.with_suffix('.json')}, {out.with_suffix('.png')}, {out.name}.details.json "
+    print(f"\nwrote {json_out}, {png_out}, {out.name}.details.json "
           f"({time.perf_counter() - began:.0f} s; all-resident row: {ALL_RESIDENT})")
     return 1 if any(r.errors for r in result.runs.values()) else 0
 

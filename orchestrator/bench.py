@@ -66,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import secrets
 import time
 from collections import Counter
@@ -343,6 +344,44 @@ class StreamResult:
         return [self.answered_at[c] - self.sent_at[c] for c in self.answered_at if c in self.sent_at]
 
 
+@dataclass(frozen=True)
+class BoxDuringRun:
+    """What else the box did while a run ran: its 1-minute load average at the start and the end,
+    and the share of all CPU time the hypervisor gave to someone else (``steal`` in /proc/stat;
+    ``None`` where the kernel does not report it). On a shared VM a run that finds the box slower
+    than its profile did shows here, not only in a prediction that misses."""
+
+    load_avg_1m: tuple[float, float]
+    steal_share: float | None
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(steal, total) jiffies over all CPUs from /proc/stat; ``None`` where it cannot be read."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return values[7], sum(values)
+
+
+def box_during(start: tuple[float, tuple[int, int] | None]) -> BoxDuringRun:
+    """``BoxDuringRun`` since ``start`` (``box_mark()``'s value)."""
+    load0, cpu0 = start
+    cpu1 = _cpu_jiffies()
+    steal = None
+    if cpu0 is not None and cpu1 is not None and cpu1[1] > cpu0[1]:
+        steal = (cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1])
+    return BoxDuringRun((round(load0, 2), round(os.getloadavg()[0], 2)), None if steal is None else round(steal, 4))
+
+
+def box_mark() -> tuple[float, tuple[int, int] | None]:
+    return os.getloadavg()[0], _cpu_jiffies()
+
+
 @dataclass
 class RunOutcome:
     """One real run (module doc for each figure)."""
@@ -374,6 +413,7 @@ class RunOutcome:
     #: config's budgets: what the server itself grows by is taken off); the simulator gets it
     engine_config: ServeConfig | None = None
     memory_history: list[Footprint] = field(default_factory=list, repr=False)
+    box: BoxDuringRun | None = None  # set by ``run_bench`` around the run (warm-up included)
 
     def row(self) -> dict[str, float | int | None]:
         pred = self.predicted.throughput_img_s if self.predicted is not None else None
@@ -617,7 +657,9 @@ def run_bench(
         say(f"run {name} (policy {run_spec.config.policy}): {len(wl.warmup)} warm-up + {len(wl.measured)} requests "
             f"every {interval_s * 1000:g} ms")
         t = time.perf_counter()
+        mark = box_mark()
         run = aio.run(run_one(run_spec, name, wl, cold_start=cold_start, say=say))
+        run.box = box_during(mark)
         measured = sim_workload(coe, prof, wl.measured, run.detector_ran, interval_s, f"bench-{name}")
         warm = (
             sim_workload(coe, prof, wl.warmup, run.warmup_detector_ran, interval_s, f"bench-{name}-warmup")
@@ -627,7 +669,8 @@ def run_bench(
         runs[name] = run
         say(f"  {name}: {run.throughput_img_s:.1f} img/s (predicted {run.predicted.throughput_img_s:.1f}), "
             f"{run.switches} switches (predicted {run.predicted.switches}), {run.errors} errors, "
-            f"took {time.perf_counter() - t:.0f} s")
+            f"took {time.perf_counter() - t:.0f} s; box: load {run.box.load_avg_1m[0]:.1f}-{run.box.load_avg_1m[1]:.1f}"
+            + ("" if run.box.steal_share is None else f", {run.box.steal_share:.1%} of the CPU stolen by the host"))
         for text, n in run.error_texts.items():
             say(f"    {n} x {text}")
     ref = next(iter(runs.values()))

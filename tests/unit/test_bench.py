@@ -249,3 +249,20 @@ def test_a_profile_the_serve_config_names_is_not_re_measured_for_the_plan(
     monkeypatch.setattr(profiler.run, "run_profile", no_run)
     path, _ = bench.ensure_profile(spec, COE, plan=Plan())
     assert path == mine
+
+
+def test_the_box_during_a_run_is_the_steal_share_of_the_cpu_time_between_the_marks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation killed: the share from the totals since boot instead of the deltas over the run."""
+    import orchestrator.bench as bench
+
+    readings = iter([(10, 1000), (20, 1100)])
+    monkeypatch.setattr(bench, "_cpu_jiffies", lambda: next(readings))
+    box = bench.box_during(bench.box_mark())
+    assert box.steal_share == pytest.approx(0.1)
+    assert len(box.load_avg_1m) == 2 and all(v >= 0 for v in box.load_avg_1m)
+    monkeypatch.setattr(bench, "_cpu_jiffies", lambda: None)  # a kernel without /proc/stat
+    assert bench.box_during(bench.box_mark()).steal_share is None
+    real = bench._cpu_jiffies()
+    assert real is None or 0 <= real[0] <= real[1]
