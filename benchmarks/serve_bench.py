@@ -5,8 +5,8 @@ What it does:
    ``pcb-a`` preset of ``coserve coe generate`` with ``types`` replaced: 2 MB classifiers, 8 MB
    detectors, 4 shared detectors) and exports it into ``--work`` (reused when unchanged);
 2. profiles it (the cached ``<repo>/profile.yaml`` if it is current and was measured with the full
-   plan, else a full profile measured now, about a minute; ``coserve bench`` itself measures a
-   quick one, whose two loads per figure can fall in one of this box's slow spells);
+   plan, else a full profile measured now, about a minute, as ``coserve bench`` does: a quick
+   one's two loads per figure can fall in one of this box's slow spells);
 3. sets the memory budget so that the experts' profiled footprint is ``--ratio`` (default 4) times
    the budget, split over two CPU executors (``coserve bench --budget-bytes``);
 4. runs the ``coserve bench`` logic (``orchestrator.bench.run_bench``) with ``--requests`` (600)

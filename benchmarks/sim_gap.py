@@ -34,6 +34,7 @@ from typing import Any
 from bench_io import write_result  # benchmarks/ is sys.path[0] when run as a script
 
 from orchestrator.core.decisions import Decision, Load, Unload
+from orchestrator.core.layout import gpu_process_bytes
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 from orchestrator.simulate.bounds import compute_bounds
 from orchestrator.simulate.engine import Simulation
@@ -50,7 +51,7 @@ def gpu_processes(config: ServeConfig, n: int) -> ServeConfig:
     cpus = [e for e in config.executors if e.kind == "cpu"]
     if not 1 <= n <= len(gpus):
         raise ValueError(f"{n} GPU processes: the config has {len(gpus)} GPU executors")
-    whole = sum(e.budget_bytes for e in gpus) + (len(gpus) - n) * config.gpu_context_bytes
+    whole = gpu_process_bytes(config, n)
     merged = tuple(ExecutorConfig(f"gpu{i}", "gpu", int(whole // n)) for i in range(n))
     return replace(config, executors=(*merged, *cpus))
 
@@ -59,13 +60,13 @@ class _Recorder(Simulation):
     """The simulator, recording the measured task's loads and unloads (time, kind, executor,
     expert, tier or reason) and the state it starts from."""
 
-    log: list[tuple[float, str, str, str, str]] | None = None
-    start: set[str] = set()
+    log: list[tuple[float, str, str, str, str]] | None = None  # None until the measured task
+    start: frozenset[str] = frozenset()
 
     def _reset_measurement(self) -> None:
         super()._reset_measurement()
         self.log = []
-        self.start = {x for n in self.core.executor_names() for x in self.core.pool(n).resident()}
+        self.start = frozenset(x for n in self.core.executor_names() for x in self.core.pool(n).resident())
 
     def _execute(self, decisions: list[Decision]) -> None:
         if self.log is not None:

@@ -379,6 +379,7 @@ def box_during(start: tuple[float, tuple[int, int] | None]) -> BoxDuringRun:
 
 
 def box_mark() -> tuple[float, tuple[int, int] | None]:
+    """The box's state now (load average, CPU jiffies), for ``box_during`` after the run."""
     return os.getloadavg()[0], _cpu_jiffies()
 
 

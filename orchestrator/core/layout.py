@@ -19,6 +19,14 @@ from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 from orchestrator.errors import ConfigError
 
 
+def gpu_process_bytes(config: ServeConfig, processes: int) -> int:
+    """The GPU memory ``processes`` executor processes share when they replace the serve config's
+    GPU executors: the GPU budgets plus the CUDA contexts (``gpu_context_bytes``) of the
+    processes no longer run (Samba-CoE's single process is ``processes=1``)."""
+    gpus = [e for e in config.executors if e.kind == "gpu"]
+    return sum(e.budget_bytes for e in gpus) + (len(gpus) - processes) * config.gpu_context_bytes
+
+
 def executors_for(spec: PolicySpec, config: ServeConfig) -> tuple[tuple[ExecutorConfig, ...], int]:
     """The executors (and CPU cache bytes) a policy runs on, derived from the serve config."""
     execs = config.executors
@@ -35,8 +43,7 @@ def executors_for(spec: PolicySpec, config: ServeConfig) -> tuple[tuple[Executor
     gpu_total = sum(e.budget_bytes for e in gpus)
     cache = sum(e.budget_bytes for e in cpus) + config.cpu_cache_bytes
     if spec.executors == "single":
-        whole = gpu_total + (len(gpus) - 1) * config.gpu_context_bytes
-        return (ExecutorConfig("gpu0", "gpu", whole),), cache
+        return (ExecutorConfig("gpu0", "gpu", gpu_process_bytes(config, 1)),), cache
     if spec.executors == "gpu-split":
         n = len(execs)
         return tuple(ExecutorConfig(f"gpu{i}", "gpu", gpu_total // n) for i in range(n)), cache
