@@ -35,6 +35,7 @@ from bench_io import write_result  # benchmarks/ is sys.path[0] when run as a sc
 
 from orchestrator.core.decisions import Decision, Load, Unload
 from orchestrator.core.layout import gpu_process_bytes
+from orchestrator.core.policies import POLICIES
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 from orchestrator.simulate.bounds import compute_bounds
 from orchestrator.simulate.engine import Simulation
@@ -179,10 +180,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/sim_results/gap.json"))
     ap.add_argument("--markdown", type=Path, default=None)
-    ap.add_argument("--preset", action="append", default=None, help="paper-numa and paper-uma by default")
-    ap.add_argument("--task", action="append", default=None, help="every paper task by default")
+    ap.add_argument("--preset", action="append", default=None, choices=["paper-numa", "paper-uma"],
+                    help="paper-numa and paper-uma by default")
+    ap.add_argument("--task", action="append", default=None, choices=sorted(PAPER_TASKS),
+                    help="every paper task by default")
     ap.add_argument("--policy", action="append", default=None, help="coserve and coserve+ by default")
     args = ap.parse_args()
+    for p in args.policy or ():
+        if p not in POLICIES:
+            ap.error(f"--policy {p!r}: not a registered policy ({', '.join(sorted(POLICIES))})")
     rows = run(
         args.preset or ["paper-numa", "paper-uma"],
         args.task or sorted(PAPER_TASKS),
