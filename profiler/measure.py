@@ -70,7 +70,8 @@ class Plan:
         return (
             f"{self.load_reps} loads per figure, {self.infer_reps} interleaved rounds of the batch sizes "
             f"{list(self.batch_sizes)}, a memory pass ({self.memory_reps} inferences per size) after each warm "
-            f"load, {list(self.concurrency)} loads at once in {self.concurrency_reps} rounds"
+            f"load, {list(self.concurrency)} loads at once in {self.concurrency_reps} rounds, "
+            f"{self.busy_reps} rounds of loads while a peer computes"
         )
 
     def steps(self) -> int:

@@ -430,3 +430,18 @@ def test_an_unload_triton_leaves_unloading_with_its_processes_gone_is_counted_no
     profiler.adapter = Stuck([4242])  # type: ignore[assignment]
     with pytest.raises(ModelUnloadTimeoutError):
         asyncio.run(profiler._unload(m, "e0"))
+
+
+def test_every_field_of_a_plan_shows_in_its_description() -> None:
+    """A cached profile is reused for a plan only when ``measured.plan`` reads the same
+    (``orchestrator.bench.ensure_profile``), so two plans that differ anywhere must read apart
+    (mutation killed: a field left out of ``Plan.describe``, as ``busy_reps`` once was)."""
+    from dataclasses import fields, replace
+
+    from profiler.measure import Plan
+
+    base = Plan()
+    for f in fields(Plan):
+        value = getattr(base, f.name)
+        other = (*value, 64) if isinstance(value, tuple) else value + 1
+        assert replace(base, **{f.name: other}).describe() != base.describe(), f.name
