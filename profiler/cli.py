@@ -49,7 +49,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if not repo.is_dir():
         raise CoserveError(f"--repo {repo}: not a directory (export the CoE first: coserve export --coe ... --out {repo})")
     kinds = tuple(dict.fromkeys(args.kind or ["cpu"]))
-    gpu = require_gpu(None) if "gpu" in kinds else None  # before anything else is read or started
+    # before anything else is read or started; only for an embedded server (run_profile says why)
+    gpu = require_gpu(None) if "gpu" in kinds and args.triton_url is None else None
     coe = load_coe(args.coe)
     plan = Plan.quick() if args.quick else Plan()
     total = plan.steps() * len(experts_by_arch(coe, repo)) * len(kinds)

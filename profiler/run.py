@@ -117,7 +117,9 @@ def run_profile(
     for kind in kinds:
         if kind not in ("cpu", "gpu"):
             raise ConfigError("--kind", kind, "must be cpu or gpu")
-    gpu_reader = require_gpu(gpu) if "gpu" in kinds else None
+    # NVML reads the model processes of an embedded server; an external server's processes cannot
+    # be seen (its GPU experts are accounted at their file size), and it may be on another box
+    gpu_reader = require_gpu(gpu) if "gpu" in kinds and triton_url is None else None
     by_arch = experts_by_arch(coe, repo)
     began = time.perf_counter()
     growth: int | None = None

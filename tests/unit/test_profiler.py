@@ -255,6 +255,38 @@ def test_gpu_profiling_without_a_gpu_fails_before_anything_starts(monkeypatch: p
     assert require_gpu(FakeNvml(2, {})).device_count() == 2
 
 
+
+def test_gpu_profiling_against_an_external_server_needs_no_nvml_here(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """An external server's model processes cannot be seen, so NVML is never read for it, and the
+    orchestrator's box (a container without the GPU, another host) need not have one (mutation
+    killed: NVML required for every ``--kind gpu``: the compose stack's GPU profile fails)."""
+    import profiler.run as run
+    from orchestrator.coe import parse_coe
+
+    class Reached(Exception):
+        pass
+
+    def measure_all(server: object, url: str, *a: object) -> None:
+        assert server is None and url == "triton:8001"
+        raise Reached
+
+    def no_nvml(reader: object) -> None:
+        raise AssertionError("NVML was required")
+
+    monkeypatch.setattr(run, "_measure_all", measure_all)
+    monkeypatch.setattr(run, "require_gpu", no_nvml)
+    coe = parse_coe(
+        {"name": "x", "seed": 1, "experts": [{"name": "c", "arch": "classifier", "size_mb": 1}],
+         "routing": [{"component_type": "t", "classifier": "c"}], "board": {"name": "b", "mix": {"t": 1}}}
+    )
+    (tmp_path / "c" / "1").mkdir(parents=True)
+    (tmp_path / "c" / "config.pbtxt").write_text("")
+    (tmp_path / "c" / "1" / "model.onnx").write_bytes(b"")
+    with pytest.raises(Reached):
+        run.run_profile(coe, tmp_path, kinds=("cpu", "gpu"), triton_url="triton:8001")
+
 def test_profile_kind_gpu_here_is_one_clear_error(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     """Without NVML (this machine) the error names the package; with it, the empty repository."""
     coe = tmp_path / "coe.yaml"
@@ -272,6 +304,11 @@ def test_profile_kind_gpu_here_is_one_clear_error(tmp_path, capsys: pytest.Captu
     except ImportError:
         assert "nvidia-ml-py" in err
     assert not (tmp_path / "p.yaml").exists()
+    # against an external server NVML is not needed: the error is the empty repository's
+    code = main(["profile", "--coe", str(coe), "--repo", str(tmp_path / "repo"), "--out", str(tmp_path / "p.yaml"),
+                 "--kind", "gpu", "--triton-url", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "exported" in err and "nvidia-ml-py" not in err
 
 
 def test_batch_line_weighs_each_size_by_its_relative_error() -> None:
