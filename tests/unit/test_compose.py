@@ -6,6 +6,8 @@
 - the compose file agrees with the orchestrator's config for it (deploy/serve.compose.yaml) and
   with the scrape config: ports, paths, flags, networks (Triton only on the internal network, only
   the factory API and metrics published);
+- the GPU variant (deploy/compose.gpu.yaml over the compose file) reserves the GPUs for Triton and
+  swaps in deploy/serve.compose.gpu.yaml, which differs from the CPU config only in its executors;
 - the orchestrator's image installs exactly what serving imports (deploy/requirements-serve.txt,
   with pyproject's specifiers);
 - the ``onnxruntime`` target writes what Triton 24.10's ONNX Runtime (1.19) reads: IR <= 10,
@@ -181,6 +183,46 @@ def test_the_stack_agrees_with_the_orchestrator_config_and_the_scrape_config() -
     [cmd] = re.findall(r"^CMD (.+)$", docker, re.M)
     assert json.loads(cmd) == command
     assert "coserve_serving 1.0" in " ".join(orch["healthcheck"]["test"])  # the metric's exposition text
+
+
+GPU_OVERRIDE = ROOT / "deploy" / "compose.gpu.yaml"
+GPU_SERVE = ROOT / "deploy" / "serve.compose.gpu.yaml"
+
+
+def test_the_gpu_variant_gives_triton_the_gpus_and_the_orchestrator_its_gpu_config() -> None:
+    """deploy/compose.gpu.yaml over docker-compose.yml: Triton reserves NVIDIA GPUs, the
+    orchestrator reads the GPU serve config at the path its command names, and that config is
+    the CPU one but for its executors (mutations killed: the override mounting its config at
+    another path, so the CPU config stays in force; a GPU config drifting from the CPU one in
+    ports, paths or servers; an executor left on the CPU)."""
+    override = yaml.safe_load(GPU_OVERRIDE.read_text())
+    [device] = override["services"]["triton"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert "deploy" not in override["services"]["orchestrator"]  # it neither computes nor reads NVML
+    command = compose()["services"]["orchestrator"]["command"]
+    config_path = command[command.index("--config") + 1]
+    o_mounts = mounts(override["services"]["orchestrator"])
+    assert (ROOT / o_mounts[config_path][0]).resolve() == GPU_SERVE.resolve() and o_mounts[config_path][1] == "ro"
+
+    cpu, gpu = load_serve_file(SERVE), load_serve_file(GPU_SERVE)
+    same = ("coe", "repo", "profile", "listen", "queue_bound", "servers", "metrics_listen", "tls", "verdict_log")
+    assert {f: getattr(gpu, f) for f in same} == {f: getattr(cpu, f) for f in same}
+    assert gpu.config.policy == cpu.config.policy
+    assert [e.kind for e in gpu.config.executors] == ["gpu"]
+    assert all(gpu.executor_gpus[e.name] for e in gpu.config.executors)
+    assert set(gpu.executor_server.values()) == set(cpu.executor_server.values())
+
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("needs docker-compose (apt-get install docker-compose); .ci/run installs it")
+    done = subprocess.run([tool, "-f", str(COMPOSE), "-f", str(GPU_OVERRIDE), "config"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    merged = yaml.safe_load(done.stdout)["services"]
+    assert merged["triton"]["deploy"]["resources"]["reservations"]["devices"] == [device]
+    # the override's mount replaces the CPU config's (same container path), it is not added beside it
+    served = [v for v in merged["orchestrator"]["volumes"] if str(v).split(":")[1] == config_path]
+    assert len(served) == 1 and Path(str(served[0]).split(":")[0]).resolve() == GPU_SERVE.resolve()
 
 
 def test_the_image_installs_what_serving_imports() -> None:
