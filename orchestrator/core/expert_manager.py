@@ -148,9 +148,12 @@ class ExpertManager:
         if victims is None:
             victims = self.victims(i, need, exclude)
         if victims is None:
-            # memory held by loads/unloads in flight or pinned batches will come back; wait for it
+            # memory held by loads/unloads in flight or pinned batches will come back; wait for it.
+            # So may a measured excess read while more experts were held: the driver's next
+            # reading replaces it (``CoreScheduler.correct_footprint`` serves the queue then); an
+            # excess read with no more held than now stays (a server grown beyond its profile)
             pending = pool.experts_in(ExpertState.LOADING, ExpertState.UNLOADING)
-            if pending or busy or pool.activation_bytes:
+            if pending or busy or pool.activation_bytes or pool.excess_may_shrink:
                 return AllocStatus.LATER
             return AllocStatus.NEVER
         for v in victims:

@@ -68,6 +68,7 @@ class ExpertPool:
         self.activation_bytes = 0
         #: measured memory the entries' figures do not account for (``set_unattributed``)
         self.unattributed_bytes = 0
+        self._accounted_at_reading = 0  # weights + activations when the excess was read
         self._seq = 0
         self.peak_bytes = 0
 
@@ -165,7 +166,14 @@ class ExpertPool:
         the pool over its budget (``free_bytes`` < 0): its owner then evicts, and nothing new
         is admitted until the pool fits again."""
         self.unattributed_bytes = max(0, int(nbytes))
+        self._accounted_at_reading = self.weight_bytes + self.activation_bytes
         self.peak_bytes = max(self.peak_bytes, self.used_bytes)
+
+    @property
+    def excess_may_shrink(self) -> bool:
+        """A measured excess is counted that was read while the entries held more than they hold
+        now: the next reading may find less (an expert larger than its profile said has left)."""
+        return self.unattributed_bytes > 0 and self.weight_bytes + self.activation_bytes < self._accounted_at_reading
 
     # ---- pins and activation memory --------------------------------------------------
     def pin(self, expert: str, now: float, activation_bytes: int = 0) -> None:

@@ -324,12 +324,22 @@ class CoreScheduler:
         (``ExpertPool.set_unattributed``; a new measurement replaces it, <= 0 clears it). Where
         that puts the pool over its budget, idle experts are evicted by the policy's ranking
         (queue-aware where that is on) until it fits, or every idle one if that is not enough
-        (batches running free the rest when they end; nothing is admitted meanwhile)."""
+        (batches running free the rest when they end; nothing is admitted meanwhile).
+
+        A reading that gives memory back, with no load or unload in flight on the executor (whose
+        confirmation would serve the queue anyway), serves its queue: a step may be waiting for
+        memory the previous reading held (``ExpertManager.admit`` answers LATER, not NEVER, while
+        an excess read with more experts held is counted). Only then: serving a waiting head again
+        while its victims unload would choose more victims where returning bytes are not
+        counted."""
         x = self._by_name[executor]
         pool = self.experts.pools[x.idx]
+        before = pool.unattributed_bytes
         pool.set_unattributed(excess_bytes)
         out: list[Decision] = []
         if pool.free_bytes >= 0:
+            if pool.unattributed_bytes < before and not pool.experts_in(ExpertState.LOADING, ExpertState.UNLOADING):
+                self._pump(x, now, out)
             return out
         victims = self.experts.victims(x.idx, 0, ())
         for v in victims if victims is not None else pool.evictable():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.core.decisions import Dispatch, Load, Unload
+from orchestrator.core.decisions import Dispatch, Load, Reject, Unload
 from orchestrator.core.memory import ExpertState
 from orchestrator.core.scheduler import CoreScheduler, Request
 
@@ -62,3 +62,42 @@ def test_a_measured_excess_is_counted_against_the_budget_and_evicts_until_it_fit
     core.correct_footprint("gpu0", 10 * MB, 7.0)
     out = core.on_arrival(Request(9, 7.0, "cls_4"), 7.0)
     assert not [d for d in out if isinstance(d, Load)]
+
+
+def test_a_request_that_fits_once_the_measured_excess_is_read_again_waits_for_that_reading() -> None:
+    """The measured excess is a reading, not an expert: taken with three experts held, it stays
+    counted after their evictions until the driver measures again. A request arriving in between
+    must wait (LATER), not be rejected as never fitting, and the next reading lets it load
+    (mutations killed: NEVER while an excess is counted -> an error verdict, as the integration
+    test test_an_understated_profile_is_corrected_by_measurement once saw on a loaded box; no
+    pump after a reading that frees memory -> the request waits for an unrelated event)."""
+    core = CoreScheduler(make_graph(), make_config(35), make_profile(), "em-ra")  # room for 3 x 10 MB
+    for i, e in enumerate(["cls_1", "cls_2", "cls_3"]):
+        core.on_arrival(Request(i, float(i), e), float(i))
+        [batch] = core.on_load_done("gpu0", e, float(i) + 0.5)
+        assert isinstance(batch, Dispatch)
+        core.on_batch_done(batch.batch_id, float(i) + 0.6, {i: False})
+    # the experts really hold twice their figures: 30 MB more than accounted, all three go
+    out = core.correct_footprint("gpu0", 30 * MB, 4.0)
+    assert sorted(d.expert for d in out if isinstance(d, Unload)) == ["cls_1", "cls_2", "cls_3"]
+    for d in out:
+        core.on_unload_done("gpu0", d.expert, 4.5)
+    pool = core.pool("gpu0")
+    assert pool.used_bytes == 30 * MB  # the reading of 4.0 still counted: 5 MB free, no victim
+    out = core.on_arrival(Request(9, 5.0, "cls_4"), 5.0)
+    assert not [d for d in out if isinstance(d, Reject)]  # not rejected
+    assert not [d for d in out if isinstance(d, Load)]  # and not loaded over the reading either
+    # the next reading, with the experts gone, finds no excess: the waiting request loads
+    after = core.correct_footprint("gpu0", 0, 5.2)
+    assert [d.expert for d in after if isinstance(d, Load)] == ["cls_4"]
+
+
+def test_an_excess_read_with_nothing_more_held_is_memory_that_stays() -> None:
+    """An excess read while the pool held no more than it does now (a server grown beyond its
+    profile) does not shrink by waiting: a step that cannot fit beside it is rejected, not left
+    waiting for a reading that changes nothing (mutation killed: LATER whenever any excess is
+    counted -> the request is never answered)."""
+    core = CoreScheduler(make_graph(), make_config(35), make_profile(), "em-ra")
+    assert core.correct_footprint("gpu0", 30 * MB, 1.0) == []  # nothing held: 5 MB left
+    out = core.on_arrival(Request(0, 2.0, "cls_1"), 2.0)
+    assert [d.request_id for d in out if isinstance(d, Reject)] == [0]
