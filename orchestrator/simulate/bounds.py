@@ -59,12 +59,15 @@ class Bounds:
     counted: int  # requests the bounds are for
     all_resident_s: float  # makespan lower bounds, from the first arrival
     compulsory_s: float
-    compulsory_loads: int  # needed experts no start state can hold: at least this many disk loads
-    start_resident: int  # needed experts the best start holds
+    #: needed experts no start state of any layout holds: every policy makes at least this many
+    #: disk loads (the fewest over the layouts, which need not be the binding layout's)
+    compulsory_loads: int
+    start_resident: int  # needed experts the best start of the roomiest layout holds
     needed: int
     step_floor_s: list[float]  # per counted request: its latency lower bound
-    #: the compulsory bound's parts (it is the largest of them and all_resident_s): the loads on
-    #: the storage channels; the CPU work on the shared cores (0 without host.cpu_cores)
+    #: the compulsory bound's parts on the layout that sets it (the bound is the largest of them
+    #: and that layout's all-resident bound): the loads on the storage channels; the CPU work on
+    #: the shared cores (0 without host.cpu_cores)
     channels_s: float = 0.0
     cpu_work_s: float = 0.0
 
@@ -203,43 +206,36 @@ def _best_kept(value: dict[str, float], size: dict[str, int], capacity: int) -> 
     return kept
 
 
-def compute_bounds(
+@dataclass(frozen=True)
+class _Compulsory:
+    """The compulsory bound on one layout and its parts."""
+
+    makespan_s: float
+    loads: int  # needed experts no start on the layout holds
+    kept: int  # needed experts the best start holds
+    channels_s: float
+    cpu_work_s: float
+
+
+def _layout_compulsory(
     workload: Workload,
-    config: ServeConfig,
     profile: CostProfile,
-    *,
-    start_empty: bool = False,
-    ids: Collection[int] | None = None,
-) -> Bounds:
-    """Both bounds for the requests ``ids`` (default: all) of ``workload``; times are measured from
-    the first arrival of the whole task (when loads may start)."""
-    first = workload.requests[0].arrival_s if workload.requests else 0.0
-    steps = _steps(workload, ids)
-    lays = layouts(config)
-    best: tuple[float, list[float]] | None = None
-    floors_min: list[float] | None = None
-    for execs, _ in lays:
-        res = _layout_floor(workload, profile, execs, steps, first)
-        if res is None:
-            continue
-        if best is None or res[0] < best[0]:
-            best = res
-        floors_min = (
-            res[1] if floors_min is None else [min(a, b) for a, b in zip(floors_min, res[1], strict=True)]
-        )
-    if best is None or not steps:
-        return Bounds(len(steps), 1e-12, 1e-12, 0, 0, 0, [])
-    all_resident = max(best[0], 1e-12)
-    # the loads no start state avoids, on the box's storage channels
+    layout: Layout,
+    steps: list[tuple[float, tuple[str, ...]]],
+    all_resident_s: float,
+    start_empty: bool,
+) -> _Compulsory:
+    """The compulsory makespan bound of any policy running on ``layout`` (module doc), with
+    ``all_resident_s`` that layout's all-resident bound."""
+    execs, cache = layout
     needed = sorted({x for _, s in steps for x in s})
-    all_execs = [e for execs, _ in lays for e in execs]
     load: dict[str, float] = {}
     size: dict[str, int] = {}
     batch: dict[str, float] = {}
     load_cpu: dict[str, float] = {}
     item_cpu: dict[str, float] = {}
     for x in needed:
-        runs = [r for r in _runs(workload, profile, all_execs, x) if not math.isinf(r.per_item_s)]
+        runs = [r for r in _runs(workload, profile, execs, x) if not math.isinf(r.per_item_s)]
         load[x] = min(r.load_s for r in runs)
         size[x] = min(r.nbytes for r in runs)
         batch[x] = min(r.batch_of_one_s for r in runs)
@@ -248,9 +244,7 @@ def compute_bounds(
     smallest = min(size.values())
     capacity = 0
     if not start_empty:  # an executor too small for any needed expert holds none of them
-        capacity = max(
-            sum(e.budget_bytes for e in ex if e.budget_bytes >= smallest) + cache for ex, cache in lays
-        )
+        capacity = sum(e.budget_bytes for e in execs if e.budget_bytes >= smallest) + cache
     # fewest loads: keep the smallest experts; least load time left: fractional knapsack by s/byte
     kept_count, room = 0, capacity
     for x in sorted(needed, key=lambda x: (size[x], x)):
@@ -272,15 +266,57 @@ def compute_bounds(
         left_cpu = sum(load_cpu.values()) - _best_kept(load_cpu, size, capacity)
         compute_cpu = sum(item_cpu[x] for _, s in steps for x in s)
         cpu_s = (left_cpu + compute_cpu) / profile.host_cpu_cores
-    compulsory = max(all_resident, loads_s, tail, cpu_s)
-    return Bounds(
-        counted=len(steps),
-        all_resident_s=all_resident,
-        compulsory_s=compulsory,
-        compulsory_loads=len(needed) - kept_count,
-        start_resident=kept_count,
-        needed=len(needed),
-        step_floor_s=floors_min or [],
+    return _Compulsory(
+        makespan_s=max(all_resident_s, loads_s, tail, cpu_s),
+        loads=len(needed) - kept_count,
+        kept=kept_count,
         channels_s=max(loads_s, tail),
         cpu_work_s=cpu_s,
+    )
+
+
+def compute_bounds(
+    workload: Workload,
+    config: ServeConfig,
+    profile: CostProfile,
+    *,
+    start_empty: bool = False,
+    ids: Collection[int] | None = None,
+) -> Bounds:
+    """Both bounds for the requests ``ids`` (default: all) of ``workload``; times are measured from
+    the first arrival of the whole task (when loads may start). Each is the smallest over the
+    layouts of that layout's bound: a policy runs on one layout, so no policy beats the smallest."""
+    first = workload.requests[0].arrival_s if workload.requests else 0.0
+    steps = _steps(workload, ids)
+    if not steps:
+        return Bounds(len(steps), 1e-12, 1e-12, 0, 0, 0, [])
+    best: tuple[float, list[float]] | None = None
+    floors_min: list[float] | None = None
+    compulsory: _Compulsory | None = None
+    fewest_loads, most_kept = math.inf, 0  # over the layouts: what no policy does better
+    for lay in layouts(config):
+        res = _layout_floor(workload, profile, lay[0], steps, first)
+        if res is None:
+            continue
+        if best is None or res[0] < best[0]:
+            best = res
+        floors_min = (
+            res[1] if floors_min is None else [min(a, b) for a, b in zip(floors_min, res[1], strict=True)]
+        )
+        here = _layout_compulsory(workload, profile, lay, steps, max(res[0], 1e-12), start_empty)
+        if compulsory is None or here.makespan_s < compulsory.makespan_s:
+            compulsory = here
+        fewest_loads, most_kept = min(fewest_loads, here.loads), max(most_kept, here.kept)
+    if best is None or compulsory is None:
+        return Bounds(len(steps), 1e-12, 1e-12, 0, 0, 0, [])
+    return Bounds(
+        counted=len(steps),
+        all_resident_s=max(best[0], 1e-12),
+        compulsory_s=compulsory.makespan_s,
+        compulsory_loads=int(fewest_loads),
+        start_resident=most_kept,
+        needed=len({x for _, s in steps for x in s}),
+        step_floor_s=floors_min or [],
+        channels_s=compulsory.channels_s,
+        cpu_work_s=compulsory.cpu_work_s,
     )

@@ -172,3 +172,33 @@ def test_with_shared_cores_the_cpu_work_no_policy_avoids_bounds_the_makespan() -
     # without the shared-cores model the same costs are bound by the channels alone
     plain = compute_bounds(wl, box, replace(profile, host_cpu_cores=None), start_empty=True)
     assert plain.cpu_work_s == 0.0 and plain.compulsory_s == pytest.approx(plain.channels_s)
+
+
+def test_the_compulsory_bound_is_the_smallest_of_each_layouts_own() -> None:
+    """A policy runs on one layout, so the bound is each layout's own (its memory *and* its
+    executors) at the smallest, not the roomiest layout's start beside the fastest layout's
+    compute. Two GPU executors of two experts each (a CUDA context of one more): Samba-CoE's one
+    process holds all five needed experts but computes 40 items alone (40 x 0.04 s = 1.6 s); the
+    two-executor layouts compute them in 0.8 s but hold four, so one expert loads (1.0 s) before
+    its batch (0.04 s): 1.04 s. Mixing the two gave 0.8 s (mutations killed: the roomiest start
+    with the best all-resident; the largest of the layouts' bounds, which coserve beats)."""
+    gpu = {"k_s": 0.04, "b_s": 0.0, "max_batch": 8, "load_time_s": {"disk": 1.0}, "weight_bytes": EXPERT}
+    profile = parse_profile(
+        {"storage": {"concurrent_loads": 2},
+         "architectures": {a: {"gpu": dict(gpu)} for a in ("resnet101", "yolov5m", "yolov5l")}},
+        "slow-gpu",
+    )
+    box = ServeConfig(
+        executors=(ExecutorConfig("gpu0", "gpu", 2 * EXPERT), ExecutorConfig("gpu1", "gpu", 2 * EXPERT)),
+        gpu_context_bytes=EXPERT,
+    )
+    wl = build_workload(make_spec(types=5, requests=40, interval_s=0.0, detectors=0), profile)
+    assert len(wl.distinct_experts()) == 5
+    b = compute_bounds(wl, box, profile)
+    assert b.all_resident_s == pytest.approx(0.8)
+    assert b.compulsory_s == pytest.approx(1.04)
+    # switches: Samba-CoE's one process may start with all five, so no policy is sure to load one
+    assert b.compulsory_loads == 0 and b.start_resident == 5
+    for policy in ("coserve", "coserve+", "samba-lru", "samba-parallel", "em-ra"):
+        res = simulate(wl, box, profile, policy)
+        assert res.makespan_s >= b.compulsory_s - 1e-9, policy
