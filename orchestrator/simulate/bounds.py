@@ -11,10 +11,11 @@ They are proven, not replayed: a replay of one policy is not a bound for another
   ``K + B/max_batch`` on the executor doing it) needs at least its fluid makespan after ``t`` (an LP
   over the executors, bounded below through its dual: any weights ``w`` on the executors summing
   to 1 give ``sum_a n_a min_e(w_e c_ae)``). The bound is the smallest over the layouts.
-- **compulsory**: additionally, the best conceivable start (as many of the needed experts
-  resident as the largest layout's memory holds, chosen to minimise the bound: a fractional
-  knapsack, which can only make the bound lower), every other needed expert loaded from disk
-  exactly once at the fastest disk load time of any executor able to run it (with the shared-
+- **compulsory**: on each layout, its all-resident bound and additionally the best conceivable
+  start (as many of the needed experts resident as that layout's memory holds, chosen to minimise
+  the bound: a fractional knapsack, which can only make the bound lower), every other needed
+  expert loaded from disk exactly once at the fastest disk load time of any of the layout's
+  executors able to run it (with the shared-
   cores model, the shorter of the busy figure and the idle one a load alone takes), on the box's
   ``storage.concurrent_loads`` channels, starting at the first arrival, overlapping compute
   perfectly; the last of those loads is followed by at least one batch. Never above all-resident.
@@ -24,7 +25,11 @@ They are proven, not replayed: a replay of one policy is not a bound for another
   again, by a fractional knapsack of CPU seconds per byte, to minimise this term), and each
   counted step that no non-CPU executor can run costs at least ``K + B / max_batch`` CPU seconds
   per item (a CPU batch is one core's work for its whole duration). Unloads, the load watch and
-  first-batch extras are left out, which can only make the bound lower.
+  first-batch extras are left out, which can only make the bound lower. The bound is the
+  smallest of the layouts' (a policy runs on one of them). Until 2026-12-02 it took the
+  roomiest layout's start beside the fastest layout's all-resident bound and every layout's
+  fastest loads, a valid but looser mix: Samba-CoE's one process holds the most, the
+  four-executor layouts compute the fastest, and no layout does both.
   With ``start_empty`` (cold start: every policy starts empty) nothing is resident at the start.
 """
 
