@@ -326,19 +326,20 @@ class CoreScheduler:
         (queue-aware where that is on) until it fits, or every idle one if that is not enough
         (batches running free the rest when they end; nothing is admitted meanwhile).
 
-        A reading that gives memory back, with no load or unload in flight on the executor (whose
-        confirmation would serve the queue anyway), serves its queue: a step may be waiting for
-        memory the previous reading held (``ExpertManager.admit`` answers LATER, not NEVER, while
-        an excess read with more experts held is counted). Only then: serving a waiting head again
-        while its victims unload would choose more victims where returning bytes are not
-        counted."""
+        A reading that gives memory back, or that replaces an excess a step may be waiting on
+        (``ExpertManager.admit`` answers LATER, not NEVER, while an excess read with more experts
+        held is counted), serves the queue when no load or unload is in flight on the executor
+        (whose confirmation would serve it anyway): the step then loads, or is rejected if the
+        memory stayed. Only then: serving a waiting head again while its victims unload would
+        choose more victims where returning bytes are not counted."""
         x = self._by_name[executor]
         pool = self.experts.pools[x.idx]
-        before = pool.unattributed_bytes
+        before, awaited = pool.unattributed_bytes, pool.excess_may_shrink
         pool.set_unattributed(excess_bytes)
         out: list[Decision] = []
         if pool.free_bytes >= 0:
-            if pool.unattributed_bytes < before and not pool.experts_in(ExpertState.LOADING, ExpertState.UNLOADING):
+            settles = pool.unattributed_bytes < before or awaited
+            if settles and not pool.experts_in(ExpertState.LOADING, ExpertState.UNLOADING):
                 self._pump(x, now, out)
             return out
         victims = self.experts.victims(x.idx, 0, ())

@@ -92,6 +92,23 @@ def test_a_request_that_fits_once_the_measured_excess_is_read_again_waits_for_th
     assert [d.expert for d in after if isinstance(d, Load)] == ["cls_4"]
 
 
+def test_a_waiting_step_is_rejected_when_the_next_reading_finds_the_excess_stayed() -> None:
+    """The step that waited on a stale excess is answered once the next reading shows the memory
+    did not come back: rejected, not left waiting for an unrelated event (mutation killed: serve
+    the queue only after a reading that gives memory back -> the request is never answered)."""
+    core = CoreScheduler(make_graph(), make_config(35), make_profile(), "em-ra")
+    for i, e in enumerate(["cls_1", "cls_2", "cls_3"]):
+        core.on_arrival(Request(i, float(i), e), float(i))
+        [batch] = core.on_load_done("gpu0", e, float(i) + 0.5)
+        assert isinstance(batch, Dispatch)
+        core.on_batch_done(batch.batch_id, float(i) + 0.6, {i: False})
+    for d in core.correct_footprint("gpu0", 30 * MB, 4.0):
+        core.on_unload_done("gpu0", d.expert, 4.5)
+    assert not [d for d in core.on_arrival(Request(9, 5.0, "cls_4"), 5.0) if isinstance(d, Reject)]
+    after = core.correct_footprint("gpu0", 30 * MB, 5.2)  # nothing held, the same 30 MB: it stays
+    assert [d.request_id for d in after if isinstance(d, Reject)] == [9]
+
+
 def test_an_excess_read_with_nothing_more_held_is_memory_that_stays() -> None:
     """An excess read while the pool held no more than it does now (a server grown beyond its
     profile) does not shrink by waiting: a step that cannot fit beside it is rejected, not left
