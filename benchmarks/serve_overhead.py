@@ -19,6 +19,14 @@ and a third series of calls goes through it, in the same alternating blocks. Eve
 new component of a board id unique to the run, so each is inspected and logged (a repeated id
 would be answered from the log). ``off`` measures the service without a log only (as before).
 
+``--floor`` also measures the floor of any Python gRPC front end on this box: a minimal proxy
+(``FloorProxy``: the same ``Inspect`` proto and typed client, a ``grpc.aio`` server on the
+service's event loop and process, and behind it nothing but ``np.frombuffer``, one
+``TritonAdapter.infer`` on the same server and the verdict proto; no validation, engine, core,
+memory sampler or watchdog of its own) in a fourth series of the same alternating blocks.
+What it adds over the direct infer is what the gRPC hop alone costs; the service's added latency
+can get no lower than that with a Python gRPC front end in the path.
+
 ``--cpu`` (a diagnostic) also reports the CPU time each process spends per call, by series, from
 /proc: the client, the service's main thread (its event loop) and its other threads, its
 tritonserver and model processes (``CpuMeter``). Their sum against a call's wall time says how
@@ -47,7 +55,7 @@ asyncio's, so the direct side is the same either way. The result records which l
 
 Run:  .venv/bin/python benchmarks/serve_overhead.py [--repo model_repository] [--calls 1000]
       [--verdict-log both|off] [--sync normal|full] [--log-dir DIR] [--trace]
-      [--service-loop asyncio|uvloop] [--cpu]
+      [--service-loop asyncio|uvloop] [--cpu] [--floor]
 Writes benchmarks/results/serve_overhead.json (``--out``; the committed ``sync=full`` figure is
 ``serve_overhead.sync_full.json``).
 """
@@ -67,15 +75,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import yaml
 
-from orchestrator import aio
+from orchestrator import aio, experts_io
 from orchestrator.client import InspectionClient
 from orchestrator.coe import load_coe
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 from orchestrator.engine.engine import Engine
 from orchestrator.engine.types import InspectRequest, Verdict
+from orchestrator.frontend import inspection_pb2 as pb
+from orchestrator.frontend import inspection_pb2_grpc as pb_grpc
 from orchestrator.serve import Service, run_service
 from orchestrator.serve_file import ServeFile, ServerSpec
 from orchestrator.triton import processes
@@ -101,12 +112,14 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
     image = np.random.default_rng(0).random(shape, dtype=np.float32)
     board = f"overhead-{uuid.uuid4().hex[:12]}"  # a new board per run: nothing is answered from a log
     ids = iter(range(10**9))
-    series: dict[str, list[float]] = {"direct": [], "service": [], "logged": []}
+    series: dict[str, list[float]] = {"direct": [], "service": [], "logged": [], "proxy": []}
     clients = [InspectionClient(service_url, timeout=30)]
     if args.logged_service:
         clients.append(InspectionClient(args.logged_service, timeout=30))
     for c in clients:
         await c.wait_until_serving(30)
+    # the floor proxy (--floor) has no health service: its warm-up calls show it answers
+    proxy = InspectionClient(args.proxy, timeout=30) if args.proxy else None
 
     #: component id -> (start, end) of the service call, in perf_counter_ns (--trace)
     marks: dict[str, tuple[int, int]] = {}
@@ -122,6 +135,8 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(20):  # warm every path (and make sure the expert is loaded)
         for c in clients:
             await call(c)
+        if proxy is not None:
+            await call(proxy)
         await adapter.infer(expert, {"image": image[None]})
     #: --trace: Triton's own figures per block, by series (``TritonSide``)
     triton = TritonSide(adapter, expert) if args.trace else None
@@ -157,8 +172,15 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
                 metered.end(name, args.block)
             if side is not None:
                 await side.end(name)
+        if proxy is not None:
+            for _ in range(args.block):
+                t = time.perf_counter()
+                await call(proxy)
+                series["proxy"].append(time.perf_counter() - t)
     for c in clients:
         await c.close()
+    if proxy is not None:
+        await proxy.close()
     await adapter.close()
     direct, served, logged = series["direct"], series["service"], series["logged"]
     result: dict[str, Any] = {
@@ -169,6 +191,9 @@ async def _measure_client(args: argparse.Namespace) -> dict[str, Any]:
     if logged:
         result["logged_service_s"] = _quantiles(logged)
         result["verdict_log_added_p50_s"] = statistics.median(logged) - statistics.median(served)
+    if series["proxy"]:
+        result["proxy_s"] = _quantiles(series["proxy"])
+        result["proxy_added_p50_s"] = statistics.median(series["proxy"]) - statistics.median(direct)
     if meter is not None:
         result["cpu_us_per_call"] = meter.per_call_us()
     if args.trace:
@@ -271,6 +296,37 @@ class TritonSide:
                 for series, per in self.blocks.items()}
 
 
+class FloorProxy(pb_grpc.InspectionServicer):
+    """``--floor``: the least a Python gRPC front end can do for ``Inspect`` with a raw tensor:
+    view the tensor's bytes, one infer of ``expert`` on Triton through a ``TritonAdapter`` (the
+    service's own client to Triton), the argmax as the verdict. Nothing is checked, queued or
+    accounted: it is a measuring stick, not a service (the module doc)."""
+
+    def __init__(self, adapter: TritonAdapter, expert: str) -> None:
+        self.adapter, self.expert = adapter, expert
+
+    async def Inspect(self, request: pb.InspectRequest, context: grpc.aio.ServicerContext) -> pb.Verdict:
+        t = request.tensor
+        image = np.frombuffer(t.data, dtype=np.float32).reshape(tuple(t.shape))
+        outputs = await self.adapter.infer(self.expert, {experts_io.INPUT_NAME: image[None]})
+        logits = outputs[experts_io.CLASSIFIER_OUTPUT][0]
+        return pb.Verdict(
+            board_id=request.board_id, component_id=request.component_id, component_type=request.component_type,
+            outcome=pb.OUTCOME_PASS, scores=[float(x) for x in logits],
+            experts=[pb.ExpertUse(expert=self.expert, version="1")],
+        )
+
+
+async def _start_floor_proxy(triton_url: str, expert: str) -> tuple[grpc.aio.Server, TritonAdapter, str]:
+    adapter = TritonAdapter(triton_url)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_InspectionServicer_to_server(FloorProxy(adapter, expert), server)
+    address = f"127.0.0.1:{free_port()}"
+    server.add_insecure_port(address)
+    await server.start()
+    return server, adapter, address
+
+
 class Tracer:
     """``--trace``: marks (perf_counter_ns) of each call inside the service, by component id:
     ``Engine.inspect`` entered and returned, the adapter's ``infer`` called and returned. Installed
@@ -349,12 +405,25 @@ async def _measure(service: Service, logged: Service | None, args: argparse.Name
     expert = coe.routing[ctype].classifier
     triton = next(iter(service.embedded.values()))
     shape = ",".join(str(x) for x in coe.experts[expert].input_shape)
+    floor = await _start_floor_proxy(triton.grpc_url, expert) if args.floor else None
+    try:
+        return await _run_client(service, logged, args, triton, expert, ctype, shape,
+                                 floor[2] if floor is not None else None)
+    finally:
+        if floor is not None:
+            await floor[0].stop(None)
+            await floor[1].close()
+
+
+async def _run_client(service: Service, logged: Service | None, args: argparse.Namespace, triton: EmbeddedTriton,
+                      expert: str, ctype: str, shape: str, proxy: str | None) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--calls", str(args.calls), "--block", str(args.block),
         *(("--trace",) if args.trace else ()),
         *(("--triton-pid", str(triton.process.pid)) if args.cpu and triton.process is not None else ()),
         "--client", service.address, triton.grpc_url, expert, ctype, shape,
         *(("--logged-service", logged.address) if logged is not None else ()),
+        *(("--proxy", proxy) if proxy is not None else ()),
         stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await proc.communicate()
@@ -379,7 +448,10 @@ def main() -> int:
                     help="the service side's event loop (default: what coserve serve runs on, orchestrator.aio)")
     ap.add_argument("--cpu", action="store_true",
                     help="also report the CPU each process spends per call, by series (module doc)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also measure a minimal Python gRPC proxy in front of the same server (module doc)")
     ap.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--proxy", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--triton-pid", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--logged-service", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -448,6 +520,11 @@ def main() -> int:
     print(f"  through the service   p50 {s['p50'] * 1e3:6.3f} ms  p90 {s['p90'] * 1e3:6.3f}  p99 {s['p99'] * 1e3:6.3f}")
     added = result["added_p50_s"] * 1e3
     print(f"  added at p50: {added:.3f} ms  ({'ok' if added < 1.0 else 'OVER'} the 1 ms acceptance)")
+    if "proxy_s" in result:
+        x = result["proxy_s"]
+        print(f"  minimal gRPC proxy    p50 {x['p50'] * 1e3:6.3f} ms  p90 {x['p90'] * 1e3:6.3f}  p99 {x['p99'] * 1e3:6.3f}")
+        print(f"  the bare hop adds at p50: {result['proxy_added_p50_s'] * 1e3:.3f} ms"
+              "  (the floor of a Python gRPC front end here)")
     if "logged_service_s" in result:
         g = result["logged_service_s"]
         result["verdict_log_sync"] = args.sync
