@@ -11,13 +11,16 @@ closed, embedded servers stopped. Whatever was started is stopped on any error t
 Memory: with ``memory_sampler`` on (the default), a ``MemorySampler`` measures every executor on
 an embedded server from before its initial placement on (poked at each load, unload and restart)
 and each reading goes to ``Engine.observe_footprint``: what the servers really hold beyond the
-cost profile's figures is counted against the budget (``attach_memory_sampler``).
+cost profile's figures is counted against the budget (``attach_memory_sampler``). A GPU executor
+on an external server whose spec names a ``metrics_url`` is corrected the same way from Triton's
+GPU metrics (``attach_gpu_memory_watches``); other external executors stay on the profile's figures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +32,7 @@ from orchestrator.core.layout import executors_for
 from orchestrator.core.profile import CostProfile, parse_profile
 from orchestrator.core.serve_config import ServeConfig
 from orchestrator.engine.engine import Engine
+from orchestrator.engine.gpu_memory_watch import GpuMemoryWatch
 from orchestrator.engine.memory_sampler import Footprint, MemorySampler
 from orchestrator.engine.triton_backend import ExecutorTarget, TritonBackend
 from orchestrator.engine.types import InspectionService
@@ -37,6 +41,7 @@ from orchestrator.frontend.server import InspectionServer, tls_credentials
 from orchestrator.metrics.service_metrics import ServiceMetrics
 from orchestrator.serve_file import ServeFile
 from orchestrator.triton.adapter import TritonAdapter
+from orchestrator.triton.gpu_metrics import TRITON_GPU_METRICS_INTERVAL_S, read_gpu_memory_used
 from orchestrator.triton.launcher import EmbeddedServerControl, EmbeddedTriton
 from orchestrator.verdicts.serving import VerdictLog
 
@@ -155,6 +160,42 @@ def attach_memory_sampler(
     return sampler
 
 
+async def attach_gpu_memory_watches(
+    engine: Engine,
+    spec: ServeFile,
+    accounting: dict[str, str],
+    say: Callable[[str], None] = lambda _: None,
+    *,
+    interval_s: float = 1.0,
+) -> list[GpuMemoryWatch]:
+    """A started ``GpuMemoryWatch`` for each GPU executor on an external server whose spec names a
+    ``metrics_url`` (its baseline read now: call before the initial placement), its notes in
+    Status and its server's entry in ``accounting`` (``TritonBackend.accounting``) set to
+    ``profile+gpu-metrics``. A baseline that cannot be read
+    is said (``say``, Status) and leaves that executor on the profile's figures. The caller stops them."""
+    watches = []
+    for name in engine.core.executor_names():
+        server = spec.servers.get(spec.executor_server.get(name, ""))
+        if server is None or server.metrics_url is None or engine.core.executor_kind(name) != "gpu":
+            continue
+        url = server.metrics_url
+        watch = await GpuMemoryWatch(
+            engine, name, server.name, functools.partial(read_gpu_memory_used, url),
+            interval_s=interval_s, staleness_s=TRITON_GPU_METRICS_INTERVAL_S,
+        ).start()
+        # a reading up to Triton's interval old is compared with the most the core accounted
+        # since then (Engine.observe_footprint's began_at), which needs the history kept
+        engine.track_accounting = True
+        engine.note_sources.append(watch.notes)
+        if watch.baseline is None:
+            say(f"executor {name}: {watch.error}; its GPU memory is accounted from the cost profile only")
+        else:
+            accounting[server.name] = "profile+gpu-metrics"
+            say(f"executor {name}: GPU memory measured from {url} ({len(watch.baseline)} GPUs seen)")
+        watches.append(watch)
+    return watches
+
+
 async def run_service(
     spec: ServeFile,
     stop: asyncio.Event,
@@ -173,6 +214,7 @@ async def run_service(
         raise CoserveError(f"{spec.source}: repo: {spec.repo} is not a model repository directory")
     embedded: dict[str, EmbeddedTriton] = {}
     sampler: MemorySampler | None = None
+    gpu_watches: list[GpuMemoryWatch] = []
     # opened before any server starts: a log that cannot be written stops us here, with its name
     log = VerdictLog.open(spec.verdict_log, spec.repo) if spec.verdict_log is not None else None
     try:
@@ -204,6 +246,7 @@ async def run_service(
         engine.reserved_bytes = reserved_bytes(engine, spec)
         if spec.memory_sampler:
             sampler = attach_memory_sampler(engine, embedded, spec)
+            gpu_watches = await attach_gpu_memory_watches(engine, spec, backend.accounting, say)
         if on_engine is not None:
             on_engine(engine, embedded)
         # the log wraps the engine (records, answers retries); metrics wrap that (what clients see)
@@ -244,6 +287,8 @@ async def run_service(
                 await engine.release_all(external)
             await engine.close()
     finally:
+        for watch in gpu_watches:
+            await watch.stop()
         if sampler is not None:
             sampler.stop()
         if log is not None:  # after the engine: every answered verdict is in it

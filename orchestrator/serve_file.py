@@ -8,7 +8,8 @@ features, and ignores these keys)::
     profile: profile.yaml           # optional: default <repo>/profile.yaml (measured if missing)
     listen: 127.0.0.1:50051         # the factory API
     queue_bound: 10000              # components accepted and not yet answered
-    memory_sampler: true            # measure embedded servers' memory and count what exceeds the
+    memory_sampler: true            # measure embedded servers' memory (and external GPU executors'
+                                    # from their server's metrics_url) and count what exceeds the
                                     # profile's figures against the budget (false: profile only)
     version_poll_s: 2.0             # seconds between looks for new expert versions in repo
                                     # (expert add --replace / rollback; 0: never look)
@@ -23,6 +24,9 @@ features, and ignores these keys)::
     servers:                        # optional: default one embedded server per executor
       - {name: local0}              # embedded (started by coserve on loopback)
       - {name: box2, url: 10.0.0.2:8001}   # external, by gRPC URL
+      # optional for an external server: its Prometheus metrics; a GPU executor on it is then
+      # corrected by Triton's nv_gpu_memory_used_bytes (docs/serving.md, "Memory")
+      # - {name: gpubox, url: 10.0.0.3:8001, metrics_url: "http://10.0.0.3:8002/metrics"}
     executors:
       - {name: cpu0, kind: cpu, budget_bytes: 2.0e8, server: local0}
       - {name: gpu0, kind: gpu, budget_bytes: 1.0e10, server: box2, gpus: [0]}
@@ -40,6 +44,7 @@ from pathlib import Path
 from orchestrator.config_reader import Reader, read_yaml_file
 from orchestrator.core.serve_config import ServeConfig, parse_serve_config
 from orchestrator.triton.adapter import check_grpc_url
+from orchestrator.triton.gpu_metrics import GpuMetricsError, check_metrics_url
 from orchestrator.verdicts.config import VerdictLogConfig, parse_verdict_log
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -49,6 +54,9 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 class ServerSpec:
     name: str
     url: str | None = None  # None: embedded, started by coserve
+    #: an external server's Prometheus metrics (``http://HOST:8002/metrics``): its GPU executor's
+    #: accounting is corrected by ``nv_gpu_memory_used_bytes`` (``GpuMemoryWatch``); None: not read
+    metrics_url: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -115,7 +123,7 @@ def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
     for i, raw in enumerate(r.seq(top.get("servers", []) or [], "servers")):
         p = f"servers[{i}]"
         m = r.mapping(raw, p)
-        r.unknown(m, {"name", "url"}, p)
+        r.unknown(m, {"name", "url", "metrics_url"}, p)
         name = r.name(r.required(m, "name", p), f"{p}.name")
         if name in servers:
             raise r.fail(f"{p}.name", f"duplicate server name {name!r}")
@@ -126,7 +134,17 @@ def parse_serve_file(data: object, source: str, base: Path) -> ServeFile:
                 check_grpc_url(url)
             except Exception as exc:  # CoserveError naming the URL problem
                 raise r.fail(f"{p}.url", str(exc)) from None
-        servers[name] = ServerSpec(name, url)
+        metrics_url = None
+        if m.get("metrics_url") is not None:
+            if url is None:
+                raise r.fail(f"{p}.metrics_url", "only an external server (one with a url) takes a metrics_url: "
+                             "an embedded server is measured from its processes")
+            metrics_url = r.string(m["metrics_url"], f"{p}.metrics_url")
+            try:
+                check_metrics_url(metrics_url)
+            except GpuMetricsError as exc:
+                raise r.fail(f"{p}.metrics_url", str(exc)) from None
+        servers[name] = ServerSpec(name, url, metrics_url)
 
     listed = sorted(servers)  # the servers the file lists (embedded defaults are added below)
     executor_server: dict[str, str] = {}

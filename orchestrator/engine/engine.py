@@ -188,6 +188,8 @@ class Engine:
         #: its resident set is put back (a sampler reads the new server's idle memory then);
         #: a listener must return at once and not raise
         self.listeners: list[Callable[[str, str, str], None]] = []
+        #: called by ``status`` for more notes (the shell's measurers: ``GpuMemoryWatch.notes``)
+        self.note_sources: list[Callable[[], Sequence[str]]] = []
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count()
         self._started = False
@@ -482,6 +484,7 @@ class Engine:
             "cost profile's figures, counted against its budget"
             for e in execs if self.core.pool(e.name).unattributed_bytes > 0
         ]
+        notes += [note for source in self.note_sources for note in source()]
         return EngineStatus(
             policy=self.policy, serving=self.serving(), servers=servers, executors=execs, queued=len(self._pending),
             queue_bound=self.queue_bound, notes=tuple(notes + self.unload_errors[-5:] + self._watchdog_notes()),

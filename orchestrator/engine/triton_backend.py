@@ -69,6 +69,9 @@ class TritonBackend:
         self._loaded: dict[tuple[str, str], int] = {}  # (executor, expert) -> version loaded
         self.load_retries = 0  # loads retried after the model process died during the first
         self._channels = asyncio.Semaphore(max(1, min(concurrent_loads, 3)))
+        #: server -> how its memory is accounted where the shell measures it otherwise than its
+        #: processes or the profile (``"profile+gpu-metrics"``: ``GpuMemoryWatch``)
+        self.accounting: dict[str, str] = {}
 
     def server_of(self, executor: str) -> str:
         return self.targets[executor].server
@@ -83,7 +86,9 @@ class TritonBackend:
                 url=t.adapter.url,
                 embedded=t.adapter.process_probe is not None,
                 healthy=t.adapter.unresponsive is None,
-                accounting="measured" if t.adapter.process_probe is not None else "profile",
+                accounting=self.accounting.get(
+                    t.server, "measured" if t.adapter.process_probe is not None else "profile"
+                ),
             )
             for t in self.targets.values()
         ]

@@ -105,7 +105,8 @@ class ServerStatus:
     url: str
     embedded: bool
     healthy: bool
-    #: how memory is accounted: "measured" (model processes seen) or "profile" (external server)
+    #: how memory is accounted: "measured" (model processes seen), "profile" (external server) or
+    #: "profile+gpu-metrics" (external, its GPU executor corrected by Triton's GPU metrics)
     accounting: str = "measured"
 
 

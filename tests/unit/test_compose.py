@@ -205,8 +205,13 @@ def test_the_gpu_variant_gives_triton_the_gpus_and_the_orchestrator_its_gpu_conf
     assert (ROOT / o_mounts[config_path][0]).resolve() == GPU_SERVE.resolve() and o_mounts[config_path][1] == "ro"
 
     cpu, gpu = load_serve_file(SERVE), load_serve_file(GPU_SERVE)
-    same = ("coe", "repo", "profile", "listen", "queue_bound", "servers", "metrics_listen", "tls", "verdict_log")
+    same = ("coe", "repo", "profile", "listen", "queue_bound", "metrics_listen", "tls", "verdict_log")
     assert {f: getattr(gpu, f) for f in same} == {f: getattr(cpu, f) for f in same}
+    assert {n: s.url for n, s in gpu.servers.items()} == {n: s.url for n, s in cpu.servers.items()}
+    # the GPU executor's memory is read from Triton's metrics port, the one the compose file gives it
+    triton_command = compose()["services"]["triton"]["command"]
+    port = next(a.split("=", 1)[1] for a in triton_command if str(a).startswith("--metrics-port="))
+    assert [s.metrics_url for s in gpu.servers.values()] == [f"http://triton:{port}/metrics"]
     assert gpu.config.policy == cpu.config.policy
     assert [e.kind for e in gpu.config.executors] == ["gpu"]
     assert all(gpu.executor_gpus[e.name] for e in gpu.config.executors)

@@ -1,0 +1,129 @@
+"""The measured GPU memory of an executor on an external Triton server, from Triton's metrics.
+
+An external server's processes cannot be seen (``MemorySampler`` measures embedded servers
+only), so its executors are accounted from the cost profile. Where the server publishes its GPU
+metrics (``orchestrator.triton.gpu_metrics``; the serve config's ``servers[].metrics_url``), a
+``GpuMemoryWatch`` corrects a GPU executor's accounting with them, as the sampler does for an
+embedded server: every ``interval_s`` it reads the devices' memory in use and hands the growth
+over what they used when the watch started (before the initial placement: nothing of ours on
+them) to ``Engine.observe_footprint``. The core then counts whatever exceeds its own figures
+against the budget (``CoreScheduler.correct_footprint``): the budget stays a promise about
+measured memory, and a profile that said too little (an external GPU expert is profiled at its
+file size, docs/profiler.md; ONNX Runtime's CUDA context and arena come on top) is corrected.
+
+What the figure is, and is not:
+
+- device-wide: every process on the GPUs the server sees counts, so another tenant's growth
+  reads as ours (the correction errs towards evicting, never towards exceeding). A device the
+  baseline did not see counts whole;
+- up to ``staleness_s`` old (Triton reads NVML every 2 s by default): each reading is compared
+  with the highest the core accounted since that long before it was read (``began_at``), so a
+  figure from before an unload does not read as an excess;
+- not taken while the engine is not serving (placing, draining, restarting), like the sampler's.
+
+A read that fails is noted (``notes``) and skipped; without a baseline (the first read failed)
+there is no correction at all, and the notes say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from orchestrator.errors import CoserveError
+
+
+class FootprintSink(Protocol):
+    """What the watch needs of the engine."""
+
+    def serving(self) -> bool: ...
+
+    def observe_footprint(
+        self, executor: str, measured_bytes: int, reserved_bytes: int = 0, began_at: float | None = None
+    ) -> None: ...
+
+
+class GpuMemoryWatch:
+    """Corrects ``executor``'s accounting with ``read()`` (gpu id -> bytes in use; blocking, run
+    in a thread; raises ``CoserveError`` when it cannot read). ``start`` reads the baseline."""
+
+    def __init__(
+        self,
+        sink: FootprintSink,
+        executor: str,
+        server: str,
+        read: Callable[[], Mapping[str, int]],
+        *,
+        interval_s: float = 1.0,
+        staleness_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sink, self.executor, self.server, self.read = sink, executor, server, read
+        self.interval_s, self.staleness_s, self.clock = interval_s, staleness_s, clock
+        self.baseline: dict[str, int] | None = None
+        self.last_bytes: int | None = None
+        self.peak_bytes = 0
+        self.readings = 0
+        self.error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def growth(self, used: Mapping[str, int]) -> int:
+        """Bytes the devices use beyond the baseline (a device it lacks counts whole)."""
+        base = self.baseline or {}
+        return sum(max(0, int(b) - base.get(gpu, 0)) for gpu, b in used.items())
+
+    async def start(self) -> GpuMemoryWatch:
+        """Read the baseline (call before the initial placement), then watch until ``stop``."""
+        try:
+            self.baseline = dict(await asyncio.to_thread(self.read))
+        except CoserveError as exc:
+            self.error = str(exc)
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    async def step(self) -> int | None:
+        """One reading, handed to the engine if it serves; the growth read, or None."""
+        if self.baseline is None:
+            return None
+        began_at = self.clock() - self.staleness_s  # the figure may be this old
+        try:
+            used = await asyncio.to_thread(self.read)
+        except CoserveError as exc:
+            self.error = str(exc)
+            return None
+        self.error = None
+        grown = self.growth(used)
+        self.readings += 1
+        self.last_bytes = grown
+        self.peak_bytes = max(self.peak_bytes, grown)
+        if self.sink.serving():
+            self.sink.observe_footprint(self.executor, grown, 0, began_at)
+        return grown
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.step()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def notes(self) -> list[str]:
+        """What ``Status`` says of this watch."""
+        where = f"server {self.server}, executor {self.executor}"
+        if self.baseline is None:
+            return [f"{where}: GPU memory accounted from the cost profile only: Triton's GPU metrics "
+                    f"could not be read at start ({self.error})"]
+        out = [f"{where}: GPU memory measured from Triton's nv_gpu_memory_used_bytes (whole devices' growth "
+               f"since start: {(self.last_bytes or 0) / 1e6:.1f} MB now, peak {self.peak_bytes / 1e6:.1f} MB; "
+               f"read every {self.interval_s:g} s, up to {self.staleness_s:g} s old); host memory from the profile"]
+        if self.error is not None:
+            out.append(f"{where}: the last read of Triton's GPU metrics failed ({self.error})")
+        return out

@@ -1,0 +1,278 @@
+"""An external GPU executor's accounting corrected by Triton's GPU metrics
+(``orchestrator.triton.gpu_metrics``, ``orchestrator.engine.gpu_memory_watch``,
+``serve.attach_gpu_memory_watches``): parsing Triton's exposition, the growth over the baseline,
+how stale a figure may be, and the whole path from a metrics endpoint to the core's budget."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
+from orchestrator.engine.gpu_memory_watch import GpuMemoryWatch
+from orchestrator.errors import ConfigError
+from orchestrator.serve import attach_gpu_memory_watches
+from orchestrator.serve_file import parse_serve_file
+from orchestrator.triton.gpu_metrics import GpuMetricsError, parse_gpu_memory_used, read_gpu_memory_used
+from tests.unit.core.factories import MB
+from tests.unit.engine.test_engine import make_engine, request
+from tests.unit.engine.virtual_time import run_virtual
+
+#: what Triton 2.x sends on its metrics port (the shape of its exposition; figures made up)
+TRITON_METRICS = """\
+# HELP nv_inference_request_success Number of successful inference requests, all batch sizes
+# TYPE nv_inference_request_success counter
+nv_inference_request_success{model="cls_t000",version="1"} 12
+# HELP nv_gpu_memory_total_bytes GPU total memory, in bytes
+# TYPE nv_gpu_memory_total_bytes gauge
+nv_gpu_memory_total_bytes{gpu_uuid="GPU-0aa"} 150754820096
+nv_gpu_memory_total_bytes{gpu_uuid="GPU-1bb"} 150754820096
+# HELP nv_gpu_memory_used_bytes GPU used memory, in bytes
+# TYPE nv_gpu_memory_used_bytes gauge
+nv_gpu_memory_used_bytes{gpu_uuid="GPU-0aa"} 1.2582912e+09
+nv_gpu_memory_used_bytes{gpu_uuid="GPU-1bb"} 524288
+"""
+
+
+def _metrics(used: Mapping[str, int]) -> str:
+    lines = ["# HELP nv_gpu_memory_used_bytes GPU used memory, in bytes", "# TYPE nv_gpu_memory_used_bytes gauge"]
+    lines += [f'nv_gpu_memory_used_bytes{{gpu_uuid="{g}"}} {b}' for g, b in used.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_triton_exposition_gives_each_devices_memory_in_use() -> None:
+    # mutation: reading nv_gpu_memory_total_bytes, or keeping only the last device
+    assert parse_gpu_memory_used(TRITON_METRICS) == {"GPU-0aa": 1_258_291_200, "GPU-1bb": 524_288}
+
+
+def test_a_server_without_gpus_has_no_figure_and_garbage_is_an_error() -> None:
+    assert parse_gpu_memory_used("# TYPE nv_inference_count counter\nnv_inference_count 3\n") == {}
+    with pytest.raises(GpuMetricsError, match="not Prometheus text"):
+        parse_gpu_memory_used("<html>not metrics {</html>\n")
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int, float | None]] = []
+        self.is_serving = True
+
+    def serving(self) -> bool:
+        return self.is_serving
+
+    def observe_footprint(
+        self, executor: str, measured_bytes: int, reserved_bytes: int = 0, began_at: float | None = None
+    ) -> None:
+        self.calls.append((executor, measured_bytes, reserved_bytes, began_at))
+
+
+class _Reads:
+    """A scripted ``read``: each call returns the next figure, or raises it."""
+
+    def __init__(self, *figures: Mapping[str, int] | Exception) -> None:
+        self.figures = list(figures)
+
+    def __call__(self) -> Mapping[str, int]:
+        figure = self.figures.pop(0)
+        if isinstance(figure, Exception):
+            raise figure
+        return figure
+
+
+def test_the_growth_over_the_baseline_goes_to_the_engine_as_old_as_triton_may_have_read_it() -> None:
+    sink = _Recorder()
+    reads = _Reads(
+        {"GPU-a": 500 * MB, "GPU-b": 100 * MB},  # the baseline: another tenant's 500 MB is not ours
+        {"GPU-a": 530 * MB, "GPU-b": 90 * MB, "GPU-new": 7 * MB},  # b shrank: no credit for it
+        GpuMetricsError("cannot read Triton's metrics at http://x: refused"),
+        {"GPU-a": 540 * MB, "GPU-b": 100 * MB},
+    )
+    watch = GpuMemoryWatch(sink, "gpu0", "box", reads, staleness_s=2.0, clock=lambda: 100.0)
+
+    async def drive() -> list[int | None]:
+        await watch.start()
+        got = [await watch.step(), await watch.step()]
+        notes = watch.notes()
+        sink.is_serving = False  # placing, draining or restarting: read but not handed on
+        got.append(await watch.step())
+        await watch.stop()
+        assert any("last read of Triton's GPU metrics failed" in n for n in notes), notes
+        return got
+
+    got = asyncio.run(drive())
+    # 30 MB on a, a device the baseline lacked counts whole (7 MB), a shrink counts 0;
+    # mutations: growth against 0 (the tenant's 500 MB counted), or the shrink netted off
+    assert got == [37 * MB, None, 40 * MB]
+    # began_at: the figure may be Triton's 2 s old reading (mutation: the read's own time)
+    assert sink.calls == [("gpu0", 37 * MB, 0, 98.0)]
+    assert watch.error is None and watch.peak_bytes == 40 * MB
+    assert any("40.0 MB now, peak 40.0 MB" in n for n in watch.notes())
+
+
+def test_without_a_baseline_nothing_is_corrected_and_status_says_so() -> None:
+    sink = _Recorder()
+    watch = GpuMemoryWatch(sink, "gpu0", "box", _Reads(GpuMetricsError("refused"), {"GPU-a": 1}))
+
+    async def drive() -> int | None:
+        await watch.start()
+        got = await watch.step()
+        await watch.stop()
+        return got
+
+    assert asyncio.run(drive()) is None  # mutation: growth against an empty baseline (all of it ours)
+    assert sink.calls == []
+    assert "cost profile only" in watch.notes()[0] and "refused" in watch.notes()[0]
+
+
+@pytest.fixture
+def metrics_server() -> Iterator[dict[str, Any]]:
+    """A local HTTP endpoint serving ``state['text']`` at /metrics (a stand-in for Triton's port)."""
+    state: dict[str, Any] = {"text": _metrics({"GPU-a": 300 * MB})}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = state["text"].encode()
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_reading_a_real_http_endpoint_and_an_unreachable_one(metrics_server: dict[str, Any]) -> None:
+    assert read_gpu_memory_used(metrics_server["url"]) == {"GPU-a": 300 * MB}
+    with pytest.raises(GpuMetricsError, match="cannot read Triton's metrics at http://127.0.0.1:1/metrics"):
+        read_gpu_memory_used("http://127.0.0.1:1/metrics", timeout_s=1.0)
+
+
+def _gpu_spec(metrics_url: str | None) -> Any:
+    server: dict[str, Any] = {"name": "box", "url": "127.0.0.1:8001"}
+    if metrics_url is not None:
+        server["metrics_url"] = metrics_url
+    return parse_serve_file(
+        {"coe": "coe.yaml", "repo": "repo", "servers": [server],
+         "executors": [{"name": "gpu0", "kind": "gpu", "budget_bytes": 60 * MB, "server": "box", "gpus": [0]}]},
+        "s.yaml", Path("/cfg"),
+    )
+
+
+def test_an_external_gpu_executor_over_its_budget_by_triton_s_figures_evicts(metrics_server: dict[str, Any]) -> None:
+    # the whole path: serve config -> watch -> Engine.observe_footprint -> the core's budget
+    spec = _gpu_spec(metrics_server["url"])
+    engine, backend = make_engine(ServeConfig((ExecutorConfig("gpu0", "gpu", 60 * MB),)))
+    accounting: dict[str, str] = {}
+    said: list[str] = []
+
+    async def drive() -> tuple[int, int, list[str], str]:
+        # steps by hand (the virtual clock would run the watch's own loop between every await)
+        watches = await attach_gpu_memory_watches(engine, spec, accounting, said.append, interval_s=3600)
+        assert len(watches) == 1 and watches[0].baseline == {"GPU-a": 300 * MB}
+        # fresh figures here (on the virtual clock the whole test falls in a 2 s stale window,
+        # whose highest figure includes a batch's activations; that window is the next test's)
+        watches[0].staleness_s = 0.0
+        await engine.start()
+        for i in range(2):
+            await engine.inspect(request(f"t{i}", cid=str(i)))
+        pool = engine.core.pool("gpu0")
+        used = pool.used_bytes
+        # the devices grew by what the core accounts plus 12 MB it does not (a CUDA context, say)
+        metrics_server["text"] = _metrics({"GPU-a": 300 * MB + used + 12 * MB})
+        await watches[0].step()
+        excess = pool.unattributed_bytes
+        notes = list(engine.status().notes)
+        # then 80 MB beyond: over the 60 MB budget, idle experts are evicted
+        metrics_server["text"] = _metrics({"GPU-a": 300 * MB + used + 80 * MB})
+        await watches[0].step()
+        await asyncio.sleep(5)  # the evictions' unloads finish
+        for w in watches:
+            await w.stop()
+        await engine.close()
+        return excess, len(pool.resident()), notes, said[0]
+
+    excess, resident, notes, first_said = run_virtual(drive())
+    assert excess == 12 * MB  # mutation: the watch not attached, or the baseline not subtracted
+    assert resident == 0
+    assert any("nv_gpu_memory_used_bytes" in n and "executor gpu0" in n for n in notes), notes
+    assert any("12.0 MB measured beyond the cost profile" in n for n in notes), notes
+    assert accounting == {"box": "profile+gpu-metrics"}
+    assert "measured from http://127.0.0.1:" in first_said
+    assert backend.violations == []
+
+
+def test_a_figure_from_before_an_unload_is_not_an_excess_after_it(metrics_server: dict[str, Any]) -> None:
+    # Triton's figure is up to 2 s old: read just after an unload is confirmed it still holds the
+    # expert; compared with what the core accounts now it would read as an excess of that size
+    # (mutation: the accounting history not kept, or began_at the read's own time)
+    engine, backend = make_engine(ServeConfig((ExecutorConfig("gpu0", "gpu", 60 * MB),)))
+
+    async def drive() -> tuple[int, int, int]:
+        watch = (await attach_gpu_memory_watches(engine, _gpu_spec(metrics_server["url"]), {}, interval_s=3600))[0]
+        await engine.start()
+        for i in range(2):
+            await engine.inspect(request(f"t{i}", cid=str(i)))
+        pool = engine.core.pool("gpu0")
+        before = pool.used_bytes
+        metrics_server["text"] = _metrics({"GPU-a": 300 * MB + before})  # exactly what is held
+        await watch.step()
+        backend.disk_versions["cls_1"] = "2"  # a new version on disk: the held copy is unloaded
+        engine.check_versions({"cls_1": "2"})
+        await asyncio.sleep(1.5)  # the unload is confirmed; Triton has not read NVML since
+        after = pool.used_bytes
+        await watch.step()  # the old figure, read after the unload
+        excess = pool.unattributed_bytes
+        await watch.stop()
+        await engine.close()
+        return before, after, excess
+
+    before, after, excess = run_virtual(drive())
+    assert after < before
+    assert excess == 0
+
+
+def test_no_metrics_url_or_a_cpu_executor_gets_no_watch(metrics_server: dict[str, Any]) -> None:
+    engine, _ = make_engine(ServeConfig((ExecutorConfig("gpu0", "gpu", 60 * MB),)))
+    cpu_engine, _ = make_engine(ServeConfig((ExecutorConfig("gpu0", "cpu", 60 * MB),)))
+
+    async def drive() -> tuple[int, int]:
+        a = await attach_gpu_memory_watches(engine, _gpu_spec(None), {})
+        b = await attach_gpu_memory_watches(cpu_engine, _gpu_spec(metrics_server["url"]), {})
+        return len(a), len(b)
+
+    assert asyncio.run(drive()) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ({"name": "box", "metrics_url": "http://x:8002/metrics"}, "only an external server"),
+        ({"name": "box", "url": "127.0.0.1:8001", "metrics_url": "x:8002/metrics"}, "must be http://HOST:PORT"),
+        ({"name": "box", "url": "127.0.0.1:8001", "metrics_url": 8002}, "servers[0].metrics_url"),
+    ],
+)
+def test_a_bad_metrics_url_is_an_error_naming_the_field(server: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_serve_file(
+            {"coe": "coe.yaml", "repo": "repo", "servers": [server],
+             "executors": [{"name": "gpu0", "kind": "gpu", "budget_bytes": 1e8, "server": "box"}]},
+            "s.yaml", Path("/cfg"),
+        )
+    assert "s.yaml" in str(err.value) and "servers[0].metrics_url" in str(err.value)
+    assert message in str(err.value)
