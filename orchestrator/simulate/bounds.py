@@ -75,6 +75,9 @@ class Bounds:
     #: the shared cores (0 without host.cpu_cores)
     channels_s: float = 0.0
     cpu_work_s: float = 0.0
+    #: needed experts the best start of the layout that sets the compulsory bound holds (which
+    #: need not be the roomiest: ``start_resident``)
+    binding_start_resident: int = 0
 
     def row(self, name: str, requests: int) -> SimResult:
         all_res = name == "all-resident"
@@ -324,4 +327,5 @@ def compute_bounds(
         step_floor_s=floors_min or [],
         channels_s=compulsory.channels_s,
         cpu_work_s=compulsory.cpu_work_s,
+        binding_start_resident=compulsory.kept,
     )

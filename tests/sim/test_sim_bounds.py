@@ -199,6 +199,8 @@ def test_the_compulsory_bound_is_the_smallest_of_each_layouts_own() -> None:
     assert b.compulsory_s == pytest.approx(1.04)
     # switches: Samba-CoE's one process may start with all five, so no policy is sure to load one
     assert b.compulsory_loads == 0 and b.start_resident == 5
+    # the binding layout (two executors of two) starts with four (mutation: the roomiest's five)
+    assert b.binding_start_resident == 4
     for policy in ("coserve", "coserve+", "samba-lru", "samba-parallel", "em-ra"):
         res = simulate(wl, box, profile, policy)
         assert res.makespan_s >= b.compulsory_s - 1e-9, policy
