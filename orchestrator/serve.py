@@ -24,7 +24,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.coe import CoEDefinition, load_coe
 from orchestrator.config_reader import read_yaml_file
@@ -40,10 +40,18 @@ from orchestrator.errors import CoserveError
 from orchestrator.frontend.server import InspectionServer, tls_credentials
 from orchestrator.metrics.service_metrics import ServiceMetrics
 from orchestrator.serve_file import ServeFile
+from orchestrator.triton import processes
 from orchestrator.triton.adapter import TritonAdapter
-from orchestrator.triton.gpu_metrics import TRITON_GPU_METRICS_INTERVAL_S, read_gpu_memory_used
+from orchestrator.triton.gpu_metrics import (
+    TRITON_GPU_METRICS_INTERVAL_S,
+    GpuMetricsError,
+    read_gpu_memory_used,
+)
 from orchestrator.triton.launcher import EmbeddedServerControl, EmbeddedTriton
 from orchestrator.verdicts.serving import VerdictLog
+
+if TYPE_CHECKING:
+    from profiler.memory import GpuMemoryReader
 
 T = TypeVar("T")
 
@@ -138,7 +146,9 @@ def attach_memory_sampler(
     reserved = engine.reserved_bytes  # set by run_service before the engine is handed out
     for name in engine.core.executor_names():
         triton = embedded.get(spec.executor_server.get(name, ""))
-        if triton is None or triton.pid is None:
+        # a GPU executor's budget is device memory, which host process sizes do not show
+        # (attach_gpu_memory_watches measures it)
+        if triton is None or triton.pid is None or engine.core.executor_kind(name) == "gpu":
             continue
         servers[name] = _pid_of(triton)
     if not servers:
@@ -160,40 +170,90 @@ def attach_memory_sampler(
     return sampler
 
 
+def embedded_gpu_read(triton: EmbeddedTriton, reader: GpuMemoryReader) -> Callable[[], dict[str, int]]:
+    """A ``GpuMemoryWatch`` read for an embedded server: the device memory NVML says the server
+    and its model processes hold (one figure; the server's current pid, so a restart is followed).
+    NVML's own errors are raised as ``GpuMetricsError``."""
+
+    def read() -> dict[str, int]:
+        pid = triton.pid
+        if not pid:
+            return {"server processes": 0}
+        pids = {pid, *processes.children(pid)}
+        try:
+            used = reader.used_bytes_by_pid()
+        except Exception as exc:  # pynvml raises its own NVMLError kinds
+            raise GpuMetricsError(f"NVML: {exc}") from None
+        return {"server processes": sum(b for p, b in used.items() if p in pids)}
+
+    return read
+
+
 async def attach_gpu_memory_watches(
     engine: Engine,
     spec: ServeFile,
     accounting: dict[str, str],
     say: Callable[[str], None] = lambda _: None,
     *,
+    embedded: Mapping[str, EmbeddedTriton] | None = None,
+    nvml: Callable[[], GpuMemoryReader] | None = None,
     interval_s: float = 1.0,
 ) -> list[GpuMemoryWatch]:
-    """A started ``GpuMemoryWatch`` for each GPU executor on an external server whose spec names a
-    ``metrics_url`` (its baseline read now: call before the initial placement), its notes in
-    Status and its server's entry in ``accounting`` (``TritonBackend.accounting``) set to
-    ``profile+gpu-metrics``. A baseline that cannot be read
-    is said (``say``, Status) and leaves that executor on the profile's figures. The caller stops them."""
+    """A started ``GpuMemoryWatch`` (its baseline read now: call before the initial placement),
+    its notes in Status, for each GPU executor
+    - on an external server whose spec names a ``metrics_url``: Triton's GPU metrics, up to
+      Triton's refresh old; the server's entry in ``accounting`` (``TritonBackend.accounting``)
+      becomes ``profile+gpu-metrics``;
+    - on an ``embedded`` server: NVML's per-process figures of the server's processes (``nvml``
+      makes the reader; default ``profiler.memory.NvmlReader``).
+    A baseline that cannot be read (no metric, no NVML) is said (``say``, Status) and leaves that
+    executor on the profile's figures. The caller stops the watches."""
     watches = []
+    reader: GpuMemoryReader | None = None
     for name in engine.core.executor_names():
-        server = spec.servers.get(spec.executor_server.get(name, ""))
-        if server is None or server.metrics_url is None or engine.core.executor_kind(name) != "gpu":
+        server_name = spec.executor_server.get(name, "")
+        server = spec.servers.get(server_name)
+        if server is None or engine.core.executor_kind(name) != "gpu":
             continue
-        url = server.metrics_url
-        watch = await GpuMemoryWatch(
-            engine, name, server.name, functools.partial(read_gpu_memory_used, url),
-            interval_s=interval_s, staleness_s=TRITON_GPU_METRICS_INTERVAL_S,
-        ).start()
-        # a reading up to Triton's interval old is compared with the most the core accounted
+        triton = (embedded or {}).get(server_name)
+        if triton is not None:
+            if reader is None:
+                try:
+                    reader = nvml() if nvml is not None else _nvml_reader()
+                except CoserveError as exc:
+                    say(f"executor {name}: {exc}; its GPU memory is accounted from the cost profile only")
+                    continue
+            watch = GpuMemoryWatch(
+                engine, name, server_name, embedded_gpu_read(triton, reader), interval_s=interval_s,
+                staleness_s=0.5, source="NVML (per process)", whole_devices=False,
+            )
+        elif server.metrics_url is not None:
+            watch = GpuMemoryWatch(
+                engine, name, server_name, functools.partial(read_gpu_memory_used, server.metrics_url),
+                interval_s=interval_s, staleness_s=TRITON_GPU_METRICS_INTERVAL_S,
+            )
+        else:
+            continue
+        await watch.start()
+        # a reading up to ``staleness_s`` old is compared with the most the core accounted
         # since then (Engine.observe_footprint's began_at), which needs the history kept
         engine.track_accounting = True
         engine.note_sources.append(watch.notes)
         if watch.baseline is None:
             say(f"executor {name}: {watch.error}; its GPU memory is accounted from the cost profile only")
         else:
-            accounting[server.name] = "profile+gpu-metrics"
-            say(f"executor {name}: GPU memory measured from {url} ({len(watch.baseline)} GPUs seen)")
+            if triton is None:
+                accounting[server_name] = "profile+gpu-metrics"
+            at = f" at {server.metrics_url}" if triton is None else ""
+            say(f"executor {name}: GPU memory measured from {watch.source}{at}")
         watches.append(watch)
     return watches
+
+
+def _nvml_reader() -> GpuMemoryReader:
+    from profiler.memory import NvmlReader  # the profiler's NVML seam (pynvml is optional)
+
+    return NvmlReader()
 
 
 async def run_service(
@@ -246,7 +306,7 @@ async def run_service(
         engine.reserved_bytes = reserved_bytes(engine, spec)
         if spec.memory_sampler:
             sampler = attach_memory_sampler(engine, embedded, spec)
-            gpu_watches = await attach_gpu_memory_watches(engine, spec, backend.accounting, say)
+            gpu_watches = await attach_gpu_memory_watches(engine, spec, backend.accounting, say, embedded=embedded)
         if on_engine is not None:
             on_engine(engine, embedded)
         # the log wraps the engine (records, answers retries); metrics wrap that (what clients see)

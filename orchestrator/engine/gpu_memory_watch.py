@@ -1,4 +1,5 @@
-"""The measured GPU memory of an executor on an external Triton server, from Triton's metrics.
+"""The measured GPU memory of a GPU executor: from Triton's metrics (an external server) or from
+NVML per process (an embedded one).
 
 An external server's processes cannot be seen (``MemorySampler`` measures embedded servers
 only), so its executors are accounted from the cost profile. Where the server publishes its GPU
@@ -20,6 +21,12 @@ What the figure is, and is not:
   with the highest the core accounted since that long before it was read (``began_at``), so a
   figure from before an unload does not read as an excess;
 - not taken while the engine is not serving (placing, draining, restarting), like the sampler's.
+
+On an **embedded** server (whose processes are ours to see) the shell reads NVML's per-process
+device memory of the server and its model processes instead (``serve.attach_gpu_memory_watches``):
+the same growth over the baseline, but only those processes' (``whole_devices=False``) and fresh
+(NVML is read directly). The host memory sampler leaves GPU executors alone: their budget is
+device memory, which process sizes on the host do not show.
 
 A read that fails is noted (``notes``) and skipped; without a baseline (the first read failed)
 there is no correction at all, and the notes say so.
@@ -60,9 +67,14 @@ class GpuMemoryWatch:
         interval_s: float = 1.0,
         staleness_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        source: str = "Triton's nv_gpu_memory_used_bytes",
+        whole_devices: bool = True,
     ) -> None:
         self.sink, self.executor, self.server, self.read = sink, executor, server, read
         self.interval_s, self.staleness_s, self.clock = interval_s, staleness_s, clock
+        #: what the figure is read from (Status), and whether it is the whole devices' use
+        #: (Triton's metrics) or only the server's own processes' (NVML per process)
+        self.source, self.whole_devices = source, whole_devices
         self.baseline: dict[str, int] | None = None
         self.last_bytes: int | None = None
         self.peak_bytes = 0
@@ -78,9 +90,15 @@ class GpuMemoryWatch:
     async def start(self) -> GpuMemoryWatch:
         """Read the baseline (call before the initial placement), then watch until ``stop``."""
         try:
-            self.baseline = dict(await asyncio.to_thread(self.read))
+            baseline = dict(await asyncio.to_thread(self.read))
         except CoserveError as exc:
             self.error = str(exc)
+        else:
+            if baseline:
+                self.baseline = baseline
+            else:  # no device figures at all: nothing to measure growth against
+                self.error = (f"{self.source} has no GPU figure (a server started with "
+                              "--allow-gpu-metrics=false, or no GPU visible to it)")
         self._task = asyncio.ensure_future(self._run())
         return self
 
@@ -119,11 +137,12 @@ class GpuMemoryWatch:
         """What ``Status`` says of this watch."""
         where = f"server {self.server}, executor {self.executor}"
         if self.baseline is None:
-            return [f"{where}: GPU memory accounted from the cost profile only: Triton's GPU metrics "
+            return [f"{where}: GPU memory accounted from the cost profile only: {self.source} "
                     f"could not be read at start ({self.error})"]
-        out = [f"{where}: GPU memory measured from Triton's nv_gpu_memory_used_bytes (whole devices' growth "
+        what = "whole devices'" if self.whole_devices else "its server's processes'"
+        out = [f"{where}: GPU memory measured from {self.source} ({what} growth "
                f"since start: {(self.last_bytes or 0) / 1e6:.1f} MB now, peak {self.peak_bytes / 1e6:.1f} MB; "
-               f"read every {self.interval_s:g} s, up to {self.staleness_s:g} s old); host memory from the profile"]
+               f"read every {self.interval_s:g} s, up to {self.staleness_s:g} s old); host memory not budgeted"]
         if self.error is not None:
-            out.append(f"{where}: the last read of Triton's GPU metrics failed ({self.error})")
+            out.append(f"{where}: the last read of {self.source} failed ({self.error})")
         return out

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,9 +21,10 @@ import pytest
 from orchestrator.core.serve_config import ExecutorConfig, ServeConfig
 from orchestrator.engine.gpu_memory_watch import GpuMemoryWatch
 from orchestrator.errors import ConfigError
-from orchestrator.serve import attach_gpu_memory_watches
+from orchestrator.serve import attach_gpu_memory_watches, attach_memory_sampler, embedded_gpu_read
 from orchestrator.serve_file import parse_serve_file
 from orchestrator.triton.gpu_metrics import GpuMetricsError, parse_gpu_memory_used, read_gpu_memory_used
+from profiler.memory import NoGpuError
 from tests.unit.core.factories import MB
 from tests.unit.engine.test_engine import make_engine, request
 from tests.unit.engine.virtual_time import run_virtual
@@ -101,7 +106,7 @@ def test_the_growth_over_the_baseline_goes_to_the_engine_as_old_as_triton_may_ha
         sink.is_serving = False  # placing, draining or restarting: read but not handed on
         got.append(await watch.step())
         await watch.stop()
-        assert any("last read of Triton's GPU metrics failed" in n for n in notes), notes
+        assert any("last read of Triton's nv_gpu_memory_used_bytes failed" in n for n in notes), notes
         return got
 
     got = asyncio.run(drive())
@@ -213,7 +218,7 @@ def test_an_external_gpu_executor_over_its_budget_by_triton_s_figures_evicts(met
     assert any("nv_gpu_memory_used_bytes" in n and "executor gpu0" in n for n in notes), notes
     assert any("12.0 MB measured beyond the cost profile" in n for n in notes), notes
     assert accounting == {"box": "profile+gpu-metrics"}
-    assert "measured from http://127.0.0.1:" in first_said
+    assert "nv_gpu_memory_used_bytes at http://127.0.0.1:" in first_said
     assert backend.violations == []
 
 
@@ -276,3 +281,87 @@ def test_a_bad_metrics_url_is_an_error_naming_the_field(server: dict[str, Any], 
         )
     assert "s.yaml" in str(err.value) and "servers[0].metrics_url" in str(err.value)
     assert message in str(err.value)
+
+
+def test_a_server_that_publishes_no_gpu_figure_leaves_the_profile() -> None:
+    # a server started with --allow-gpu-metrics=false sends no nv_gpu_* lines: "0 GPUs, 0 bytes"
+    # must not read as measured (mutation: an empty baseline taken as one)
+    sink = _Recorder()
+    watch = GpuMemoryWatch(sink, "gpu0", "box", _Reads({}, {"GPU-a": 9 * MB}))
+
+    async def drive() -> int | None:
+        await watch.start()
+        got = await watch.step()
+        await watch.stop()
+        return got
+
+    assert asyncio.run(drive()) is None and sink.calls == []
+    assert "--allow-gpu-metrics=false" in watch.notes()[0]
+
+
+class _Nvml:
+    """A ``GpuMemoryReader`` with set figures by pid."""
+
+    def __init__(self, used: Mapping[int, int] | Exception) -> None:
+        self.used = used
+
+    def device_count(self) -> int:
+        return 1
+
+    def used_bytes_by_pid(self) -> Mapping[int, int]:
+        if isinstance(self.used, Exception):
+            raise self.used
+        return self.used
+
+
+def _embedded_gpu_spec() -> Any:
+    return parse_serve_file(
+        {"coe": "coe.yaml", "repo": "repo", "servers": [{"name": "local"}],
+         "executors": [{"name": "gpu0", "kind": "gpu", "budget_bytes": 60 * MB, "server": "local", "gpus": [0]}]},
+        "s.yaml", Path("/cfg"),
+    )
+
+
+def test_an_embedded_server_is_measured_by_nvml_over_its_own_processes_only() -> None:
+    # the server (this process here) and its child count; another process on the GPU does not
+    # (mutations: every pid NVML lists counted, or the children left out)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        triton = SimpleNamespace(pid=os.getpid())
+        nvml = _Nvml({os.getpid(): 100 * MB, child.pid: 50 * MB, 999_999_999: 1000 * MB})
+        read = embedded_gpu_read(triton, nvml)  # type: ignore[arg-type]
+        assert read() == {"server processes": 150 * MB}
+        nvml.used = RuntimeError("NVML_ERROR_GPU_IS_LOST")
+        with pytest.raises(GpuMetricsError, match="NVML: NVML_ERROR_GPU_IS_LOST"):
+            read()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_an_embedded_gpu_executor_gets_an_nvml_watch_and_no_host_sampler() -> None:
+    spec = _embedded_gpu_spec()
+    engine, _ = make_engine(ServeConfig((ExecutorConfig("gpu0", "gpu", 60 * MB),)))
+    triton = SimpleNamespace(pid=os.getpid())
+    said: list[str] = []
+
+    async def drive() -> tuple[list[GpuMemoryWatch], list[GpuMemoryWatch], Any]:
+        sampler = attach_memory_sampler(engine, {"local": triton}, spec)  # type: ignore[dict-item]
+        watches = await attach_gpu_memory_watches(
+            engine, spec, {}, said.append, embedded={"local": triton},  # type: ignore[dict-item]
+            nvml=lambda: _Nvml({os.getpid(): 300 * MB}), interval_s=3600,
+        )
+        def no_gpu() -> Any:
+            raise NoGpuError("--kind gpu: no usable NVIDIA GPU on this machine (NVML: not found)")
+        none = await attach_gpu_memory_watches(engine, spec, {}, said.append, embedded={"local": triton},  # type: ignore[dict-item]
+                                               nvml=no_gpu)
+        for w in watches:
+            await w.stop()
+        return watches, none, sampler
+
+    watches, none, sampler = asyncio.run(drive())
+    # host PSS is not a GPU budget's unit (mutation: the sampler measuring GPU executors too)
+    assert sampler is None
+    assert len(watches) == 1 and not watches[0].whole_devices and watches[0].baseline == {"server processes": 300 * MB}
+    assert "NVML (per process)" in said[0]
+    assert none == [] and "accounted from the cost profile only" in said[1] and "no usable NVIDIA GPU" in said[1]
