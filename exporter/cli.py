@@ -193,6 +193,11 @@ def _cmd_expert_add(args: argparse.Namespace) -> int:
     repository.check_target(args.target)
     if args.onnx is not None and not Path(args.onnx).is_file():
         raise ConfigError(args.onnx, "", "ONNX file not found")
+    if args.onnx is not None:
+        # an ONNX file brings its own input shape and output names: refused rather than ignored
+        for flag, value in (("--input-shape", args.input_shape), ("--outputs", args.outputs)):
+            if value is not None:
+                raise ConfigError(flag, "", "applies to --module only (an ONNX file's own inputs and outputs are used)")
     if args.module is not None and args.input_shape is None:
         raise ConfigError("--input-shape", "", "is required with --module (C,H,W)")
     outputs = [o.strip() for o in args.outputs.split(",")] if args.outputs else None

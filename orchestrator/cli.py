@@ -119,6 +119,12 @@ def _run(args: argparse.Namespace) -> int:
         # from raising again on the closed pipe.
         _discard_stdout()
         return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        # A path the system refuses before any reader could name it (a name too long, a folder
+        # that may not be searched: ``Path.is_dir`` raises these): one line naming the path.
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"coserve: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)

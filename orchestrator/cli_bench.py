@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from orchestrator.cli_numbers import nonneg_number, positive_int
+from orchestrator.cli_paths import output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--interval-ms", type=nonneg_number, default=4.0, help="time between requests, ms (default 4; 0: all at once)"
     )
-    p.add_argument("--json", dest="json_out", default=None, help="write the flat result object as JSON here")
-    p.add_argument("--plot", default=None, help="draw throughput and switches per policy as a PNG here")
+    p.add_argument("--json", dest="json_out", type=output_file, default=None, help="write the flat result object as JSON here")
+    p.add_argument("--plot", type=output_file, default=None, help="draw throughput and switches per policy as a PNG here")
     p.add_argument("--cold-start", action="store_true", help="skip the untimed warm-up of 200 requests")
     p.set_defaults(func=handler, _parser=p)
 
@@ -83,5 +84,8 @@ def handler(args: argparse.Namespace) -> int:
     if args.json_out:
         write_json(result, args.json_out)
     if args.plot:
-        plot(result, args.plot)
+        try:
+            plot(result, args.plot)
+        except OSError as exc:
+            raise ConfigError(args.plot, "", f"cannot write the plot ({exc.strerror or exc})") from None
     return 1 if any(r.errors for r in result.runs.values()) else 0

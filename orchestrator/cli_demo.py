@@ -50,6 +50,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.triton_url is not None:
         check_grpc_url(args.triton_url)
+        check_reachable(args.triton_url)
     repo = Path(args.repo)
     if repo.exists() and not repo.is_dir():
         raise CoserveError(f"--repo {repo}: exists and is not a directory (give a model repository directory)")
@@ -75,6 +76,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         report = run_demo(coe, Path(coe_path), repo, profile_path, board_seed=args.board_seed,
                           max_resident=args.max_resident, triton_url=args.triton_url, progress=bar.update)
     return report.exit_code()
+
+
+def check_reachable(url: str) -> None:
+    """A ``ServerUnavailableError`` now if nothing answers at ``url``: before the export, which
+    takes minutes on a large CoE, not after it."""
+    import asyncio
+
+    from orchestrator.triton.adapter import TritonAdapter
+
+    async def probe() -> None:
+        async with TritonAdapter(url, request_timeout_s=30.0) as adapter:
+            await adapter.server_version()
+
+    asyncio.run(probe())
 
 
 def ensure_profile(coe: CoEDefinition, repo: Path, triton_url: str | None) -> Path:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.cli_numbers import fraction, positive_int, positive_number
+from orchestrator.cli_paths import output_file
 from orchestrator.errors import ConfigError
 
 
@@ -49,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--tolerance", type=fraction, default=0.01,
                    help="fewer executors win within this share of the best prediction (default 0.01)")
     p.add_argument("--requests", type=positive_int, default=600, help="with --coe: requests per simulated task")
-    p.add_argument("--out", required=True, help="serve config YAML to write")
-    p.add_argument("--json", dest="json_out", default=None, help="also write what was searched as JSON here")
+    p.add_argument("--out", type=output_file, required=True, help="serve config YAML to write")
+    p.add_argument("--json", dest="json_out", type=output_file, default=None, help="also write what was searched as JSON here")
     p.set_defaults(func=handler)
 
 
@@ -93,6 +94,8 @@ def handler(args: argparse.Namespace) -> int:
             profile_path = Path(args.profile)
             if not profile_path.is_file():
                 raise ConfigError("--profile", args.profile, f"no such file, and not a preset ({', '.join(preset_names())})")
+            if args.repo is not None and not Path(args.repo).is_dir():
+                raise ConfigError("--repo", args.repo, "not a model repository directory (the one coserve serve will use)")
             profile = parse_profile(read_yaml_file(profile_path), str(profile_path))
             coe = load_coe(args.coe)
             ev = coe_evaluator(coe, profile, machine, policy=args.policy, seeds=args.seeds, max_runs=args.max_runs,
@@ -114,13 +117,16 @@ def handler(args: argparse.Namespace) -> int:
         bar.close()
     command = "coserve plan " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["plan"] else "coserve plan"
     text = serve_config_text(plan, shell, command)
+    written = out
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         if args.json_out:
-            Path(args.json_out).write_text(json.dumps(plan.to_json_obj(), indent=2) + "\n")
+            written = Path(args.json_out)
+            written.parent.mkdir(parents=True, exist_ok=True)
+            written.write_text(json.dumps(plan.to_json_obj(), indent=2) + "\n")
     except OSError as exc:
-        raise ConfigError(str(out), "", f"cannot write ({exc.strerror or exc})") from None
+        raise ConfigError(str(written), "", f"cannot write ({exc.strerror or exc})") from None
     for name, m in plan.methods.items():
         c = m.chosen
         print(f"{name:<10} {c.label if c else 'nothing fits':<28} {c.score if c else 0:8.2f} img/s predicted"

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.cli_numbers import fraction, nonneg_int, nonneg_number, positive_int, positive_number
+from orchestrator.cli_paths import output_file
 from orchestrator.errors import ConfigError
 
 
@@ -86,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=None,
         help="feature: CPU-memory cache tier for GPU loads, in bytes (0: no cache tier)",
     )
-    p.add_argument("--json", dest="json_out", default=None, help="write the results as JSON to this file")
+    p.add_argument("--json", dest="json_out", type=output_file, default=None, help="write the results as JSON to this file")
     p.set_defaults(func=handler)
 
 
@@ -212,6 +213,7 @@ def handler(args: argparse.Namespace) -> int:
     print(format_table(report))
     if args.json_out:
         try:
+            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json_out).write_text(report.to_json())
         except OSError as exc:
             raise ConfigError(args.json_out, "", f"cannot write JSON ({exc.strerror or exc})") from None

@@ -10,6 +10,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from orchestrator.cli_paths import output_file
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--coe", required=True, help="CoE definition file")
     p.add_argument("--repo", required=True, help="model repository the CoE is exported in")
-    p.add_argument("--out", required=True, help="cost profile YAML to write")
+    p.add_argument("--out", type=output_file, required=True, help="cost profile YAML to write")
     p.add_argument("--kind", action="append", choices=["cpu", "gpu"], default=None,
                    help="instance kind to profile (repeat; default: cpu)")
     p.add_argument("--triton-url", default=None, help="profile a running Triton at HOST:PORT instead of the embedded one")
