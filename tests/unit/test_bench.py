@@ -4,6 +4,7 @@ side (the same request sequence, the real warm-up), the memory sampler on this p
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import time
 from dataclasses import replace
@@ -134,10 +135,15 @@ def test_the_simulator_replays_the_sequence_as_sent_after_the_real_warm_up() -> 
 
 def test_the_memory_sampler_sees_growth_over_idle_and_reports_its_cost() -> None:
     with MemorySampler({"cpu0": os.getpid()}, interval_s=0.2, quick_interval_s=0.05) as sampler:
-        block = np.ones(64 * MB // 8)  # touched: ~64 MB of private pages
+        # 64 MB of new private pages: an anonymous mapping of its own, every page touched (an
+        # array from the heap may reuse pages an earlier test freed but the heap kept resident,
+        # and then grew the process by only 41-47 MB: the test failed 1 run in 3)
+        block = mmap.mmap(-1, 64 * MB)
+        for offset in range(0, 64 * MB, mmap.PAGESIZE):
+            block[offset] = 1
         sampler.poke()
         time.sleep(0.5)
-        del block
+        block.close()
     report = sampler.report()
     assert report.idle_bytes["cpu0"] > 0
     assert report.lifetime_peak_bytes["cpu0"] >= 48 * MB
