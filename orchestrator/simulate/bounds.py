@@ -78,6 +78,10 @@ class Bounds:
     #: needed experts the best start of the layout that sets the compulsory bound holds (which
     #: need not be the roomiest: ``start_resident``)
     binding_start_resident: int = 0
+    #: needed experts no executor of any layout can run (no cost for its kind, or larger than its
+    #: budget): then no layout serves every counted request, there is no bound, and the makespans
+    #: are infinite (throughput 0), never a figure no policy could reach
+    unrunnable: tuple[str, ...] = ()
 
     def row(self, name: str, requests: int) -> SimResult:
         all_res = name == "all-resident"
@@ -316,7 +320,12 @@ def compute_bounds(
             compulsory = here
         fewest_loads, most_kept = min(fewest_loads, here.loads), max(most_kept, here.kept)
     if best is None or compulsory is None:
-        return Bounds(len(steps), 1e-12, 1e-12, 0, 0, 0, [])
+        needed = sorted({x for _, s in steps for x in s})
+        unrunnable = tuple(
+            x for x in needed
+            if all(math.isinf(r.batch_of_one_s) for lay in layouts(config) for r in _runs(workload, profile, lay[0], x))
+        )
+        return Bounds(len(steps), math.inf, math.inf, 0, 0, len(needed), [], unrunnable=unrunnable)
     return Bounds(
         counted=len(steps),
         all_resident_s=max(best[0], 1e-12),

@@ -204,3 +204,27 @@ def test_the_compulsory_bound_is_the_smallest_of_each_layouts_own() -> None:
     for policy in ("coserve", "coserve+", "samba-lru", "samba-parallel", "em-ra"):
         res = simulate(wl, box, profile, policy)
         assert res.makespan_s >= b.compulsory_s - 1e-9, policy
+
+
+def test_no_bound_where_no_executor_can_run_a_needed_expert() -> None:
+    """A profile with GPU costs only and CPU executors: every request is rejected, and the bounds
+    must not read as a figure (they were 2e13 img/s: makespans of 1e-12 s). Mutation killed: the
+    old 1e-12 makespans, or the note left out."""
+    from orchestrator.simulate.report import format_table, run_report
+
+    gpu = {"k_s": 0.01, "b_s": 0.0, "max_batch": 8, "load_time_s": {"disk": 0.2}, "weight_bytes": EXPERT}
+    profile = parse_profile(
+        {"storage": {"concurrent_loads": 1},
+         "architectures": {a: {"gpu": dict(gpu)} for a in ("resnet101", "yolov5m", "yolov5l")}},
+        "gpu-only",
+    )
+    box = ServeConfig(executors=(ExecutorConfig("cpu0", "cpu", 100 * EXPERT),))
+    wl = build_workload(make_spec(types=3, requests=12, interval_s=0.01, detectors=0), profile)
+    b = compute_bounds(wl, box, profile)
+    assert b.unrunnable == tuple(sorted(wl.distinct_experts()))
+    assert b.row("compulsory", 12).throughput_img_s == 0.0
+    report = run_report(wl, box, profile, ["coserve"])
+    assert len(report.results["coserve"].rejected) == 12
+    table = format_table(report)
+    assert "n/a" in table and "no bounds: no executor can run" in table
+    assert all(r.throughput_img_s == 0.0 for r in report.results.values())
