@@ -6,6 +6,7 @@ The library is ``orchestrator.bench`` (what is run and how each figure is define
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from orchestrator.cli_numbers import nonneg_number, positive_int
 from orchestrator.cli_paths import output_file
@@ -65,6 +66,9 @@ def handler(args: argparse.Namespace) -> int:
     else:
         if args.repo is None or args.budget_bytes is None:
             raise ConfigError("--coe", args.coe, "needs --repo DIR and --budget-bytes N too")
+        # named by its flag here: the spec built from the flags reports its errors as "--budget-bytes"
+        if not Path(args.repo).is_dir():
+            raise ConfigError("--repo", args.repo, "not a model repository directory")
         spec = budget_serve_file(args.coe, args.repo, args.budget_bytes)
     from profiler.measure import Plan
 

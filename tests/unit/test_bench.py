@@ -223,7 +223,7 @@ def test_coserve_bench_asks_for_the_full_profile_plan_unless_told_quick(
         raise ConfigError("test", "stop", "here")  # a usage error ends the command cleanly
 
     monkeypatch.setattr(bench, "run_bench", fake_run_bench)
-    assert main(["bench", "--coe", "c.yaml", "--repo", "r", "--budget-bytes", "1000", *flags]) == 2
+    assert main(["bench", "--coe", "c.yaml", "--repo", str(tmp_path), "--budget-bytes", "1000", *flags]) == 2
     assert seen == [Plan.quick() if quick else Plan()]
 
 

@@ -137,6 +137,17 @@ def test_bench_plot_write_error_is_one_line(
 # ---- inputs that were accepted and ignored --------------------------------------------------------
 
 @pytest.mark.parametrize("repo", ["missing", "afile"])
+def test_bench_names_its_repo_flag_when_the_repo_is_not_a_directory(
+    files: dict[str, Path], repo: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "--budget-bytes: repo: ..." (the spec built from the flags named itself)."""
+    path = files["repo"] / "missing" if repo == "missing" else files["afile"]
+    code = main(["bench", "--coe", str(files["coe"]), "--repo", str(path), "--budget-bytes", "1000"])
+    assert code == EXIT_USAGE
+    assert one_line(capsys.readouterr().err) == f"coserve: error: --repo: {path}: not a model repository directory"
+
+
+@pytest.mark.parametrize("repo", ["missing", "afile"])
 def test_plan_refuses_a_repo_that_is_not_a_directory(
     repo: str, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
