@@ -36,11 +36,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from orchestrator.errors import CoserveError
+
+log = logging.getLogger(__name__)
 
 
 class FootprintSink(Protocol):
@@ -124,7 +127,11 @@ class GpuMemoryWatch:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            await self.step()
+            try:
+                await self.step()
+            except Exception as exc:  # a bug in a reading's handling must not end the watch
+                log.exception("GPU memory watch of %s failed a step", self.executor)
+                self.error = f"a reading could not be applied: {exc!r}"
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -365,3 +365,26 @@ def test_an_embedded_gpu_executor_gets_an_nvml_watch_and_no_host_sampler() -> No
     assert len(watches) == 1 and not watches[0].whole_devices and watches[0].baseline == {"server processes": 300 * MB}
     assert "NVML (per process)" in said[0]
     assert none == [] and "accounted from the cost profile only" in said[1] and "no usable NVIDIA GPU" in said[1]
+
+
+def test_a_step_that_raises_does_not_end_the_watch() -> None:
+    # mutation: the loop without its guard (one bad reading and the executor is never measured again)
+    class Broken(_Recorder):
+        def observe_footprint(self, *a: Any, **k: Any) -> None:
+            super().observe_footprint(*a, **k)
+            if len(self.calls) == 1:
+                raise RuntimeError("boom")
+
+    sink = Broken()
+    watch = GpuMemoryWatch(sink, "gpu0", "box", lambda: {"GPU-a": 5 * MB}, interval_s=0.01)
+
+    async def drive() -> None:
+        await watch.start()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(sink.calls) >= 3:
+                break
+        await watch.stop()
+
+    asyncio.run(drive())
+    assert len(sink.calls) >= 3
