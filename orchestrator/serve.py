@@ -198,6 +198,7 @@ async def attach_gpu_memory_watches(
     embedded: Mapping[str, EmbeddedTriton] | None = None,
     nvml: Callable[[], GpuMemoryReader] | None = None,
     interval_s: float = 1.0,
+    into: list[GpuMemoryWatch] | None = None,
 ) -> list[GpuMemoryWatch]:
     """A started ``GpuMemoryWatch`` (its baseline read now: call before the initial placement),
     its notes in Status, for each GPU executor
@@ -207,8 +208,9 @@ async def attach_gpu_memory_watches(
     - on an ``embedded`` server: NVML's per-process figures of the server's processes (``nvml``
       makes the reader; default ``profiler.memory.NvmlReader``).
     A baseline that cannot be read (no metric, no NVML) is said (``say``, Status) and leaves that
-    executor on the profile's figures. The caller stops the watches."""
-    watches = []
+    executor on the profile's figures. The caller stops the watches (``into``: the list each is
+    appended to as it starts, so that a failure part-way leaves none unstopped)."""
+    watches = into if into is not None else []
     reader: GpuMemoryReader | None = None
     for name in engine.core.executor_names():
         server_name = spec.executor_server.get(name, "")
@@ -221,7 +223,10 @@ async def attach_gpu_memory_watches(
                 try:
                     reader = nvml() if nvml is not None else _nvml_reader()
                 except CoserveError as exc:
-                    say(f"executor {name}: {exc}; its GPU memory is accounted from the cost profile only")
+                    why = f"executor {name}: {exc}; its GPU memory is accounted from the cost profile only"
+                    say(why)
+                    engine.note_sources.append(lambda why=why: [why])  # type: ignore[misc]
+                    accounting[server_name] = "profile (no NVML)"
                     continue
             watch = GpuMemoryWatch(
                 engine, name, server_name, embedded_gpu_read(triton, reader), interval_s=interval_s,
@@ -234,6 +239,8 @@ async def attach_gpu_memory_watches(
             )
         else:
             continue
+        watch.reserved_bytes = engine.reserved_bytes.get(name, 0)
+        watches.append(watch)
         await watch.start()
         # a reading up to ``staleness_s`` old is compared with the most the core accounted
         # since then (Engine.observe_footprint's began_at), which needs the history kept
@@ -246,7 +253,6 @@ async def attach_gpu_memory_watches(
                 accounting[server_name] = "profile+gpu-metrics"
             at = f" at {server.metrics_url}" if triton is None else ""
             say(f"executor {name}: GPU memory measured from {watch.source}{at}")
-        watches.append(watch)
     return watches
 
 
@@ -306,7 +312,7 @@ async def run_service(
         engine.reserved_bytes = reserved_bytes(engine, spec)
         if spec.memory_sampler:
             sampler = attach_memory_sampler(engine, embedded, spec)
-            gpu_watches = await attach_gpu_memory_watches(engine, spec, backend.accounting, say, embedded=embedded)
+            await attach_gpu_memory_watches(engine, spec, backend.accounting, say, embedded=embedded, into=gpu_watches)
         if on_engine is not None:
             on_engine(engine, embedded)
         # the log wraps the engine (records, answers retries); metrics wrap that (what clients see)

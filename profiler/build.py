@@ -208,7 +208,10 @@ def build_profile(
             cost = arch_cost(m, model_max_batch.get(m.expert, 1), channels)
             archs.setdefault(m.arch, {})[kind] = cost
             costs.append(cost)
-        procs[kind] = processor_spec(ms, costs, unload_mode, server_idle_bytes, server_growth_bytes)
+        # the server's growth is host PSS: no part of a GPU executor's (device) budget; on a GPU
+        # the serve-time watch measures the server's device memory with the experts' instead
+        growth = server_growth_bytes if kind == "cpu" else None
+        procs[kind] = processor_spec(ms, costs, unload_mode, server_idle_bytes, growth)
     # without a spread figure (an external server), the best within one server
     storage = spread or max((p.concurrent_loads for p in procs.values()), default=1)
     return CostProfile(

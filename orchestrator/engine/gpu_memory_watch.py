@@ -14,13 +14,18 @@ file size, docs/profiler.md; ONNX Runtime's CUDA context and arena come on top) 
 
 What the figure is, and is not:
 
-- device-wide: every process on the GPUs the server sees counts, so another tenant's growth
-  reads as ours (the correction errs towards evicting, never towards exceeding). A device the
-  baseline did not see counts whole;
+- device-wide: every process on the GPUs the server sees counts (all of them, whatever the
+  executor's ``gpus``), so another tenant's growth reads as ours, and memory a tenant frees can
+  hide ours: such a figure cannot tell tenants apart. A device using less than at start lowers
+  its baseline (what it gave back was not ours), which limits the second case to what the tenant
+  freed after our growth. What was on the devices at start (another run's experts left on an
+  external server, a CUDA context from an earlier session of that Triton) is never counted. A
+  device the baseline did not see counts whole;
 - up to ``staleness_s`` old (Triton reads NVML every 2 s by default): each reading is compared
   with the highest the core accounted since that long before it was read (``began_at``), so a
   figure from before an unload does not read as an excess;
-- not taken while the engine is not serving (placing, draining, restarting), like the sampler's.
+- read but not handed on while the engine is not serving (placing, draining, restarting), or
+  when it was not serving as the read began, like the sampler's.
 
 On an **embedded** server (whose processes are ours to see) the shell reads NVML's per-process
 device memory of the server and its model processes instead (``serve.attach_gpu_memory_watches``):
@@ -78,6 +83,8 @@ class GpuMemoryWatch:
         #: what the figure is read from (Status), and whether it is the whole devices' use
         #: (Triton's metrics) or only the server's own processes' (NVML per process)
         self.source, self.whole_devices = source, whole_devices
+        #: what the shell took off the executor's configured budget (``Engine.reserved_bytes``)
+        self.reserved_bytes = 0
         self.baseline: dict[str, int] | None = None
         self.last_bytes: int | None = None
         self.peak_bytes = 0
@@ -94,8 +101,8 @@ class GpuMemoryWatch:
         """Read the baseline (call before the initial placement), then watch until ``stop``."""
         try:
             baseline = dict(await asyncio.to_thread(self.read))
-        except CoserveError as exc:
-            self.error = str(exc)
+        except Exception as exc:  # CoserveError from the readers; anything else is said too
+            self.error = str(exc) if isinstance(exc, CoserveError) else repr(exc)
         else:
             if baseline:
                 self.baseline = baseline
@@ -110,18 +117,27 @@ class GpuMemoryWatch:
         if self.baseline is None:
             return None
         began_at = self.clock() - self.staleness_s  # the figure may be this old
+        # serving before and after the read: one taken across a restart (the server gone or its
+        # set half back) would clear a real excess
+        serving = self.sink.serving()
         try:
             used = await asyncio.to_thread(self.read)
-        except CoserveError as exc:
-            self.error = str(exc)
+        except Exception as exc:
+            self.error = str(exc) if isinstance(exc, CoserveError) else repr(exc)
             return None
         self.error = None
+        # a device using less than at start gave back memory that was not ours (nothing of ours
+        # was on it then): lower the baseline, so that it does not hide our growth later
+        assert self.baseline is not None
+        for gpu, b in used.items():
+            if gpu in self.baseline and b < self.baseline[gpu]:
+                self.baseline[gpu] = int(b)
         grown = self.growth(used)
         self.readings += 1
         self.last_bytes = grown
         self.peak_bytes = max(self.peak_bytes, grown)
-        if self.sink.serving():
-            self.sink.observe_footprint(self.executor, grown, 0, began_at)
+        if serving and self.sink.serving():
+            self.sink.observe_footprint(self.executor, grown, self.reserved_bytes, began_at)
         return grown
 
     async def _run(self) -> None:

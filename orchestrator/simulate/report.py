@@ -55,6 +55,8 @@ def run_report(
                 f"no bounds: no executor can run {', '.join(b.unrunnable)} (the profile has no cost for "
                 "its kind, or it is larger than every budget), so no policy serves every request"
             )
+        elif math.isinf(b.compulsory_s):
+            notes.append("no bounds: no policy's executor layout runs every needed expert")
     return Report(workload.name, results, tuple(notes))
 
 

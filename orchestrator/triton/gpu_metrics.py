@@ -13,6 +13,7 @@ such metric: ``parse_gpu_memory_used`` returns ``{}`` for it.
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -49,7 +50,7 @@ def parse_gpu_memory_used(text: str) -> dict[str, int]:
             for sample in family.samples:
                 uuid = sample.labels.get("gpu_uuid", "")
                 used[uuid] = used.get(uuid, 0) + int(sample.value)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: int(+Inf)
         raise GpuMetricsError(f"not Prometheus text: {exc}") from None
     return used
 
@@ -60,8 +61,9 @@ def read_gpu_memory_used(url: str, timeout_s: float = 2.0) -> dict[str, int]:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (checked scheme)
             text = response.read().decode("utf-8", errors="replace")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise GpuMetricsError(f"cannot read Triton's metrics at {url}: {exc}") from None
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        # HTTPException: not HTTP at all (a gRPC port given by mistake: BadStatusLine), or cut off
+        raise GpuMetricsError(f"cannot read Triton's metrics at {url}: {exc!r}") from None
     try:
         return parse_gpu_memory_used(text)
     except GpuMetricsError as exc:

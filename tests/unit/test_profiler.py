@@ -482,3 +482,15 @@ def test_every_field_of_a_plan_shows_in_its_description() -> None:
         value = getattr(base, f.name)
         other = (*value, 64) if isinstance(value, tuple) else value + 1
         assert replace(base, **{f.name: other}).describe() != base.describe(), f.name
+
+
+def test_the_servers_host_growth_is_reserved_off_a_cpu_budget_only() -> None:
+    # the server's growth is host PSS; a GPU executor's budget is device memory, which the serve-
+    # time GPU watch measures with the server's own device growth (mutation: the same figure for
+    # every kind, as before)
+    cpu = _measurement("classifier", "cls_a", 1.0, 0.001, 0.002)
+    gpu = _measurement("classifier", "cls_a", 1.0, 0.001, 0.002)
+    gpu.kind = "gpu"
+    profile = build_profile("p", [cpu, gpu], {"cls_a": 8}, "stock", 30_000_000, {}, server_growth_bytes=5_000_000)
+    assert profile.processor("cpu").server_growth_bytes == 5_000_000
+    assert not profile.processor("gpu").server_growth_bytes

@@ -110,13 +110,14 @@ def test_the_growth_over_the_baseline_goes_to_the_engine_as_old_as_triton_may_ha
         return got
 
     got = asyncio.run(drive())
-    # 30 MB on a, a device the baseline lacked counts whole (7 MB), a shrink counts 0;
-    # mutations: growth against 0 (the tenant's 500 MB counted), or the shrink netted off
-    assert got == [37 * MB, None, 40 * MB]
+    # 30 MB on a, a device the baseline lacked counts whole (7 MB), a shrink counts 0 and lowers
+    # b's baseline to 90 MB, so b's return to 100 MB counts 10; mutations: growth against 0 (the
+    # tenant's 500 MB counted), or the shrink netted off
+    assert got == [37 * MB, None, 50 * MB]
     # began_at: the figure may be Triton's 2 s old reading (mutation: the read's own time)
     assert sink.calls == [("gpu0", 37 * MB, 0, 98.0)]
-    assert watch.error is None and watch.peak_bytes == 40 * MB
-    assert any("40.0 MB now, peak 40.0 MB" in n for n in watch.notes())
+    assert watch.error is None and watch.peak_bytes == 50 * MB
+    assert any("50.0 MB now, peak 50.0 MB" in n for n in watch.notes())
 
 
 def test_without_a_baseline_nothing_is_corrected_and_status_says_so() -> None:
@@ -243,13 +244,20 @@ def test_a_figure_from_before_an_unload_is_not_an_excess_after_it(metrics_server
         after = pool.used_bytes
         await watch.step()  # the old figure, read after the unload
         excess = pool.unattributed_bytes
+        # and the watch does reach the engine: a fresh figure 7 MB over what is held now counts
+        # (else the 0 above would hold with the watch doing nothing)
+        watch.staleness_s = 0.0
+        metrics_server["text"] = _metrics({"GPU-a": 300 * MB + pool.used_bytes + 7 * MB})
+        await watch.step()
+        fresh = pool.unattributed_bytes
         await watch.stop()
         await engine.close()
-        return before, after, excess
+        return before, after, excess, fresh
 
-    before, after, excess = run_virtual(drive())
+    before, after, excess, fresh = run_virtual(drive())
     assert after < before
     assert excess == 0
+    assert fresh == 7 * MB
 
 
 def test_no_metrics_url_or_a_cpu_executor_gets_no_watch(metrics_server: dict[str, Any]) -> None:
@@ -331,6 +339,10 @@ def test_an_embedded_server_is_measured_by_nvml_over_its_own_processes_only() ->
         nvml = _Nvml({os.getpid(): 100 * MB, child.pid: 50 * MB, 999_999_999: 1000 * MB})
         read = embedded_gpu_read(triton, nvml)  # type: ignore[arg-type]
         assert read() == {"server processes": 150 * MB}
+        # a restarted server is a new pid: the read follows it (mutation: the pid taken once)
+        triton.pid = child.pid
+        assert read() == {"server processes": 50 * MB}
+        triton.pid = os.getpid()
         nvml.used = RuntimeError("NVML_ERROR_GPU_IS_LOST")
         with pytest.raises(GpuMetricsError, match="NVML: NVML_ERROR_GPU_IS_LOST"):
             read()
@@ -388,3 +400,65 @@ def test_a_step_that_raises_does_not_end_the_watch() -> None:
 
     asyncio.run(drive())
     assert len(sink.calls) >= 3
+
+
+def test_a_port_that_does_not_speak_http_is_a_metrics_error_not_a_crash() -> None:
+    # metrics_url given Triton's gRPC port by mistake: http.client's BadStatusLine escaped the
+    # reader and ended `coserve serve` with a traceback (mutation: HTTPException not caught)
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def answer_garbage() -> None:
+        conn, _ = listener.accept()
+        conn.recv(1024)
+        conn.sendall(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00garbage-not-http\r\n\r\n")
+        conn.close()
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(GpuMetricsError, match="cannot read Triton's metrics"):
+            read_gpu_memory_used(f"http://127.0.0.1:{listener.getsockname()[1]}/metrics", timeout_s=2.0)
+    finally:
+        thread.join(5)
+        listener.close()
+    with pytest.raises(GpuMetricsError, match="not Prometheus text"):
+        parse_gpu_memory_used('nv_gpu_memory_used_bytes{gpu_uuid="GPU-a"} +Inf\n')
+
+
+def test_a_tenant_freeing_memory_lowers_the_baseline() -> None:
+    # baseline 500 MB (a tenant's); the tenant frees 300, then we grow 200: without lowering the
+    # baseline the growth read 0 (mutation: the baseline never lowered)
+    sink = _Recorder()
+    watch = GpuMemoryWatch(sink, "gpu0", "box", _Reads({"GPU-a": 500 * MB}, {"GPU-a": 200 * MB},
+                                                        {"GPU-a": 400 * MB}), staleness_s=0.0)
+
+    async def drive() -> list[int | None]:
+        await watch.start()
+        got = [await watch.step(), await watch.step()]
+        await watch.stop()
+        return got
+
+    assert asyncio.run(drive()) == [0, 200 * MB]
+
+
+def test_without_nvml_an_embedded_gpu_executor_says_so_in_status() -> None:
+    spec = _embedded_gpu_spec()
+    engine, _ = make_engine(ServeConfig((ExecutorConfig("gpu0", "gpu", 60 * MB),)))
+    accounting: dict[str, str] = {}
+
+    def no_gpu() -> Any:
+        raise NoGpuError("--kind gpu: no usable NVIDIA GPU on this machine (NVML: not found)")
+
+    async def drive() -> list[GpuMemoryWatch]:
+        return await attach_gpu_memory_watches(engine, spec, accounting, embedded={"local": SimpleNamespace(pid=1)},  # type: ignore[dict-item]
+                                               nvml=no_gpu)
+
+    assert asyncio.run(drive()) == []
+    notes = list(engine.status().notes)
+    # mutation: said at start only (the host sampler no longer measures it, so nothing does)
+    assert any("executor gpu0" in n and "cost profile only" in n for n in notes), notes
+    assert accounting == {"local": "profile (no NVML)"}
