@@ -126,6 +126,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     coe = generate(opts, source=f"coe generate --preset {args.preset}")
     path = write_coe(coe, args.out)
     routed = sum(1 for r in coe.routing.values() if r.detector)
+    used = {r.detector for r in coe.routing.values() if r.detector}
+    unused = sorted(d.name for d in coe.detectors() if d.name not in used)
+    if unused:
+        # written as asked, but said: they would be exported and never run
+        print(f"note: no component type is routed to {len(unused)} detector(s) ({', '.join(unused)}): "
+              f"they are exported but never run (fewer --detectors, or more --types)", file=sys.stderr)
     print(
         f"wrote {path}: {len(coe.routing)} component types, {len(coe.classifiers())} classifiers, "
         f"{len(coe.detectors())} detectors ({routed} types routed to detectors), "

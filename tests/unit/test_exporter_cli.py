@@ -131,3 +131,15 @@ def test_export_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 OK_COE = tiny_coe_yaml("cli_tiny", 1)
+
+
+def test_generate_says_which_detectors_nothing_routes_to(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # one type, five detectors: four would be exported and never run (the CLI audit found it
+    # written silently); mutation: the note left out, or given when every detector is used
+    code, out, err = run(capsys, "coe", "generate", "--preset", "pcb-a", "--types", "1", "--detectors", "5",
+                         "--detector-share", "1", "--out", str(tmp_path / "c.yaml"))
+    assert code == 0 and "wrote" in out
+    assert re.search(r"no component type is routed to 4 detector\(s\)", err), err
+    code, _, err = run(capsys, "coe", "generate", "--preset", "pcb-a", "--types", "40", "--detectors", "2",
+                       "--detector-share", "1", "--out", str(tmp_path / "d.yaml"))
+    assert code == 0 and "no component type is routed" not in err
