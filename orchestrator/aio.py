@@ -12,6 +12,7 @@ either, and the test suite runs the commands on the default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -52,3 +53,12 @@ def run(main: Coroutine[Any, Any, T], *, loop: str | None = None) -> T:
 
         return uvloop.run(main)
     return asyncio.run(main)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task (None: nothing to do) and wait until it has ended."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

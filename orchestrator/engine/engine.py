@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator import experts_io
+from orchestrator.aio import cancel_and_wait
 from orchestrator.coe import CoEDefinition
 from orchestrator.core.coe_graph import graph_from_coe
 from orchestrator.core.decisions import Complete, Decision, Dispatch, Load, Reject, Unload
@@ -279,10 +280,7 @@ class Engine:
 
     async def _stop_version_watch(self) -> None:
         task, self._version_watch = self._version_watch, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     # -- versions ------------------------------------------------------------------------------
     async def _watch_versions(self) -> None:

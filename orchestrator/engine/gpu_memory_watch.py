@@ -40,15 +40,20 @@ there is no correction at all, and the notes say so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from orchestrator.aio import cancel_and_wait
 from orchestrator.errors import CoserveError
 
 log = logging.getLogger(__name__)
+
+
+def _describe(exc: Exception) -> str:
+    """A failed read's text for Status: a reader's own message, else the exception as it is."""
+    return str(exc) if isinstance(exc, CoserveError) else repr(exc)
 
 
 class FootprintSink(Protocol):
@@ -102,7 +107,7 @@ class GpuMemoryWatch:
         try:
             baseline = dict(await asyncio.to_thread(self.read))
         except Exception as exc:  # CoserveError from the readers; anything else is said too
-            self.error = str(exc) if isinstance(exc, CoserveError) else repr(exc)
+            self.error = _describe(exc)
         else:
             if baseline:
                 self.baseline = baseline
@@ -123,7 +128,7 @@ class GpuMemoryWatch:
         try:
             used = await asyncio.to_thread(self.read)
         except Exception as exc:
-            self.error = str(exc) if isinstance(exc, CoserveError) else repr(exc)
+            self.error = _describe(exc)
             return None
         self.error = None
         # a device using less than at start gave back memory that was not ours (nothing of ours
@@ -151,10 +156,7 @@ class GpuMemoryWatch:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     def notes(self) -> list[str]:
         """What ``Status`` says of this watch."""

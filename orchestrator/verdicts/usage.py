@@ -12,8 +12,8 @@ restored nor saved (its probabilities are the prior; saving would overwrite a le
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
+from orchestrator.aio import cancel_and_wait
 from orchestrator.core.graph import DependencyGraph
 from orchestrator.verdicts.store import VerdictStore
 
@@ -55,9 +55,6 @@ class UsageKeeper:
 
     async def stop(self) -> None:
         """Stop the periodic save and save once more."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         self.save()
